@@ -1,0 +1,80 @@
+"""The project's exception tree. Stdlib only: the hook path imports it.
+
+    ComputeProofError
+    ├── ConfigError              bad or unreadable configuration
+    ├── ReceiptError             the receipts library
+    │   ├── CanonicalError       value not representable in canonical JSON
+    │   ├── SignatureError       bad, missing or foreign signature; unknown key
+    │   ├── KeyError_            key file missing, unreadable or malformed
+    │   ├── ProofError           inclusion / consistency proof does not verify
+    │   ├── CheckpointError      malformed or wrongly signed checkpoint
+    │   ├── BundleError          receipt bundle malformed or failing verification
+    │   └── StoreError           storage backend failure or corruption
+    ├── SpoolError               the local durable spool
+    ├── SlurmError               Slurm commands / job info
+    ├── AgentError               GPU agent, NVML
+    ├── ReportError              usage reports, rate cards, grant maps
+    └── AnchorError              chain anchoring
+"""
+
+from __future__ import annotations
+
+
+class ComputeProofError(Exception):
+    """Root of every error this project raises on purpose."""
+
+
+class ConfigError(ComputeProofError):
+    """Configuration file or value is wrong; the message says which and how to fix it."""
+
+
+class ReceiptError(ComputeProofError):
+    """Errors of the receipts library."""
+
+
+class CanonicalError(ReceiptError):
+    """A value cannot be written as canonical JSON (floats, non-string keys...)."""
+
+
+class SignatureError(ReceiptError):
+    """A signature is bad, missing, or made by a key that is not enrolled."""
+
+
+class KeyError_(ReceiptError):  # noqa: N801 - avoid shadowing the builtin KeyError
+    """A key file is missing, unreadable or malformed."""
+
+
+class ProofError(ReceiptError):
+    """An inclusion or consistency proof does not verify."""
+
+
+class CheckpointError(ReceiptError):
+    """A checkpoint is malformed, wrongly signed or from another log."""
+
+
+class BundleError(ReceiptError):
+    """A receipt bundle is malformed or fails verification."""
+
+
+class StoreError(ReceiptError):
+    """The storage backend failed or holds corrupted data."""
+
+
+class SpoolError(ComputeProofError):
+    """The local spool cannot be written or read."""
+
+
+class SlurmError(ComputeProofError):
+    """A Slurm command failed or returned something unexpected."""
+
+
+class AgentError(ComputeProofError):
+    """The GPU agent or NVML failed."""
+
+
+class ReportError(ComputeProofError):
+    """A report, rate card or grant map is wrong."""
+
+
+class AnchorError(ComputeProofError):
+    """Anchoring a checkpoint on a chain failed."""

@@ -1,0 +1,112 @@
+"""Lifecycle events: deterministic ids and canonical bytes. Standard library only.
+
+An event is a plain dict (the hook path cannot afford dataclasses or pydantic)::
+
+    {"schema": "computeproof.event/v1", "id": <hex>, "type": "started",
+     "cluster": "c1", "job": "100_4", "job_id": 101, "run": 0,
+     "host": "node1", "seq": 0, "time": "2026-11-25T16:46:21.123456Z",
+     "payload": {...}}
+
+``job`` is Slurm's display id ("123", "100_4" for an array task, "200+1" for a
+heterogeneous component); ``job_id`` the numeric SLURM_JOB_ID; ``run`` the restart
+count, so a requeued job's events never collide with the first run's.
+"""
+
+from __future__ import annotations
+
+import time as _time
+from _sha256 import sha256
+
+from slurm_hooks.errors import CanonicalError
+from slurm_hooks.receipts.canonical import canonical_bytes
+
+SCHEMA = "computeproof.event/v1"
+EVENT_TYPES = (
+    "scheduled",
+    "started",
+    "progress",
+    "artifact",
+    "node_done",
+    "completed",
+    "final_state",
+)
+IDENTITY_FIELDS = ("schema", "cluster", "job", "job_id", "run", "type", "host", "seq")
+FIELDS = ("schema", "id", "type", "cluster", "job", "job_id", "run", "host", "seq", "time")
+
+
+def event_id(
+    cluster: str, job: str, job_id: int, run: int, type: str, host: str, seq: int
+) -> str:
+    """Deterministic event id: SHA-256 of the canonical identity tuple, hex."""
+    identity = [SCHEMA, cluster, job, job_id, run, type, host, seq]
+    return sha256(canonical_bytes(identity)).hexdigest()
+
+
+def utc_now() -> str:
+    """The current UTC time as RFC 3339 with microseconds and a Z suffix."""
+    ns = _time.time_ns()
+    secs, micros = divmod(ns // 1000, 1_000_000)
+    return _time.strftime("%Y-%m-%dT%H:%M:%S", _time.gmtime(secs)) + f".{micros:06d}Z"
+
+
+def new_event(
+    type: str,
+    cluster: str,
+    job: str,
+    job_id: int,
+    host: str,
+    payload: dict[str, object],
+    seq: int = 0,
+    run: int = 0,
+    time: str | None = None,
+) -> dict[str, object]:
+    """Build an event dict with its deterministic id; ``time`` defaults to now."""
+    if type not in EVENT_TYPES:
+        raise CanonicalError(f"unknown event type {type!r}; expected one of {EVENT_TYPES}")
+    return {
+        "schema": SCHEMA,
+        "id": event_id(cluster, job, job_id, run, type, host, seq),
+        "type": type,
+        "cluster": cluster,
+        "job": job,
+        "job_id": job_id,
+        "run": run,
+        "host": host,
+        "seq": seq,
+        "time": time if time is not None else utc_now(),
+        "payload": payload,
+    }
+
+
+def check_event(event: object) -> dict[str, object]:
+    """Validate an event's shape and recompute its id; return it or raise CanonicalError."""
+    if not isinstance(event, dict):
+        raise CanonicalError("event is not a JSON object")
+    for name in (*FIELDS, "payload"):
+        if name not in event:
+            raise CanonicalError(f"event lacks field {name!r}")
+    if event["schema"] != SCHEMA:
+        raise CanonicalError(f"event schema {event['schema']!r} is not {SCHEMA!r}")
+    if event["type"] not in EVENT_TYPES:
+        raise CanonicalError(f"unknown event type {event['type']!r}")
+    for name in ("cluster", "job", "host", "time", "type"):
+        if not isinstance(event[name], str) or not event[name]:
+            raise CanonicalError(f"event field {name!r} must be a non-empty string")
+    for name in ("job_id", "run", "seq"):
+        value = event[name]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise CanonicalError(f"event field {name!r} must be a non-negative integer")
+    if not isinstance(event["payload"], dict):
+        raise CanonicalError("event payload must be a JSON object")
+    want = event_id(
+        event["cluster"], event["job"], event["job_id"], event["run"],  # type: ignore[arg-type]
+        event["type"], event["host"], event["seq"],  # type: ignore[arg-type]
+    )
+    if event["id"] != want:
+        raise CanonicalError(f"event id {event['id']!r} does not match its fields ({want})")
+    return event
+
+
+def job_key(cluster: str, job: str, run: int = 0) -> str:
+    """The string that names one run of one job: ``cluster/job#run``."""
+    return f"{cluster}/{job}#{run}"

@@ -1,0 +1,90 @@
+"""The `computeproof` command line: thin click commands over the library.
+
+Each subsystem keeps its commands in its own module here (ledger.py, slurm.py, agent.py,
+report.py) and registers them on ``main``. Every command runs its work through
+:func:`run`, the one place where the project's errors become one clear line and an exit
+code (sigstore-python's pattern).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from slurm_hooks.config import Config, load_config
+from slurm_hooks.errors import ComputeProofError
+
+T = TypeVar("T")
+
+EXIT_FAILED_CHECK = 1  # a verification or reconciliation found a problem
+EXIT_ERROR = 2  # bad input, bad configuration, environment failure
+
+
+class State:
+    """Per-invocation state: the global flags and the configuration, loaded once."""
+
+    def __init__(self, config_path: str | None, db: str | None) -> None:
+        self.config_path = config_path
+        self.db = db
+        self._config: Config | None = None
+
+    @property
+    def config(self) -> Config:
+        """The site configuration (file, environment, then --db)."""
+        if self._config is None:
+            self._config = load_config(self.config_path, db=self.db)
+        return self._config
+
+
+pass_state = click.make_pass_decorator(State)
+
+
+def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
+    """Print one error line to stderr and exit."""
+    click.echo(f"computeproof: error: {message}", err=True)
+    sys.exit(code)
+
+
+def run(work: Callable[[], T]) -> T:
+    """Run ``work``; turn the project's errors into one line and exit code 2."""
+    try:
+        return work()
+    except ComputeProofError as e:
+        fail(str(e))
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
+
+
+def echo_json(value: Any) -> None:
+    """Print ``value`` as indented JSON for scripts."""
+    click.echo(json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", envvar="COMPUTEPROOF_CONFIG", default=None,
+              help="TOML config file (default /etc/computeproof/config.toml).")
+@click.option("--db", default=None, help="Ledger SQLite file (default from config, then "
+              "/var/lib/computeproof/ledger.db).")
+@click.version_option(package_name="computeproof")
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None, db: str | None) -> None:
+    """Verifiable GPU job receipts for Slurm clusters."""
+    ctx.obj = State(config_path, db)
+
+
+def _register() -> None:
+    import importlib
+
+    for name in ("ledger", "slurm", "agent", "report"):
+        try:
+            importlib.import_module(f"slurm_hooks.cli.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"slurm_hooks.cli.{name}":
+                raise
+
+
+_register()

@@ -34,7 +34,7 @@ class Config:
     slurm_bin: str = "/usr/bin"
     sample_interval: int = 5
     progress_interval: int = 300
-    agent_socket: str = "/run/computeproof/agent.sock"
+    agent_socket: str = ""
     prometheus_port: int = 0
     source: str = "defaults"
 
@@ -42,6 +42,18 @@ class Config:
     def origin(self) -> str:
         """The checkpoint origin line: configured, else derived from the cluster name."""
         return self.ledger_origin or f"computeproof.{self.cluster}.ledger"
+
+    def node_dir(self, node: str) -> str:
+        """Per-node run directory (several slurmd may share one host in the test cluster)."""
+        return os.path.join(self.run_dir, node)
+
+    def binding_path(self, node: str, job_id: int) -> str:
+        """Where the Prolog writes job ``job_id``'s GPU binding on ``node``."""
+        return os.path.join(self.run_dir, node, "jobs", f"{job_id}.json")
+
+    def agent_socket_path(self, node: str) -> str:
+        """The agent's Unix socket for ``node``: configured, else under the node's run dir."""
+        return self.agent_socket or os.path.join(self.run_dir, node, "agent.sock")
 
 
 _ENV = {"COMPUTEPROOF_DB": "db", "COMPUTEPROOF_SPOOL": "spool_dir", "COMPUTEPROOF_CLUSTER": "cluster"}

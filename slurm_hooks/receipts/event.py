@@ -18,7 +18,7 @@ import time as _time
 from _sha256 import sha256
 
 from slurm_hooks.errors import CanonicalError
-from slurm_hooks.receipts.canonical import canonical_bytes
+from slurm_hooks.receipts.canonical import _ESCAPES
 
 SCHEMA = "computeproof.event/v1"
 EVENT_TYPES = (
@@ -37,9 +37,22 @@ FIELDS = ("schema", "id", "type", "cluster", "job", "job_id", "run", "host", "se
 def event_id(
     cluster: str, job: str, job_id: int, run: int, type: str, host: str, seq: int
 ) -> str:
-    """Deterministic event id: SHA-256 of the canonical identity tuple, hex."""
-    identity = [SCHEMA, cluster, job, job_id, run, type, host, seq]
-    return sha256(canonical_bytes(identity)).hexdigest()
+    """Deterministic event id: SHA-256 of the canonical identity tuple, hex.
+
+    The tuple is [SCHEMA, cluster, job, job_id, run, type, host, seq] in RFC 8785 form,
+    written out directly because this runs for every event on the hook and ingest paths.
+    """
+    identity = '["%s","%s","%s",%d,%d,"%s","%s",%d]' % (
+        SCHEMA,
+        cluster.translate(_ESCAPES),
+        job.translate(_ESCAPES),
+        job_id,
+        run,
+        type.translate(_ESCAPES),
+        host.translate(_ESCAPES),
+        seq,
+    )
+    return sha256(identity.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def utc_now() -> str:

@@ -1,1 +1,21 @@
-"""receipts/store."""
+"""Ledger storage backends behind one narrow interface (interface.py).
+
+sqlite.py is the embedded default; a PostgreSQL backend implements the same interface
+and runs the same contract tests (tests/unit/receipts/store_contract.py).
+"""
+
+from __future__ import annotations
+
+from slurm_hooks.receipts.store.interface import Store
+
+
+def open_store(url: str) -> Store:
+    """Open a store: a ``postgresql://`` URL or a SQLite file path."""
+    if url.startswith(("postgresql://", "postgres://")):
+        from slurm_hooks.receipts.store.postgres import PostgresStore  # type: ignore[import-not-found,unused-ignore]
+
+        store: Store = PostgresStore(url)
+        return store
+    from slurm_hooks.receipts.store.sqlite import SQLiteStore
+
+    return SQLiteStore(url)

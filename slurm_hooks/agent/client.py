@@ -1,0 +1,85 @@
+"""Talking to the node agent's socket. Standard library only (the Epilog may import it).
+
+``node_summary`` is what the Epilog needs: ask the agent (one line, at most ``timeout``
+seconds), else read the summary the agent persisted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Sequence
+
+from slurm_hooks.config import Config
+from slurm_hooks.errors import AgentError
+
+
+def request(path: str, message: dict[str, object], fds: Sequence[int] = (),
+            timeout: float = 5.0) -> dict[str, object]:
+    """Send one request line (and descriptors) to the agent; return its decoded reply."""
+    line = json.dumps(message, sort_keys=True).encode() + b"\n"
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(path)
+            if fds:
+                sent = socket.send_fds(sock, [line], list(fds))
+                if sent < len(line):
+                    sock.sendall(line[sent:])
+            else:
+                sock.sendall(line)
+            data = b""
+            while b"\n" not in data:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+    except FileNotFoundError as e:
+        raise AgentError(f"no agent socket at {path}: is computeproof-agent running?") from e
+    except ConnectionRefusedError as e:
+        raise AgentError(f"the agent at {path} refused the connection: is it running?") from e
+    except TimeoutError as e:
+        raise AgentError(f"the agent at {path} did not answer within {timeout:g} s") from e
+    except OSError as e:
+        raise AgentError(f"cannot talk to the agent at {path}: {e.strerror or e}") from e
+    try:
+        reply = json.loads(data)
+    except ValueError as e:
+        raise AgentError(f"the agent at {path} sent a malformed reply") from e
+    if not isinstance(reply, dict):
+        raise AgentError(f"the agent at {path} sent a malformed reply")
+    if not reply.get("ok"):
+        raise AgentError(str(reply.get("error") or "the agent refused the request"))
+    return reply
+
+
+def node_summary(config: Config, node: str, job_id: int,
+                 timeout: float = 1.0) -> dict[str, object] | None:
+    """The job's summary from the agent, else from its persisted state, else None."""
+    from slurm_hooks.agent.state import read_summary, summary_path
+
+    try:
+        reply = request(config.agent_socket_path(node), {"op": "summary", "job_id": job_id},
+                        timeout=timeout)
+        summary = reply.get("summary")
+        if isinstance(summary, dict):
+            return summary
+    except AgentError:
+        pass
+    return read_summary(summary_path(config, node, job_id))
+
+
+def open_artifacts(paths: Sequence[str]) -> tuple[list[str], list[int]]:
+    """Open each file for reading as the caller; return absolute paths and descriptors."""
+    fds: list[int] = []
+    absolute: list[str] = []
+    try:
+        for p in paths:
+            absolute.append(os.path.abspath(p))
+            fds.append(os.open(p, os.O_RDONLY | os.O_CLOEXEC))
+    except OSError as e:
+        for fd in fds:
+            os.close(fd)
+        raise AgentError(f"cannot open {e.filename}: {e.strerror}") from e
+    return absolute, fds

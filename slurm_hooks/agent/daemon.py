@@ -1,0 +1,328 @@
+"""The per-node GPU agent: sampling loop, per-job accumulators, progress and artifact events.
+
+One agent runs per slurmd node (several nodes may share a host in the test cluster). Each
+pass reads the node's bindings, samples NVML, folds the readings into each bound job's
+figures, persists the summaries (see :mod:`slurm_hooks.agent.state`) and, every
+``progress_interval``, writes a ``progress`` event per running job to the spool.
+
+Persistence and sequence numbers: a summary and its NVML baselines (last energy counter
+reading, last sample time) are written together atomically, so a restarted agent resumes
+from a consistent point: time it was down is ``unmeasured_ms``, energy comes from the
+counter delta, nothing is counted twice. A sequence number is persisted (fsync) before the
+event that uses it is spooled, so a crash can skip a number but never reuse one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from slurm_hooks.agent.accumulate import JobAccumulator
+from slurm_hooks.agent.binding import Binding, jobs_by_minor, load_bindings
+from slurm_hooks.agent.procs import ProcessTable
+from slurm_hooks.agent.sampler import Sample, Sampler, wall_clock_ms
+from slurm_hooks.agent.state import read_summary, summary_path, sweep, write_summary
+from slurm_hooks.config import Config
+from slurm_hooks.errors import AgentError, ComputeProofError
+from slurm_hooks.receipts.event import new_event
+from slurm_hooks.receipts.spool import Spool
+
+log = logging.getLogger("computeproof.agent")
+
+PERSIST_EVERY_MS = 5_000
+
+
+class CallerRefused(AgentError):
+    """A socket caller is not allowed to do what it asked (no job, wrong uid)."""
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """An output file's digest as the agent computed it from the caller's descriptor."""
+
+    path: str
+    sha256: str
+    size: int
+
+
+class Agent:
+    """State and behaviour of one node's agent; the socket server and loop drive it."""
+
+    def __init__(
+        self,
+        config: Config,
+        node: str,
+        sampler: Sampler | None = None,
+        clock: Callable[[], int] = wall_clock_ms,
+        processes: ProcessTable | None = None,
+        spool: Spool | None = None,
+        exporter: object | None = None,
+    ) -> None:
+        self.config = config
+        self.node = node
+        self.clock = clock
+        self.interval_ms = max(1, config.sample_interval) * 1000
+        self.progress_ms = max(1, config.progress_interval) * 1000
+        self.sampler = sampler or Sampler(timeout_s=min(2.0, max(0.5, config.sample_interval / 2)),
+                                          clock=clock)
+        self.processes = processes or ProcessTable()
+        self.spool = spool or Spool(config.spool_dir)
+        self.exporter = exporter
+        self.jobs: dict[int, JobAccumulator] = {}
+        self.bindings: dict[int, Binding] = {}
+        self.last_sample: Sample | None = None
+        self.gaps = 0
+        self._persisted_ms: dict[int, int] = {}
+        self._lock = threading.Lock()
+
+    # -- sampling ---------------------------------------------------------------------------
+
+    def _sync_bindings(self) -> None:
+        bindings, problems = load_bindings(self.config, self.node)
+        for problem in problems:
+            log.warning("%s", problem)
+        for job_id in sorted(set(self.jobs) - set(bindings)):
+            acc = self.jobs.pop(job_id)
+            self._persist(acc, durable=True)  # the job ended on this node: final figures
+            self._persisted_ms.pop(job_id, None)
+        for job_id, binding in bindings.items():
+            acc = self.jobs.get(job_id)
+            if acc is not None and (acc.binding.run, acc.binding.job) == (binding.run, binding.job):
+                continue
+            acc = JobAccumulator(binding, self.node, self.interval_ms)
+            try:
+                persisted = read_summary(summary_path(self.config, self.node, job_id))
+            except AgentError as e:
+                log.warning("ignoring persisted state: %s", e)
+                persisted = None
+            if persisted is not None and acc.resume(persisted):
+                log.info("job %s: resumed from persisted state", binding.job)
+            self.jobs[job_id] = acc
+        self.bindings = bindings
+
+    def pass_once(self) -> Sample:
+        """One sampling pass: bindings, NVML, accumulate, persist, progress events."""
+        with self._lock:
+            self._sync_bindings()
+        sample = self.sampler.sample()  # outside the lock: may take up to its timeout
+        if sample.error:
+            self.gaps += 1
+            log.warning("no GPU reading this pass: %s", sample.error)
+        with self._lock:
+            self.last_sample = sample
+            by_minor = jobs_by_minor(self.bindings)
+            owners: dict[int, int | None] = {}
+
+            def job_of(pid: int) -> int | None:
+                if pid not in owners:
+                    owners[pid] = self.processes.job_of(pid)
+                return owners[pid]
+
+            def visible(pid: int) -> bool:
+                return self.processes.info(pid) is not None
+
+            for acc in self.jobs.values():
+                acc.add_sample(sample.t_ms, sample.readings, sample.gpus, by_minor, job_of,
+                               visible)
+            for job_id, acc in self.jobs.items():
+                if self._due_progress(acc, sample.t_ms):
+                    self._emit_agent_progress(acc, sample.t_ms)
+                elif sample.t_ms - self._persisted_ms.get(job_id, -PERSIST_EVERY_MS) \
+                        >= PERSIST_EVERY_MS:
+                    self._persist(acc)
+        if self.exporter is not None:
+            self.exporter.update(self)  # type: ignore[attr-defined]
+        return sample
+
+    def _due_progress(self, acc: JobAccumulator, t_ms: int) -> bool:
+        start = acc.last_progress_ms if acc.last_progress_ms is not None else acc.first_sample_ms
+        return start is not None and t_ms - start >= self.progress_ms
+
+    def _persist(self, acc: JobAccumulator, durable: bool = False) -> None:
+        path = summary_path(self.config, self.node, acc.binding.job_id)
+        try:
+            write_summary(path, acc.summary(), durable=durable)
+            self._persisted_ms[acc.binding.job_id] = self.clock()
+        except ComputeProofError as e:
+            log.error("%s", e)
+
+    def _next_seq(self, acc: JobAccumulator, kind: str) -> int:
+        """Take the next sequence number of ``kind`` and persist it before it is used."""
+        if kind == "progress":
+            seq, acc.progress_seq = acc.progress_seq, acc.progress_seq + 1
+        else:
+            seq, acc.artifact_seq = acc.artifact_seq, acc.artifact_seq + 1
+        write_summary(summary_path(self.config, self.node, acc.binding.job_id), acc.summary(),
+                      durable=True)
+        self._persisted_ms[acc.binding.job_id] = self.clock()
+        return seq
+
+    def _event(self, acc: JobAccumulator, type: str, seq: int,
+               payload: dict[str, object]) -> dict[str, object]:
+        b = acc.binding
+        event = new_event(type, b.cluster or self.config.cluster, b.job, b.job_id, self.node,
+                          payload, seq=seq, run=b.run)
+        self.spool.write(event)
+        return event
+
+    def _emit_agent_progress(self, acc: JobAccumulator, t_ms: int) -> None:
+        acc.last_progress_ms = t_ms
+        summary = acc.summary()
+        payload: dict[str, object] = {
+            "source": "agent",
+            "time_ms": t_ms,
+            "first_sample_ms": summary["first_sample_ms"],
+            "sample_interval_ms": self.interval_ms,
+            "totals": summary["totals"],
+            "gpus": summary["gpus"],
+        }
+        try:
+            seq = self._next_seq(acc, "progress")
+            self._event(acc, "progress", seq, payload)
+        except ComputeProofError as e:
+            log.error("job %s: progress event not written: %s", acc.binding.job, e)
+
+    # -- requests from the socket ---------------------------------------------------------
+
+    def summary(self, job_id: int, uid: int | None = None) -> dict[str, object]:
+        """The job's node summary: live when the job is bound, else the persisted one."""
+        with self._lock:
+            acc = self.jobs.get(job_id)
+            summary = acc.summary() if acc is not None else None
+        if summary is None:
+            summary = read_summary(summary_path(self.config, self.node, job_id))
+        if summary is None:
+            raise AgentError(f"no summary for job {job_id} on node {self.node}")
+        if uid not in (None, 0) and summary.get("uid") != uid:
+            raise CallerRefused(f"uid {uid} does not own job {job_id}")
+        return summary
+
+    def caller_job(self, pid: int, uid: int) -> JobAccumulator:
+        """The running job the calling process belongs to, or CallerRefused."""
+        job_id = self.processes.job_of(pid)
+        if job_id is None:
+            raise CallerRefused(f"process {pid} belongs to no Slurm job on node {self.node}; "
+                                "run this command inside a job (sbatch/srun)")
+        with self._lock:
+            acc = self.jobs.get(job_id)
+        if acc is None:
+            self.refresh()
+            with self._lock:
+                acc = self.jobs.get(job_id)
+        if acc is None:
+            raise CallerRefused(f"job {job_id} has no GPU binding on node {self.node}")
+        if uid != 0 and uid != acc.binding.uid:
+            raise CallerRefused(f"uid {uid} does not own job {job_id}")
+        return acc
+
+    def refresh(self) -> None:
+        """Re-read the bindings now (a job that started since the last pass)."""
+        with self._lock:
+            self._sync_bindings()
+
+    def record_progress(
+        self,
+        pid: int,
+        uid: int,
+        percent: int | None,
+        epoch: int | None,
+        epochs: int | None,
+        message: str | None,
+    ) -> dict[str, object]:
+        """Write a job-reported ``progress`` event for the caller's job; return it."""
+        acc = self.caller_job(pid, uid)
+        payload: dict[str, object] = {"source": "job", "pid": pid, "uid": uid,
+                                      "time_ms": self.clock()}
+        if percent is not None:
+            payload["percent"] = percent
+        if epoch is not None:
+            payload["epoch"] = epoch
+        if epochs is not None:
+            payload["epochs"] = epochs
+        if message:
+            payload["message"] = message
+        with self._lock:
+            seq = self._next_seq(acc, "progress")
+            return self._event(acc, "progress", seq, payload)
+
+    def record_artifacts(self, pid: int, uid: int, artifacts: list[Artifact]) -> dict[str, object]:
+        """Write one ``artifact`` event listing the files' digests; return it."""
+        acc = self.caller_job(pid, uid)
+        payload: dict[str, object] = {
+            "pid": pid,
+            "uid": uid,
+            "time_ms": self.clock(),
+            "artifacts": [{"path": a.path, "sha256": a.sha256, "size": a.size}
+                          for a in artifacts],
+        }
+        with self._lock:
+            seq = self._next_seq(acc, "artifact")
+            return self._event(acc, "artifact", seq, payload)
+
+    def gpu_table(self) -> list[dict[str, object]]:
+        """The node's GPUs (from the last pass) and the job holding each."""
+        with self._lock:
+            sample = self.last_sample
+            by_minor = jobs_by_minor(self.bindings)
+        gpus = sorted((sample.gpus if sample else {}).values(), key=lambda g: g.index)
+        return [{**g.as_dict(), "job_id": (by_minor.get(g.minor) or [None])[0]} for g in gpus]
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Sample every sample_interval until ``stop`` is set; persist everything on the way out."""
+        sweep(self.config, self.node, set())
+        next_due = time.monotonic()
+        while not stop.is_set():
+            try:
+                self.pass_once()
+            except Exception:  # the agent outlives any one bad pass
+                log.exception("sampling pass failed")
+            next_due += self.interval_ms / 1000
+            now = time.monotonic()
+            if next_due < now:
+                next_due = now + self.interval_ms / 1000
+            stop.wait(next_due - now)
+        with self._lock:
+            for acc in self.jobs.values():
+                self._persist(acc, durable=True)
+        self.sampler.close()
+
+
+def inspect(config: Config, node: str, sampler: Sampler | None = None,
+            processes: ProcessTable | None = None) -> dict[str, object]:
+    """One sampling pass with attribution and no accumulation: what the node looks like now."""
+    sampler = sampler or Sampler()
+    processes = processes or ProcessTable()
+    bindings, problems = load_bindings(config, node)
+    by_minor = jobs_by_minor(bindings)
+    sample = sampler.sample()
+    sampler.close()
+    gpus = []
+    for info in sorted(sample.gpus.values(), key=lambda g: g.index):
+        job_ids = by_minor.get(info.minor, [])
+        reading = (sample.readings or {}).get(info.minor)
+        procs = []
+        for p in (reading.processes or ()) if reading else ():
+            owner = processes.job_of(p.pid)
+            procs.append({"pid": p.pid, "used_memory": p.used_memory, "job_id": owner,
+                          "foreign": bool(job_ids) and owner not in job_ids})
+        gpus.append({
+            **info.as_dict(),
+            "job_ids": job_ids,
+            "reading": None if reading is None else reading.as_dict(),
+            "processes": procs,
+        })
+    bound = {m for m in by_minor}
+    return {
+        "node": node,
+        "time_ms": sample.t_ms,
+        "driver_version": sample.driver_version,
+        "error": sample.error,
+        "binding_problems": problems,
+        "unknown_minors": sorted(bound - set(sample.gpus)) if sample.gpus else [],
+        "gpus": gpus,
+    }

@@ -1,0 +1,5 @@
+"""`python -m slurm_hooks.cli`."""
+
+from slurm_hooks.cli import main
+
+main()

@@ -1,0 +1,196 @@
+"""Agent commands: ``agent run|sample|summary``, ``gpus``, and, inside a job, ``progress``
+and ``artifact``, which talk to the node agent's socket."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+import click
+
+from slurm_hooks.cli import echo_json, main, pass_state, run
+from slurm_hooks.errors import AgentError
+
+_NODE = click.option("--node", envvar="SLURMD_NODENAME", default=None,
+                     help="Slurm node name (default: $SLURMD_NODENAME, then the host name).")
+
+
+@main.group()
+def agent() -> None:
+    """The per-node GPU agent."""
+
+
+@agent.command("run")
+@_NODE
+@pass_state
+def agent_run(state: object, node: str | None) -> None:
+    """Run the agent in the foreground until SIGTERM or SIGINT."""
+    from slurm_hooks.agent.daemon import Agent
+    from slurm_hooks.agent.server import AgentServer
+
+    config = state.config  # type: ignore[attr-defined]
+    node = node or config.host
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+
+    def work() -> None:
+        exporter = None
+        if config.prometheus_port > 0:
+            from slurm_hooks.agent.metrics import Exporter
+
+            exporter = Exporter(config.prometheus_port)
+        the_agent = Agent(config, node, exporter=exporter)
+        the_agent.refresh()
+        server = AgentServer(config.agent_socket_path(node), the_agent)
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        server.start()
+        logging.getLogger("computeproof.agent").info(
+            "agent for node %s listening on %s", node, server.path)
+        try:
+            the_agent.run(stop)
+        finally:
+            server.stop()
+
+    run(work)
+
+
+@agent.command("sample")
+@_NODE
+@click.option("--once", is_flag=True, default=True, help="One pass (the default and only mode).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_state
+def agent_sample(state: object, node: str | None, once: bool, as_json: bool) -> None:
+    """One NVML sampling pass with job attribution, printed."""
+    from slurm_hooks.agent.daemon import inspect
+
+    config = state.config  # type: ignore[attr-defined]
+    result = run(lambda: inspect(config, node or config.host))
+    if as_json:
+        echo_json(result)
+        return
+    if result["error"]:
+        click.echo(f"no reading: {result['error']}")
+    for g in result["gpus"]:  # type: ignore[attr-defined]
+        r = g["reading"] or {}
+        click.echo(f"gpu {g['index']} minor {g['minor']} jobs {g['job_ids'] or '-'} "
+                   f"util {r.get('utilization')}% mem {r.get('memory_used')} B "
+                   f"power {r.get('power_mw')} mW energy {r.get('energy_mj')} mJ")
+
+
+@agent.command("summary")
+@_NODE
+@click.argument("job_id", type=int)
+@pass_state
+def agent_summary(state: object, node: str | None, job_id: int) -> None:
+    """Print a job's node summary (from the agent, else its persisted state)."""
+    from slurm_hooks.agent.client import node_summary
+
+    config = state.config  # type: ignore[attr-defined]
+    node = node or config.host
+
+    def work() -> dict[str, object]:
+        summary = node_summary(config, node, job_id)
+        if summary is None:
+            raise AgentError(f"no summary for job {job_id} on node {node}")
+        return summary
+
+    echo_json(run(work))
+
+
+@main.command("gpus")
+@_NODE
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_state
+def gpus(state: object, node: str | None, as_json: bool) -> None:
+    """The node's GPUs and which job holds each."""
+    from slurm_hooks.agent.daemon import inspect
+
+    config = state.config  # type: ignore[attr-defined]
+
+    def work() -> list[dict[str, object]]:
+        result = inspect(config, node or config.host)
+        if result["error"] and not result["gpus"]:
+            raise AgentError(str(result["error"]))
+        keys = ("index", "minor", "uuid", "name", "pci_bus_id", "memory_total")
+        return [{**{k: g[k] for k in keys}, "job_id": (g["job_ids"] or [None])[0]}
+                for g in result["gpus"]]  # type: ignore[attr-defined]
+
+    table = run(work)
+    if as_json:
+        echo_json(table)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table("index", "minor", "name", "uuid", "pci bus id", "memory", "job")
+    for g in table:
+        t.add_row(str(g["index"]), str(g["minor"]), str(g["name"]), str(g["uuid"]),
+                  str(g["pci_bus_id"]), f"{int(g['memory_total']) // 2**20} MiB",  # type: ignore[call-overload]
+                  "-" if g["job_id"] is None else str(g["job_id"]))
+    Console().print(t)
+
+
+def _epoch(value: str | None) -> tuple[int | None, int | None]:
+    if value is None:
+        return None, None
+    done, _, total = value.partition("/")
+    try:
+        return int(done), (int(total) if total else None)
+    except ValueError as e:
+        raise click.BadParameter("use N or N/TOTAL, e.g. 15/30", param_hint="--epoch") from e
+
+
+@main.command("progress")
+@_NODE
+@click.option("--percent", type=click.IntRange(0, 100), default=None, help="Percent done.")
+@click.option("--epoch", default=None, help="Epoch reached, N or N/TOTAL.")
+@click.option("--message", default=None, help="A short note.")
+@click.option("--json", "as_json", is_flag=True, help="Print the recorded event as JSON.")
+@pass_state
+def progress(state: object, node: str | None, percent: int | None, epoch: str | None,
+             message: str | None, as_json: bool) -> None:
+    """Record the job's progress (run inside the job)."""
+    from slurm_hooks.agent.client import request
+
+    config = state.config  # type: ignore[attr-defined]
+    done, total = _epoch(epoch)
+    msg: dict[str, object] = {"op": "progress", "percent": percent, "epoch": done,
+                              "epochs": total, "message": message}
+    reply = run(lambda: request(config.agent_socket_path(node or config.host), msg))
+    if as_json:
+        echo_json(reply["event"])
+    else:
+        click.echo(f"recorded progress (seq {reply['event']['seq']})")  # type: ignore[index]
+
+
+@main.command("artifact")
+@_NODE
+@click.argument("paths", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the recorded event as JSON.")
+@pass_state
+def artifact(state: object, node: str | None, paths: tuple[str, ...], as_json: bool) -> None:
+    """Record output files' SHA-256 and size (run inside the job)."""
+    import os
+
+    from slurm_hooks.agent.client import open_artifacts, request
+
+    config = state.config  # type: ignore[attr-defined]
+
+    def work() -> dict[str, object]:
+        absolute, fds = open_artifacts(paths)
+        try:
+            return request(config.agent_socket_path(node or config.host),
+                           {"op": "artifact", "paths": absolute}, fds=fds, timeout=600)
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    reply = run(work)
+    event = reply["event"]
+    if as_json:
+        echo_json(event)
+        return
+    for a in event["payload"]["artifacts"]:  # type: ignore[index]
+        click.echo(f"{a['sha256']}  {a['size']}  {a['path']}")

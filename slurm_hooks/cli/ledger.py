@@ -1,0 +1,584 @@
+"""Commands over the receipts library: keys, ledger, jobs, receipts, forward, spool, bench."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from typing import Any
+
+import click
+
+from slurm_hooks.cli import EXIT_FAILED_CHECK, State, echo_json, fail, main, pass_state, run
+from slurm_hooks.config import Config
+from slurm_hooks.errors import ComputeProofError
+from slurm_hooks.receipts.keys import (
+    Signer,
+    format_public_key,
+    load_signer,
+    write_key,
+)
+from slurm_hooks.receipts.ledger import Ledger
+from slurm_hooks.receipts.store.interface import JobFilter, JobRow
+
+
+def open_ledger(config: Config) -> Ledger:
+    """The configured ledger (SQLite file or PostgreSQL URL)."""
+    from slurm_hooks.receipts.store import open_store
+
+    return Ledger(open_store(config.db), config.origin, config.ledger_key)
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    # piped output keeps whole values instead of rich's 80-column truncation
+    return Console() if sys.stdout.isatty() else Console(width=250)
+
+
+# -- keys --------------------------------------------------------------------------------
+
+
+@main.group()
+def keys() -> None:
+    """Host keys: create, enroll in the ledger, list, revoke."""
+
+
+@keys.command("init")
+@click.option("--out", default=None, help="Key file to write (default: host_key from config).")
+@click.option("--force", is_flag=True, help="Replace an existing key file.")
+@click.option("--enroll", "enroll_hosts", multiple=True, metavar="HOST",
+              help="Also enroll the new key in the ledger for HOST ('*' for any); repeatable.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_state
+def keys_init(state: State, out: str | None, force: bool, enroll_hosts: tuple[str, ...],
+              as_json: bool) -> None:  # fmt: skip
+    """Write a new Ed25519 host key (mode 0600) and print its public key."""
+
+    def work() -> dict[str, object]:
+        path = out or state.config.host_key
+        signer = Signer.generate()
+        write_key(path, signer, overwrite=force)
+        if enroll_hosts:
+            with open_ledger(state.config) as ledger:
+                ledger.enroll(signer.public_raw, enroll_hosts)
+        return {"path": path, "public_key": format_public_key(signer.public_raw),
+                "key_id": signer.key_id, "enrolled_for": list(enroll_hosts)}  # fmt: skip
+
+    info = run(work)
+    if as_json:
+        echo_json(info)
+    else:
+        click.echo(info["public_key"])
+        click.echo(f"key id {info['key_id']} written to {info['path']}", err=True)
+
+
+@keys.command("enroll")
+@click.argument("public_key")
+@click.option("--host", "hosts", multiple=True, required=True,
+              help="Host (node) name this key signs for; '*' for any. Repeatable.")
+@pass_state
+def keys_enroll(state: State, public_key: str, hosts: tuple[str, ...]) -> None:
+    """Trust PUBLIC_KEY (ed25519:BASE64, or a key file path) for events from --host."""
+
+    def work() -> str:
+        text = public_key
+        if not text.startswith("ed25519:"):
+            try:
+                text = format_public_key(load_signer(public_key).public_raw)
+            except ComputeProofError:
+                pass
+        with open_ledger(state.config) as ledger:
+            return ledger.enroll(text, hosts).key_id
+
+    click.echo(f"enrolled key {run(work)} for {', '.join(hosts)}")
+
+
+@keys.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_state
+def keys_list(state: State, as_json: bool) -> None:
+    """List enrolled host keys."""
+
+    def work() -> list[dict[str, object]]:
+        with open_ledger(state.config) as ledger:
+            return [{"key_id": k.key_id, "public_key": format_public_key(k.public_raw),
+                     "hosts": list(k.hosts), "enrolled": k.enrolled, "revoked": k.revoked}
+                    for k in ledger.store.enrolled().values()]  # fmt: skip
+
+    rows = run(work)
+    if as_json:
+        echo_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table("key id", "hosts", "enrolled", "revoked")
+    for r in rows:
+        table.add_row(str(r["key_id"])[:16], ",".join(r["hosts"]),  # type: ignore[arg-type]
+                      str(r["enrolled"]), str(r["revoked"] or ""))  # fmt: skip
+    _console().print(table)
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@pass_state
+def keys_revoke(state: State, key_id: str) -> None:
+    """Refuse new events signed by KEY_ID (old ones still verify)."""
+    from slurm_hooks.receipts.event import utc_now
+
+    def work() -> bool:
+        with open_ledger(state.config) as ledger:
+            matches = [k for k in ledger.store.enrolled() if k.startswith(key_id)]
+            if len(matches) != 1:
+                fail(f"key id {key_id!r} matches {len(matches)} enrolled keys; give more digits")
+            return ledger.store.revoke(matches[0], utc_now())
+
+    run(work)
+    click.echo(f"revoked {key_id}")
+
+
+# -- ledger ------------------------------------------------------------------------------
+
+
+@main.group("ledger")
+def ledger_group() -> None:
+    """Verify the log, sign checkpoints, prove consistency."""
+
+
+@ledger_group.command("verify")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_state
+def ledger_verify(state: State, as_json: bool) -> None:
+    """Re-hash every leaf, re-check every signature, rebuild the tree, check checkpoints."""
+
+    def work() -> dict[str, object]:
+        with open_ledger(state.config) as ledger:
+            progress = None
+            if not as_json and sys.stderr.isatty():
+                def progress(done: int, total: int) -> None:
+                    click.echo(f"\rverified {done}/{total} leaves", err=True, nl=False)
+            report = ledger.verify(progress)
+            if progress is not None:
+                click.echo("", err=True)
+            return {"ok": report.ok, "size": report.size, "signatures": report.signatures,
+                    "checkpoints": report.checkpoints, "first_bad_index": report.first_bad_index,
+                    "problems": report.problems}  # fmt: skip
+
+    out = run(work)
+    if as_json:
+        echo_json(out)
+    elif out["ok"]:
+        click.echo(f"ledger OK: {out['size']} leaves, {out['signatures']} signatures, "
+                   f"{out['checkpoints']} checkpoints verified")  # fmt: skip
+    else:
+        click.echo(f"ledger FAILED verification; first bad leaf index {out['first_bad_index']}")
+        for p in out["problems"]:  # type: ignore[attr-defined]
+            click.echo(f"  {p}")
+    if not out["ok"]:
+        sys.exit(EXIT_FAILED_CHECK)
+
+
+def _checkpoint_json(size: int, root: bytes, note: str) -> dict[str, object]:
+    import base64
+
+    return {"size": size, "root": base64.b64encode(root).decode(), "root_hex": root.hex(),
+            "note": note}  # fmt: skip
+
+
+@ledger_group.command("checkpoint")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_state
+def ledger_checkpoint(state: State, as_json: bool) -> None:
+    """Sign and print a checkpoint (C2SP signed note) of the log as it is now."""
+
+    def work() -> dict[str, object]:
+        with open_ledger(state.config) as ledger:
+            cp = ledger.checkpoint()
+            return _checkpoint_json(cp.size, cp.root, cp.note)
+
+    out = run(work)
+    if as_json:
+        echo_json(out)
+    else:
+        click.echo(out["note"], nl=False)
+
+
+@ledger_group.command("consistency")
+@click.argument("old_checkpoint_file", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_state
+def ledger_consistency(state: State, old_checkpoint_file: str, as_json: bool) -> None:
+    """Prove the current log extends OLD_CHECKPOINT_FILE (a note or `checkpoint --json`)."""
+    import base64
+
+    from slurm_hooks.errors import CheckpointError, ProofError
+
+    def work() -> dict[str, object]:
+        try:
+            with open(old_checkpoint_file, encoding="utf-8") as f:
+                text = f.read()
+        except OSError as e:
+            fail(f"cannot read {old_checkpoint_file}: {e.strerror}")
+        if text.lstrip().startswith("{"):
+            try:
+                text = json.loads(text)["note"]
+            except (ValueError, KeyError, TypeError):
+                fail(f"{old_checkpoint_file}: JSON without a 'note' field")
+        with open_ledger(state.config) as ledger:
+            try:
+                old, new, proof = ledger.prove_extends(text)
+            except (CheckpointError, ProofError) as e:
+                return {"consistent": False, "reason": str(e)}
+            return {"consistent": True, "old_size": old.size, "new_size": new.size,
+                    "proof": [base64.b64encode(h).decode() for h in proof]}  # fmt: skip
+
+    out = run(work)
+    if as_json:
+        echo_json(out)
+    elif out["consistent"]:
+        click.echo(f"consistent: the log ({out['new_size']} leaves) extends checkpoint "
+                   f"{out['old_size']}; proof of {len(out['proof'])} hashes verified")  # type: ignore[arg-type]
+    else:
+        click.echo(f"NOT consistent: {out['reason']}")
+    if not out["consistent"]:
+        sys.exit(EXIT_FAILED_CHECK)
+
+
+# -- jobs --------------------------------------------------------------------------------
+
+JOB_SORT_KEYS = ("start", "end", "job", "user", "account", "gpus", "state", "elapsed")
+
+
+def job_json(row: JobRow) -> dict[str, object]:
+    """A job index row as JSON for `jobs list --json`."""
+    totals = row.fields.get("gpu_totals") or {}
+    assert isinstance(totals, dict)
+    return {
+        "job_id": row.job, "slurm_job_id": row.job_id, "run": row.run, "cluster": row.cluster,
+        "user": row.user, "account": row.account, "partition": row.partition,
+        "state": row.state, "gpus": row.gpus, "gpu_model": row.gpu_model,
+        "nodes": row.nodes.split(",") if row.nodes else [], "submit": row.submit,
+        "start": row.start, "end": row.end, "elapsed_s": row.elapsed_s,
+        "exit_code": row.exit_code, "events": row.events, "synthetic": row.synthetic,
+        "busy_gpu_hours": (round(int(totals["busy_gpu_ms"]) / 3_600_000, 6)
+                           if "busy_gpu_ms" in totals else None),
+        "energy_kwh": (round(int(totals["energy_mj"]) / 3.6e9, 9)
+                       if "energy_mj" in totals else None),
+    }  # fmt: skip
+
+
+@main.group()
+def jobs() -> None:
+    """Query job receipts."""
+
+
+@jobs.command("list")
+@click.option("--user", "users", multiple=True, help="Only these users (repeatable).")
+@click.option("--account", "accounts", multiple=True, help="Only these accounts.")
+@click.option("--partition", "partitions", multiple=True, help="Only these partitions.")
+@click.option("--state", "states", multiple=True, help="Only these final states (COMPLETED...).")
+@click.option("--node", "nodes", multiple=True, help="Only jobs that ran on these nodes.")
+@click.option("--gpu-model", "gpu_models", multiple=True, help="Only these GPU models.")
+@click.option("--since", default=None, help="Jobs that ended at/after this date (or run).")
+@click.option("--until", default=None, help="Jobs that started before this date.")
+@click.option("--sort", "sort_key", type=click.Choice(JOB_SORT_KEYS), default="start",
+              show_default=True)
+@click.option("--reverse", is_flag=True, help="Sort descending.")
+@click.option("--limit", type=int, default=None, help="At most this many rows.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV.")
+@pass_state
+def jobs_list(state: State, users: tuple[str, ...], accounts: tuple[str, ...],
+              partitions: tuple[str, ...], states: tuple[str, ...], nodes: tuple[str, ...],
+              gpu_models: tuple[str, ...], since: str | None, until: str | None,
+              sort_key: str, reverse: bool, limit: int | None, as_json: bool,
+              as_csv: bool) -> None:  # fmt: skip
+    """List jobs with receipts."""
+    from slurm_hooks.reports.dates import parse_date_arg
+
+    def work() -> list[dict[str, object]]:
+        selection = JobFilter(users=users, accounts=accounts, partitions=partitions,
+                              states=tuple(s.upper() for s in states), nodes=nodes,
+                              gpu_models=gpu_models,
+                              since=parse_date_arg(since, "--since") if since else None,
+                              until=parse_date_arg(until, "--until") if until else None)  # fmt: skip
+        with open_ledger(state.config) as ledger:
+            rows = [job_json(r) for r in ledger.jobs(selection)]
+        field = "elapsed_s" if sort_key == "elapsed" else "job_id" if sort_key == "job" else sort_key
+        rows.sort(key=lambda r: (r[field] is None, str(r[field]).zfill(20)
+                                 if isinstance(r[field], int) else str(r[field] or "")),
+                  reverse=reverse)  # fmt: skip
+        return rows[:limit] if limit is not None else rows
+
+    rows = run(work)
+    if as_json:
+        echo_json(rows)
+        return
+    columns = ("job_id", "cluster", "user", "account", "partition", "state", "gpus",
+               "start", "end", "elapsed_s", "synthetic")  # fmt: skip
+    if as_csv:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=[*columns, "nodes", "gpu_model",
+                                                 "busy_gpu_hours", "energy_kwh"],
+                                extrasaction="ignore")  # fmt: skip
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({**r, "nodes": ",".join(r["nodes"])})  # type: ignore[arg-type]
+        click.echo(buf.getvalue(), nl=False)
+        return
+    if not rows:
+        click.echo("no jobs match")
+        return
+    from rich.table import Table
+
+    table = Table(*columns)
+    for r in rows:
+        table.add_row(*("" if r[c] is None else "yes" if r[c] is True else "" if r[c] is False
+                        else str(r[c]) for c in columns))  # fmt: skip
+    _console().print(table)
+
+
+@jobs.command("show")
+@click.argument("job")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_state
+def jobs_show(state: State, job: str, as_json: bool) -> None:
+    """Show JOB's lifecycle (one numbered line per event) and verify its receipt."""
+    from slurm_hooks.errors import BundleError
+    from slurm_hooks.receipts.bundle import export_bundle, verify_bundle
+
+    def work() -> dict[str, object]:
+        with open_ledger(state.config) as ledger:
+            row = ledger.resolve_job(job)
+            events = ledger.job_events(row)
+            bundle = export_bundle(ledger, job)
+        try:
+            verify_bundle(json.dumps(bundle))
+            verdict = {"ok": True, "reason": None}
+        except BundleError as e:
+            verdict = {"ok": False, "reason": str(e)}
+        return {"job_id": row.job, "cluster": row.cluster, "run": row.run,
+                "summary": job_json(row),
+                "events": [{"type": e["type"], "time": e["time"], "host": e["host"],
+                            "leaf_index": leaf.index, "seq": e["seq"], "payload": e["payload"]}
+                           for leaf, e in events],
+                "verification": verdict}  # fmt: skip
+
+    out = run(work)
+    if as_json:
+        echo_json(out)
+    else:
+        s = out["summary"]
+        assert isinstance(s, dict)
+        click.echo(f"job {out['job_id']} on {out['cluster']} (run {out['run']}): user "
+                   f"{s['user']}, account {s['account']}, state {s['state']}, "
+                   f"{s['gpus'] if s['gpus'] is not None else '?'} GPUs")  # fmt: skip
+        for i, e in enumerate(out["events"], 1):  # type: ignore[arg-type]
+            detail = _event_detail(e["type"], e["payload"])
+            click.echo(f"{i:3d}. {e['time']}  {e['type']:<11} {e['host']:<12} "
+                       f"leaf {e['leaf_index']:<8} {detail}")  # fmt: skip
+        v = out["verification"]
+        assert isinstance(v, dict)
+        click.echo("receipt verified: signatures, inclusion proofs and checkpoint OK"
+                   if v["ok"] else f"receipt FAILED verification: {v['reason']}")  # fmt: skip
+    if not out["verification"]["ok"]:  # type: ignore[index]
+        sys.exit(EXIT_FAILED_CHECK)
+
+
+def _event_detail(etype: str, payload: dict[str, Any]) -> str:
+    if etype == "started":
+        gpus = payload.get("gpus") or []
+        return f"GPUs {','.join(str(g.get('minor')) for g in gpus) or 'none'} (minor)"
+    if etype in ("completed", "final_state"):
+        return f"state {payload.get('state', '?')} exit {payload.get('exit_code', '?')} " \
+               f"elapsed {payload.get('elapsed_s', '?')}s"
+    if etype == "progress":
+        bits = [f"{k}={payload[k]}" for k in ("percent", "epoch", "message") if k in payload]
+        return " ".join(bits) or "GPU sample summary"
+    if etype == "artifact":
+        return f"{payload.get('path', '?')} sha256 {str(payload.get('sha256', ''))[:16]}"
+    if etype == "node_done":
+        src = payload.get("gpu_summary_source", "?")
+        return f"GPU summary from {src}"
+    if etype == "scheduled":
+        return f"partition {payload.get('partition', '?')} nodes {payload.get('nodes', '?')}"
+    return ""
+
+
+# -- receipts ----------------------------------------------------------------------------
+
+
+@main.group()
+def receipt() -> None:
+    """Export and verify job receipts (offline)."""
+
+
+@receipt.command("export")
+@click.argument("job")
+@click.option("-o", "--output", required=True, help="Receipt file to write ('-' for stdout).")
+@click.option("--disclose", is_flag=True, help="Include private-field openings.")
+@pass_state
+def receipt_export(state: State, job: str, output: str, disclose: bool) -> None:
+    """Write JOB's receipt bundle: envelopes, inclusion proofs, checkpoint, keys."""
+    from slurm_hooks.receipts.bundle import export_bundle
+
+    def work() -> dict[str, object]:
+        with open_ledger(state.config) as ledger:
+            return export_bundle(ledger, job, disclose=disclose)
+
+    bundle = run(work)
+    text = json.dumps(bundle, indent=1, sort_keys=True) + "\n"
+    if output == "-":
+        click.echo(text, nl=False)
+        return
+    try:
+        with open(output, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as e:
+        fail(f"cannot write {output}: {e.strerror}")
+    click.echo(f"wrote receipt of job {bundle['job']['job']} "  # type: ignore[index]
+               f"({len(bundle['entries'])} events) to {output}", err=True)  # type: ignore[arg-type]
+
+
+@receipt.command("verify")
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("--ledger-key", default=None,
+              help="Trust only this ledger public key (ed25519:BASE64).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def receipt_verify(file: str, ledger_key: str | None, as_json: bool) -> None:
+    """Verify a receipt FILE with no database and no network. Exit 0 valid, 1 not."""
+    from slurm_hooks.errors import BundleError
+    from slurm_hooks.receipts.bundle import verify_bundle
+    from slurm_hooks.receipts.keys import parse_public_key
+
+    try:
+        data = sys.stdin.buffer.read() if file == "-" else open(file, "rb").read()  # noqa: SIM115
+    except OSError as e:
+        fail(f"cannot read {file}: {e.strerror}")
+    trusted = run(lambda: parse_public_key(ledger_key)) if ledger_key else None
+    try:
+        report = verify_bundle(data, trusted)
+    except BundleError as e:
+        if as_json:
+            echo_json({"valid": False, "reason": str(e)})
+        else:
+            click.echo(f"INVALID receipt {file}: {e}")
+        sys.exit(EXIT_FAILED_CHECK)
+    if as_json:
+        echo_json({"valid": True, "job": report.job_key, "events": len(report.events),
+                   "checkpoint_size": report.checkpoint_size, "lifecycle": report.lifecycle,
+                   "disclosed": report.disclosed})  # fmt: skip
+    else:
+        life = ", ".join(f"{k} x{v}" for k, v in sorted(report.lifecycle.items()))
+        click.echo(f"VALID receipt for {report.job_key}: {len(report.events)} events "
+                   f"({life}) included in checkpoint of size {report.checkpoint_size}")  # fmt: skip
+
+
+# -- spool and forwarder -----------------------------------------------------------------
+
+
+@main.command()
+@click.option("--loop", "interval", type=float, default=None,
+              help="Keep forwarding every INTERVAL seconds (default: one pass).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_state
+def forward(state: State, interval: float | None, as_json: bool) -> None:
+    """Sign spooled events with the host key and append them to the ledger."""
+    import time
+
+    from slurm_hooks.receipts.forward import forward_spool
+    from slurm_hooks.receipts.keys import load_signer
+    from slurm_hooks.receipts.spool import Spool
+
+    def once() -> dict[str, object]:
+        cfg = state.config
+        signer = load_signer(cfg.host_key)
+        with open_ledger(cfg) as ledger:
+            r = forward_spool(Spool(cfg.spool_dir), signer, ledger, cfg.private_fields)
+        return {"forwarded": r.forwarded, "duplicates": r.duplicates, "failed": r.failed,
+                "remaining": r.remaining, "errors": r.errors}  # fmt: skip
+
+    while True:
+        out = run(once)
+        if as_json:
+            echo_json(out)
+        else:
+            click.echo(f"forwarded {out['forwarded']}, duplicates {out['duplicates']}, "
+                       f"failed {out['failed']}, waiting {out['remaining']}")  # fmt: skip
+            for e in out["errors"]:  # type: ignore[attr-defined]
+                click.echo(f"  rejected: {e}", err=True)
+        if interval is None:
+            return
+        time.sleep(interval)
+
+
+@main.group()
+def spool() -> None:
+    """The local spool of events waiting to be forwarded."""
+
+
+@spool.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_state
+def spool_status(state: State, as_json: bool) -> None:
+    """How many events wait in the spool, how many were rejected, and why."""
+    import os
+
+    from slurm_hooks.receipts.spool import Spool
+
+    def work() -> dict[str, object]:
+        sp = Spool(state.config.spool_dir)
+        failures = sp.failures()
+        hook_failures = 0
+        try:
+            with open(os.path.join(sp.path, "hook-failures")) as f:
+                hook_failures = sum(1 for _ in f)
+        except OSError:
+            pass
+        return {"spool": sp.path, "waiting": sp.count_pending(), "failed": len(failures),
+                "failures": [{"file": f, "reason": r} for f, r in failures],
+                "hook_failures": hook_failures}  # fmt: skip
+
+    out = run(work)
+    if as_json:
+        echo_json(out)
+        return
+    click.echo(f"spool {out['spool']}: {out['waiting']} waiting to be forwarded, "
+               f"{out['failed']} rejected, {out['hook_failures']} hook failures logged")  # fmt: skip
+    for f in out["failures"]:  # type: ignore[attr-defined]
+        click.echo(f"  {f['file']}: {f['reason']}")
+
+
+# -- bench -------------------------------------------------------------------------------
+
+
+@main.group()
+def bench() -> None:
+    """Benchmarks that print figures."""
+
+
+@bench.command("ingest")
+@click.option("--db", "db_path", required=True, help="SQLite file to create (must be new).")
+@click.option("--jobs", "n_jobs", type=int, default=1000, show_default=True)
+@click.option("--hosts", "n_hosts", type=int, default=8, show_default=True)
+@click.option("--proof-sizes", default="10000,1000000", show_default=True,
+              help="Log sizes at which to time inclusion proofs (comma-separated).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def bench_ingest(db_path: str, n_jobs: int, n_hosts: int, proof_sizes: str,
+                 as_json: bool) -> None:  # fmt: skip
+    """Ingest N synthetic signed job lifecycles and print throughput figures."""
+    from slurm_hooks.receipts.throughput import run_ingest_bench
+
+    sizes = [int(s) for s in proof_sizes.split(",") if s.strip()]
+
+    def progress(msg: str) -> None:
+        if not as_json:
+            click.echo(msg, err=True)
+
+    out = run(lambda: run_ingest_bench(db_path, n_jobs, n_hosts, sizes, progress))
+    if as_json:
+        echo_json(out)
+    else:
+        for k, v in out.items():
+            click.echo(f"{k}: {v}")

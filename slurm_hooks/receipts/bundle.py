@@ -1,0 +1,200 @@
+"""Receipt bundles: everything needed to verify one job's receipt offline.
+
+    {"format": "computeproof.receipt/v1",
+     "job": {"cluster", "job", "run", "job_key"},
+     "log": {"origin", "size", "root" (base64), "ledger_key" ("ed25519:..."),
+             "checkpoint" (signed note)},
+     "keys": [{"key_id", "public_key", "hosts"}],
+     "entries": [{"leaf_index", "envelope" (the canonical envelope text),
+                  "inclusion_proof": [base64, ...]}],
+     "disclosures": {event id: {field: {"salt", "value"}}},   # optional
+     "anchors": [...]}                                          # optional
+
+Verification needs no database and no network: it checks the checkpoint signature,
+every envelope signature against the bundle's keys, that each event belongs to the job,
+and each inclusion proof against the checkpoint's root.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass, field
+
+from slurm_hooks.errors import BundleError, ReceiptError
+from slurm_hooks.receipts import merkle
+from slurm_hooks.receipts.checkpoint import Checkpoint, open_checkpoint
+from slurm_hooks.receipts.envelope import verify_envelope
+from slurm_hooks.receipts.event import job_key
+from slurm_hooks.receipts.keys import format_public_key, key_id, parse_public_key
+from slurm_hooks.receipts.privacy import check_opening
+
+FORMAT = "computeproof.receipt/v1"
+
+
+def export_bundle(ledger: object, job: str, disclose: bool = False) -> dict[str, object]:
+    """Build the receipt bundle of job ``job`` from a :class:`Ledger`."""
+    from slurm_hooks.receipts.ledger import Ledger
+
+    assert isinstance(ledger, Ledger)
+    row = ledger.resolve_job(job)
+    cp = ledger.latest_checkpoint()
+    public = ledger.ledger_public_key()
+    assert public is not None
+    leaves = ledger.store.job_leaves(row.job_key)
+    enrolled = ledger.store.enrolled()
+    used: dict[str, object] = {}
+    entries = []
+    disclosures: dict[str, object] = {}
+    for leaf in leaves:
+        if leaf.index >= cp.size:
+            continue
+        env = json.loads(leaf.envelope)
+        kid = env["signatures"][0]["keyid"]
+        k = enrolled[kid]
+        used[kid] = {"key_id": kid, "public_key": format_public_key(k.public_raw),
+                     "hosts": list(k.hosts)}  # fmt: skip
+        proof = ledger.inclusion_proof(leaf.index, cp.size)
+        entries.append({
+            "leaf_index": leaf.index,
+            "envelope": leaf.envelope.decode("utf-8"),
+            "inclusion_proof": [base64.b64encode(h).decode() for h in proof],
+        })  # fmt: skip
+        if disclose:
+            ops = ledger.store.openings(leaf.event_id)
+            if ops:
+                disclosures[leaf.event_id] = {
+                    f: {"salt": salt, "value": json.loads(value)} for f, (salt, value) in ops.items()
+                }
+    bundle: dict[str, object] = {
+        "format": FORMAT,
+        "job": {"cluster": row.cluster, "job": row.job, "run": row.run, "job_key": row.job_key},
+        "log": {
+            "origin": ledger.origin,
+            "size": cp.size,
+            "root": base64.b64encode(cp.root).decode(),
+            "ledger_key": format_public_key(public),
+            "checkpoint": cp.note,
+        },
+        "keys": sorted(used.values(), key=lambda k: str(k["key_id"])),  # type: ignore[index]
+        "entries": entries,
+        "anchors": [],
+    }
+    if disclosures:
+        bundle["disclosures"] = disclosures
+    return bundle
+
+
+@dataclass
+class BundleReport:
+    """The outcome of verifying a bundle."""
+
+    job_key: str
+    checkpoint_size: int
+    events: list[dict[str, object]] = field(default_factory=list)
+    disclosed: dict[str, dict[str, object]] = field(default_factory=dict)
+    lifecycle: dict[str, int] = field(default_factory=dict)
+
+
+def _field(obj: object, name: str, kind: type, where: str) -> object:
+    if not isinstance(obj, dict) or name not in obj:
+        raise BundleError(f"{where}: missing field '{name}'")
+    value = obj[name]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise BundleError(f"{where}: field '{name}' must be {kind.__name__}")
+    return value
+
+
+def verify_bundle(data: bytes | str, trusted_ledger_key: bytes | None = None) -> BundleReport:
+    """Verify a receipt bundle offline; raise BundleError naming what and where."""
+    try:
+        bundle = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BundleError(f"receipt is not JSON: {e}") from e
+    if not isinstance(bundle, dict) or bundle.get("format") != FORMAT:
+        raise BundleError(f"not a receipt bundle (format must be {FORMAT!r})")
+    job = _field(bundle, "job", dict, "receipt")
+    cluster = str(_field(job, "cluster", str, "job"))
+    jobname = str(_field(job, "job", str, "job"))
+    run = int(_field(job, "run", int, "job"))  # type: ignore[call-overload]
+    want_key = job_key(cluster, jobname, run)
+    log = _field(bundle, "log", dict, "receipt")
+    origin = str(_field(log, "origin", str, "log"))
+    try:
+        ledger_key = parse_public_key(str(_field(log, "ledger_key", str, "log")))
+        root = base64.b64decode(str(_field(log, "root", str, "log")), validate=True)
+    except (ReceiptError, binascii.Error) as e:
+        raise BundleError(f"log: {e}") from e
+    if trusted_ledger_key is not None and ledger_key != trusted_ledger_key:
+        raise BundleError("log: the bundle's ledger key is not the trusted ledger key")
+    try:
+        cp: Checkpoint = open_checkpoint(
+            str(_field(log, "checkpoint", str, "log")), origin, ledger_key, origin=origin
+        )
+    except ReceiptError as e:
+        raise BundleError(f"log checkpoint: {e}") from e
+    if cp.size != _field(log, "size", int, "log") or cp.root != root:
+        raise BundleError("log: size or root differ from the signed checkpoint")
+    keys: dict[str, bytes] = {}
+    hosts: dict[str, list[str]] = {}
+    for i, k in enumerate(_field(bundle, "keys", list, "receipt")):  # type: ignore[arg-type]
+        where = f"keys[{i}]"
+        try:
+            raw = parse_public_key(str(_field(k, "public_key", str, where)))
+        except ReceiptError as e:
+            raise BundleError(f"{where}: {e}") from e
+        if key_id(raw) != _field(k, "key_id", str, where):
+            raise BundleError(f"{where}: key id does not match the public key")
+        keys[key_id(raw)] = raw
+        hosts[key_id(raw)] = [str(h) for h in _field(k, "hosts", list, where)]  # type: ignore[attr-defined]
+    entries = _field(bundle, "entries", list, "receipt")
+    assert isinstance(entries, list)
+    if not entries:
+        raise BundleError("receipt has no entries")
+    report = BundleReport(job_key=want_key, checkpoint_size=cp.size)
+    seen: set[str] = set()
+    last_index = -1
+    for i, entry in enumerate(entries):
+        where = f"entries[{i}]"
+        index = int(_field(entry, "leaf_index", int, where))  # type: ignore[call-overload]
+        where = f"entries[{i}] (leaf {index})"
+        if index <= last_index:
+            raise BundleError(f"{where}: entries are not in increasing leaf order")
+        last_index = index
+        envelope = str(_field(entry, "envelope", str, where)).encode("utf-8")
+        try:
+            opened = verify_envelope(envelope, keys)
+            proof = [base64.b64decode(str(h), validate=True)
+                     for h in _field(entry, "inclusion_proof", list, where)]  # type: ignore[attr-defined]
+            merkle.verify_inclusion(merkle.leaf_hash(envelope), index, cp.size, proof, cp.root)
+        except (ReceiptError, binascii.Error) as e:
+            raise BundleError(f"{where}: {e}") from e
+        event = opened.event
+        allowed = hosts[opened.key_id]
+        if "*" not in allowed and event["host"] not in allowed:
+            raise BundleError(f"{where}: signing key is not enrolled for host {event['host']}")
+        ek = job_key(str(event["cluster"]), str(event["job"]), int(event["run"]))  # type: ignore[call-overload]
+        if ek != want_key:
+            raise BundleError(f"{where}: event belongs to {ek}, not {want_key}")
+        if event["id"] in seen:
+            raise BundleError(f"{where}: event {event['id']} appears twice")
+        seen.add(str(event["id"]))
+        report.events.append({"leaf_index": index, **event})
+        report.lifecycle[str(event["type"])] = report.lifecycle.get(str(event["type"]), 0) + 1
+    disclosures = bundle.get("disclosures", {})
+    if not isinstance(disclosures, dict):
+        raise BundleError("disclosures must be an object")
+    by_id = {str(e["id"]): e for e in report.events}
+    for eid, fields in disclosures.items():
+        if eid not in by_id or not isinstance(fields, dict):
+            raise BundleError(f"disclosures: event {eid} is not in this receipt")
+        payload = by_id[eid]["payload"]
+        assert isinstance(payload, dict)
+        for name, opening in fields.items():
+            try:
+                value = check_opening(payload.get(name), opening)
+            except ReceiptError as e:
+                raise BundleError(f"disclosures[{eid}][{name}]: {e}") from e
+            report.disclosed.setdefault(eid, {})[name] = value
+    return report

@@ -1,0 +1,160 @@
+"""Signed events: an in-toto Statement v1 in a DSSE envelope, canonical (RFC 8785) bytes.
+
+    statement = {"_type": "https://in-toto.io/Statement/v1",
+                 "subject": [{"name": "slurm-job:<cluster>/<job>#<run>",
+                              "digest": {"sha256": sha256(name)}}],
+                 "predicateType": PREDICATE_TYPE, "predicate": <event>}
+    envelope  = {"payload": base64(JCS(statement)), "payloadType": PAYLOAD_TYPE,
+                 "signatures": [{"keyid": <hex>, "sig": base64(Ed25519(PAE))}]}
+
+The stored leaf is JCS(envelope); the Merkle leaf hash covers those exact bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from dataclasses import dataclass
+
+from slurm_hooks.errors import CanonicalError, SignatureError
+from slurm_hooks.receipts.canonical import canonical_bytes
+from slurm_hooks.receipts.event import check_event, job_key
+from slurm_hooks.receipts.keys import Signer, verify
+
+STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
+PREDICATE_TYPE = "https://computeproof.dev/slurm-job-event/v1"
+PAYLOAD_TYPE = "application/vnd.in-toto+json"
+
+
+def pae(payload_type: str, payload: bytes) -> bytes:
+    """DSSE v1 pre-authentication encoding."""
+    t = payload_type.encode()
+    return b"DSSEv1 %d %s %d %s" % (len(t), t, len(payload), payload)
+
+
+def subject_name(event: dict[str, object]) -> str:
+    """The statement subject: one run of one job."""
+    return "slurm-job:" + job_key(str(event["cluster"]), str(event["job"]), int(event["run"]))  # type: ignore[call-overload]
+
+
+def statement(event: dict[str, object]) -> dict[str, object]:
+    """The in-toto Statement v1 whose predicate is ``event``."""
+    name = subject_name(event)
+    return {
+        "_type": STATEMENT_TYPE,
+        "subject": [{"name": name, "digest": {"sha256": hashlib.sha256(name.encode()).hexdigest()}}],
+        "predicateType": PREDICATE_TYPE,
+        "predicate": event,
+    }
+
+
+def sign_event(event: dict[str, object], signer: Signer) -> bytes:
+    """Sign ``event``: return the canonical bytes of its DSSE envelope."""
+    payload = canonical_bytes(statement(event))
+    sig = signer.sign(pae(PAYLOAD_TYPE, payload))
+    return canonical_bytes(
+        {
+            "payload": base64.b64encode(payload).decode(),
+            "payloadType": PAYLOAD_TYPE,
+            "signatures": [{"keyid": signer.key_id, "sig": base64.b64encode(sig).decode()}],
+        }
+    )
+
+
+@dataclass(frozen=True)
+class Opened:
+    """An envelope whose structure was checked: the event, the signer and the signed bytes."""
+
+    event: dict[str, object]
+    key_id: str
+    signature: bytes
+    signed: bytes  # the PAE bytes the signature covers
+
+
+def _reject_float(text: str) -> float:
+    raise CanonicalError(f"float {text} found: canonical events carry integers in base units")
+
+
+def _reject_constant(text: str) -> float:
+    raise CanonicalError(f"{text} is not valid canonical JSON")
+
+
+_DECODER = json.JSONDecoder(parse_float=_reject_float, parse_constant=_reject_constant)
+
+
+def _loads(data: bytes, what: str) -> object:
+    try:
+        return _DECODER.decode(data.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CanonicalError(f"{what} is not JSON: {e}") from e
+
+
+def _is_canonical(value: object, data: bytes) -> bool:
+    # json.dumps with sorted keys equals RFC 8785 for integer-only data unless keys hold
+    # characters above U+FFFF (UTF-16 order differs); the exact encoder decides then.
+    fast = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return fast.encode() == data or canonical_bytes(value) == data
+
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def open_envelope(data: bytes) -> Opened:
+    """Parse and check an envelope's structure; the signature is checked by the caller."""
+    env = _loads(data, "envelope")
+    if not isinstance(env, dict) or set(env) != {"payload", "payloadType", "signatures"}:
+        raise CanonicalError("envelope must have exactly payload, payloadType, signatures")
+    if env["payloadType"] != PAYLOAD_TYPE:
+        raise CanonicalError(f"envelope payloadType {env['payloadType']!r} is not {PAYLOAD_TYPE}")
+    sigs = env["signatures"]
+    if not isinstance(sigs, list) or len(sigs) != 1 or not isinstance(sigs[0], dict):
+        raise SignatureError("envelope must carry exactly one signature")
+    if set(sigs[0]) != {"keyid", "sig"}:
+        raise SignatureError("envelope signature must have exactly keyid and sig")
+    kid, sig_b64, payload_b64 = sigs[0]["keyid"], sigs[0]["sig"], env["payload"]
+    if not isinstance(kid, str) or len(kid) != 64 or not _HEX.issuperset(kid):
+        raise SignatureError("envelope signature key id is not a 64-digit hex SHA-256")
+    if not isinstance(sig_b64, str) or not isinstance(payload_b64, str):
+        raise CanonicalError("envelope payload and signature must be base64 strings")
+    try:
+        payload = base64.b64decode(payload_b64, validate=True)
+        signature = base64.b64decode(sig_b64, validate=True)
+    except binascii.Error as e:
+        raise CanonicalError(f"envelope payload or signature is not valid base64: {e}") from e
+    expected = (
+        f'{{"payload":"{payload_b64}","payloadType":"{PAYLOAD_TYPE}",'
+        f'"signatures":[{{"keyid":"{kid}","sig":"{sig_b64}"}}]}}'
+    )
+    if expected.encode() != data:
+        raise CanonicalError("envelope bytes are not canonical JSON (RFC 8785)")
+    st = _loads(payload, "envelope payload")
+    if not isinstance(st, dict) or st.get("_type") != STATEMENT_TYPE:
+        raise CanonicalError("envelope payload is not an in-toto Statement v1")
+    if set(st) != {"_type", "subject", "predicateType", "predicate"}:
+        raise CanonicalError("statement must have exactly _type, subject, predicateType, predicate")
+    if st["predicateType"] != PREDICATE_TYPE:
+        raise CanonicalError(f"statement predicateType {st['predicateType']!r} is unknown")
+    event = check_event(st["predicate"])
+    name = subject_name(event)
+    want_subject = [{"name": name, "digest": {"sha256": hashlib.sha256(name.encode()).hexdigest()}}]
+    if st["subject"] != want_subject:
+        raise CanonicalError(f"statement subject does not name its event's job ({name})")
+    if not _is_canonical(st, payload):
+        raise CanonicalError("statement bytes are not canonical JSON (RFC 8785)")
+    return Opened(event, kid, signature, pae(PAYLOAD_TYPE, payload))
+
+
+def verify_envelope(data: bytes, keys: dict[str, bytes]) -> Opened:
+    """Open an envelope and verify its signature against ``keys`` (key id -> raw key)."""
+    opened = open_envelope(data)
+    public = keys.get(opened.key_id)
+    if public is None:
+        raise SignatureError(f"signed by key {opened.key_id[:16]}..., which is not enrolled")
+    if not verify(public, opened.signature, opened.signed):
+        raise SignatureError(
+            f"signature by key {opened.key_id[:16]}... does not verify for event "
+            f"{opened.event['id']}"
+        )
+    return opened

@@ -1,0 +1,88 @@
+"""The forwarder: signs spooled events with the host key and appends them to the ledger.
+
+At least once: a spooled event is removed only after the ledger committed it (or holds
+it already); the ledger's dedupe by event id makes delivery exactly once. An event the
+ledger rejects moves to the spool's failed/ directory with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+from slurm_hooks.errors import ReceiptError, SpoolError
+from slurm_hooks.receipts.envelope import sign_event
+from slurm_hooks.receipts.event import check_event
+from slurm_hooks.receipts.keys import Signer
+from slurm_hooks.receipts.ledger import Ledger
+from slurm_hooks.receipts.privacy import commit_fields
+from slurm_hooks.receipts.spool import Spool
+
+
+@dataclass
+class ForwardResult:
+    """Counts of one forwarding pass."""
+
+    forwarded: int = 0
+    duplicates: int = 0
+    failed: int = 0
+    remaining: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def forward_spool(
+    spool: Spool,
+    signer: Signer,
+    ledger: Ledger,
+    private_fields: tuple[str, ...] = (),
+    batch_size: int = 1000,
+) -> ForwardResult:
+    """Drain ``spool`` into ``ledger`` in batches; return what happened."""
+    result = ForwardResult()
+    paths = list(spool.pending())
+    for start in range(0, len(paths), batch_size):
+        batch = paths[start : start + batch_size]
+        envelopes: list[bytes] = []
+        openings: list[dict[str, dict[str, object]]] = []
+        kept: list[str] = []
+        events: list[tuple[str, dict[str, object]]] = []
+        for path in batch:
+            try:
+                with open(path, "rb") as f:
+                    events.append((path, check_event(json.loads(f.read()))))
+            except FileNotFoundError:
+                continue  # forwarded by a concurrent forwarder
+            except (ValueError, ReceiptError) as e:
+                spool.fail(path, f"unreadable event: {e}")
+                result.failed += 1
+                result.errors.append(f"{os.path.basename(path)}: {e}")
+        # file times are coarse; the hook's own timestamp orders the log
+        events.sort(key=lambda pe: (str(pe[1]["time"]), str(pe[1]["id"])))
+        for path, event in events:
+            payload = event["payload"]
+            assert isinstance(payload, dict)
+            committed, opened = commit_fields(
+                payload, private_fields, str(event["id"]), signer.salt_secret
+            )
+            envelopes.append(sign_event({**event, "payload": committed}, signer))
+            openings.append(opened)
+            kept.append(path)
+        if not envelopes:
+            continue
+        outcome = ledger.append(envelopes, openings)
+        for pos, _, _ in outcome.accepted:
+            spool.done(kept[pos])
+            result.forwarded += 1
+        for pos, _, _ in outcome.duplicates:
+            spool.done(kept[pos])
+            result.duplicates += 1
+        for pos, reason in outcome.rejected:
+            try:
+                spool.fail(kept[pos], reason)
+            except OSError as e:
+                raise SpoolError(f"cannot move rejected event to failed/: {e}") from e
+            result.failed += 1
+            result.errors.append(f"{os.path.basename(kept[pos])}: {reason}")
+    result.remaining = spool.count_pending()
+    return result

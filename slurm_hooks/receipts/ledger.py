@@ -1,0 +1,486 @@
+"""The ledger: enrolled host keys, signature-checked append-only RFC 9162 Merkle log,
+proofs, signed checkpoints and whole-log verification, over a :class:`Store`.
+
+Appends are batched: signatures are checked in worker processes (Ed25519 verification
+holds the GIL and is the physical floor of ingest), then the batch's leaves, Merkle nodes
+and job-index rows are committed in one transaction. Dedupe is by event id: the same
+envelope again is a no-op, a different envelope for an existing event id is refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+
+from slurm_hooks.errors import (
+    CheckpointError,
+    ReceiptError,
+    SignatureError,
+    StoreError,
+)
+from slurm_hooks.receipts import merkle
+from slurm_hooks.receipts.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
+from slurm_hooks.receipts.envelope import verify_envelope
+from slurm_hooks.receipts.event import job_key, utc_now
+from slurm_hooks.receipts.jobindex import apply_event, new_row
+from slurm_hooks.receipts.keys import Signer, format_public_key, key_id, parse_public_key
+from slurm_hooks.receipts.store.interface import (
+    CheckpointRow,
+    EnrolledKey,
+    JobFilter,
+    JobRow,
+    LeafRow,
+    Store,
+)
+
+PARALLEL_THRESHOLD = 512  # below this a batch is checked in-process (no IPC overhead)
+CHUNK = 256
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class AppendResult:
+    """What an append did, per envelope position in the batch."""
+
+    accepted: list[tuple[int, str, int]] = field(default_factory=list)  # (pos, event id, leaf)
+    duplicates: list[tuple[int, str, int]] = field(default_factory=list)
+    rejected: list[tuple[int, str]] = field(default_factory=list)  # (pos, reason)
+
+
+@dataclass
+class VerifyReport:
+    """The result of re-checking a whole ledger."""
+
+    size: int
+    ok: bool = True
+    first_bad_index: int | None = None
+    problems: list[str] = field(default_factory=list)
+    checkpoints: int = 0
+    signatures: int = 0
+
+    def bad(self, index: int, problem: str) -> None:
+        """Record a problem at a leaf index."""
+        self.ok = False
+        if self.first_bad_index is None or index < self.first_bad_index:
+            self.first_bad_index = index
+        if len(self.problems) < 50:
+            self.problems.append(problem)
+
+
+def _check_envelopes(
+    envelopes: Sequence[bytes], keys: dict[str, bytes]
+) -> list[tuple[str, object, str, bytes]]:
+    """Worker: open and verify each envelope -> (status, event or reason, key id, leaf hash)."""
+    out: list[tuple[str, object, str, bytes]] = []
+    for data in envelopes:
+        try:
+            opened = verify_envelope(data, keys)
+            out.append(("ok", opened.event, opened.key_id, merkle.leaf_hash(data)))
+        except ReceiptError as e:
+            out.append(("bad", str(e), "", b""))
+    return out
+
+
+class Ledger:
+    """One transparency log of signed job events."""
+
+    def __init__(
+        self,
+        store: Store,
+        origin: str,
+        ledger_key_path: str | None = None,
+        workers: int | None = None,
+    ) -> None:
+        self.store = store
+        self.origin = origin
+        self.ledger_key_path = ledger_key_path
+        self.workers = workers if workers is not None else (os.cpu_count() or 1)
+        self._pool: ProcessPoolExecutor | None = None
+        self._signer: Signer | None = None
+        stored = store.get_meta("origin")
+        if stored is None:
+            store.set_meta("origin", origin)
+        elif stored != origin:
+            raise CheckpointError(
+                f"this ledger's origin is {stored!r}, not {origin!r}; set ledger_origin in "
+                "the config to the ledger's own origin"
+            )
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop worker processes and close the store."""
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+        self.store.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _map(
+        self, work: Callable[..., list[tuple[str, object, str, bytes]]],
+        chunks: list[Sequence[bytes]], keys: dict[str, bytes],
+    ) -> Iterable[list[tuple[str, object, str, bytes]]]:  # fmt: skip
+        if self.workers <= 1 or len(chunks) <= 1:
+            return (work(c, keys) for c in chunks)
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(self.workers)
+        return self._pool.map(work, chunks, [keys] * len(chunks))
+
+    # -- keys ------------------------------------------------------------------------
+
+    def enroll(self, public_key: str | bytes, hosts: Sequence[str]) -> EnrolledKey:
+        """Trust a host public key for events from ``hosts`` ("*" for any host)."""
+        raw = parse_public_key(public_key) if isinstance(public_key, str) else public_key
+        if not hosts:
+            raise SignatureError("name the hosts this key signs for (--host NAME, or '*')")
+        key = EnrolledKey(key_id(raw), raw, tuple(hosts), utc_now())
+        self.store.enroll(key)
+        return key
+
+    def signer(self) -> Signer:
+        """The ledger's checkpoint key, created on first use (back it up)."""
+        if self._signer is None:
+            from slurm_hooks.receipts.keys import load_or_create_signer
+
+            if not self.ledger_key_path:
+                raise CheckpointError("no ledger key configured (ledger_key in config.toml)")
+            self._signer = load_or_create_signer(self.ledger_key_path)
+            stored = self.store.get_meta("ledger_public_key")
+            public = format_public_key(self._signer.public_raw)
+            if stored is None:
+                self.store.set_meta("ledger_public_key", public)
+            elif stored != public:
+                raise CheckpointError(
+                    f"ledger key {self.ledger_key_path} is not the key this ledger signs "
+                    "with; restore the original ledger key"
+                )
+        return self._signer
+
+    def ledger_public_key(self) -> bytes | None:
+        """The ledger's checkpoint public key, if it has signed anything."""
+        stored = self.store.get_meta("ledger_public_key")
+        return parse_public_key(stored) if stored else None
+
+    # -- append ----------------------------------------------------------------------
+
+    def append(
+        self,
+        envelopes: Sequence[bytes],
+        openings: Sequence[dict[str, dict[str, object]]] | None = None,
+    ) -> AppendResult:
+        """Verify and append a batch of envelopes; see the module docstring for dedupe."""
+        result = AppendResult()
+        if not envelopes:
+            return result
+        enrolled = self.store.enrolled()
+        active = {k: v.public_raw for k, v in enrolled.items() if v.revoked is None}
+        n = len(envelopes)
+        size = CHUNK if n >= PARALLEL_THRESHOLD else n
+        chunks = [envelopes[i : i + size] for i in range(0, n, size)]
+        checked = [r for part in self._map(_check_envelopes, chunks, active) for r in part]
+
+        candidates: list[tuple[int, dict[str, object], bytes]] = []
+        seen: dict[str, int] = {}
+        for pos, (status, value, kid, lhash) in enumerate(checked):
+            if status != "ok":
+                result.rejected.append((pos, str(value)))
+                continue
+            event = value
+            assert isinstance(event, dict)
+            hosts = enrolled[kid].hosts
+            if "*" not in hosts and event["host"] not in hosts:
+                result.rejected.append((pos, f"key {kid[:16]}... is enrolled for hosts "
+                                        f"{','.join(hosts)}, not {event['host']}"))  # fmt: skip
+                continue
+            eid = str(event["id"])
+            if eid in seen:
+                first = seen[eid]
+                if envelopes[first] == envelopes[pos]:
+                    result.duplicates.append((pos, eid, -1))
+                else:
+                    result.rejected.append((pos, f"event {eid} appears twice in the batch "
+                                            "with different envelopes"))  # fmt: skip
+                continue
+            seen[eid] = pos
+            candidates.append((pos, event, lhash))
+
+        existing = self.store.find_events([str(e["id"]) for _, e, _ in candidates])
+        fresh: list[tuple[int, dict[str, object], bytes]] = []
+        for pos, event, lhash in candidates:
+            eid = str(event["id"])
+            if eid in existing:
+                index, stored = existing[eid]
+                if stored == envelopes[pos]:
+                    result.duplicates.append((pos, eid, index))
+                else:
+                    result.rejected.append((pos, f"event {eid} is already in the ledger at "
+                                            f"leaf {index} with a different envelope"))  # fmt: skip
+            else:
+                fresh.append((pos, event, lhash))
+        if fresh:
+            self._commit(envelopes, fresh, openings, result)
+        # dedupe within the batch points at the leaf the first copy got
+        placed = {eid: leaf for _, eid, leaf in result.accepted}
+        result.duplicates = [(p, e, placed.get(e, i)) for p, e, i in result.duplicates]
+        return result
+
+    def _commit(
+        self,
+        envelopes: Sequence[bytes],
+        fresh: list[tuple[int, dict[str, object], bytes]],
+        openings: Sequence[dict[str, dict[str, object]]] | None,
+        result: AppendResult,
+    ) -> None:
+        start = self.store.size()
+        frontier_keys = merkle.frontier_keys(start)
+        have = self.store.read_nodes(frontier_keys)
+        try:
+            frontier = [have[k] for k in frontier_keys]
+        except KeyError as e:
+            raise StoreError(f"ledger is missing Merkle node {e.args[0]}; run "
+                             "`computeproof ledger verify`") from e  # fmt: skip
+        nodes, _ = merkle.nodes_to_store(start, [h for _, _, h in fresh], frontier)
+        keys = {job_key(str(e["cluster"]), str(e["job"]), int(e["run"]))  # type: ignore[call-overload]
+                for _, e, _ in fresh}  # fmt: skip
+        jobs: dict[str, JobRow] = dict(self.store.get_jobs(sorted(keys)))
+        leaves: list[LeafRow] = []
+        opening_rows: list[tuple[str, str, str, str]] = []
+        for offset, (pos, event, _) in enumerate(fresh):
+            index = start + offset
+            jk = job_key(str(event["cluster"]), str(event["job"]), int(event["run"]))  # type: ignore[call-overload]
+            eid = str(event["id"])
+            leaves.append(LeafRow(index, eid, jk, str(event["type"]), str(event["host"]),
+                                  str(event["time"]), envelopes[pos]))  # fmt: skip
+            row = jobs.get(jk)
+            if row is None:
+                row = jobs[jk] = new_row(event)
+            apply_event(row, event, index)
+            if openings is not None and pos < len(openings):
+                for name, op in openings[pos].items():
+                    opening_rows.append((eid, name, str(op["salt"]),
+                                         json.dumps(op["value"], sort_keys=True)))  # fmt: skip
+            result.accepted.append((pos, eid, index))
+        self.store.append(start, leaves, nodes, list(jobs.values()), opening_rows)
+
+    # -- tree ------------------------------------------------------------------------
+
+    def size(self) -> int:
+        """Number of leaves."""
+        return self.store.size()
+
+    def root(self, size: int | None = None) -> bytes:
+        """The Merkle root at ``size`` (default: now)."""
+        n = self.size() if size is None else size
+        return merkle.root(n, self.store.read_nodes)
+
+    def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        """Audit path of leaf ``index`` in the tree of ``size`` leaves."""
+        return merkle.inclusion_proof(index, size, self.store.read_nodes)
+
+    def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
+        """Proof that the tree of ``new_size`` extends the tree of ``old_size``."""
+        return merkle.consistency_proof(old_size, new_size, self.store.read_nodes)
+
+    # -- checkpoints -----------------------------------------------------------------
+
+    def checkpoint(self) -> CheckpointRow:
+        """Sign a checkpoint at the current size (or return the one already at it).
+
+        Refuses when the log no longer matches the last checkpoint: a ledger never signs
+        two inconsistent checkpoints.
+        """
+        signer = self.signer()
+        size = self.size()
+        root = self.root(size)
+        previous = self.store.checkpoints()
+        if previous:
+            last = previous[-1]
+            if last.size > size or self.root(last.size) != last.root:
+                raise CheckpointError(
+                    f"the log no longer matches checkpoint {last.size}: refusing to sign; "
+                    "run `computeproof ledger verify`"
+                )
+            if last.size == size:
+                return last
+        note = sign_checkpoint(Checkpoint(self.origin, size, root), self.origin,
+                               signer.private_key)  # fmt: skip
+        row = CheckpointRow(size, root, note, utc_now())
+        self.store.add_checkpoint(row)
+        return row
+
+    def latest_checkpoint(self) -> CheckpointRow:
+        """The newest checkpoint that covers the whole log, signing one if needed."""
+        cps = self.store.checkpoints()
+        if cps and cps[-1].size == self.size():
+            return cps[-1]
+        return self.checkpoint()
+
+    def open_checkpoint(self, note: str) -> Checkpoint:
+        """Parse and verify a checkpoint note signed by this ledger."""
+        public = self.ledger_public_key()
+        if public is None:
+            raise CheckpointError("this ledger has never signed a checkpoint")
+        return open_checkpoint(note, self.origin, public, origin=self.origin)
+
+    def prove_extends(self, note: str) -> tuple[Checkpoint, Checkpoint, list[bytes]]:
+        """Check that the log now extends an older checkpoint; return old, new and proof."""
+        old = self.open_checkpoint(note)
+        new_row = self.latest_checkpoint()
+        new = Checkpoint(self.origin, new_row.size, new_row.root)
+        if old.size > new.size:
+            raise CheckpointError(
+                f"checkpoint size {old.size} is larger than the log ({new.size} leaves): "
+                "the log was truncated or the checkpoint is from another log"
+            )
+        proof = self.consistency_proof(old.size, new.size)
+        merkle.verify_consistency(old.size, new.size, proof, old.root, new.root)
+        return old, new, proof
+
+    # -- verification ------------------------------------------------------------------
+
+    def verify(self, progress: Progress | None = None) -> VerifyReport:
+        """Re-hash every leaf, re-check every signature, rebuild the tree, check every
+        checkpoint. Reports the first bad leaf index."""
+        count, lo, hi = self.store.leaf_count_rows()
+        size = hi + 1
+        report = VerifyReport(size=size)
+        if count != size or (count and lo != 0):
+            report.bad(self._first_gap(), f"leaf table has {count} rows for indices "
+                       f"{lo}..{hi}: rows are missing")  # fmt: skip
+        enrolled = self.store.enrolled()
+        keys = {k: v.public_raw for k, v in enrolled.items()}
+        level0: list[bytes] = []
+        seen_ids: dict[str, int] = {}
+        expect = 0
+        batch: list[LeafRow] = []
+
+        def flush() -> None:
+            chunks = [[r.envelope for r in batch[i : i + CHUNK]]
+                      for i in range(0, len(batch), CHUNK)]  # fmt: skip
+            results = [r for part in self._map(_check_envelopes, chunks, keys) for r in part]
+            for row, (status, value, kid, lhash) in zip(batch, results, strict=True):
+                level0.append(lhash if status == "ok" else merkle.leaf_hash(row.envelope))
+                if status != "ok":
+                    report.bad(row.index, f"leaf {row.index}: {value}")
+                    continue
+                report.signatures += 1
+                event = value
+                assert isinstance(event, dict)
+                hosts = enrolled[kid].hosts
+                if "*" not in hosts and event["host"] not in hosts:
+                    report.bad(row.index, f"leaf {row.index}: signed by a key not enrolled "
+                               f"for host {event['host']}")  # fmt: skip
+                jk = job_key(str(event["cluster"]), str(event["job"]), int(event["run"]))  # type: ignore[call-overload]
+                if (row.event_id, row.job_key, row.type, row.host, row.time) != (
+                    event["id"], jk, event["type"], event["host"], event["time"]
+                ):
+                    report.bad(row.index, f"leaf {row.index}: index columns do not match "
+                               "the signed event")  # fmt: skip
+                if row.event_id in seen_ids:
+                    report.bad(row.index, f"leaf {row.index}: event {row.event_id} duplicates "
+                               f"leaf {seen_ids[row.event_id]}")  # fmt: skip
+                seen_ids[row.event_id] = row.index
+            batch.clear()
+            if progress is not None:
+                progress(len(level0), size)
+
+        for row in self.store.leaves():
+            while expect < row.index:  # a gap: keep positions aligned for the tree check
+                level0.append(b"")
+                expect += 1
+            batch.append(row)
+            expect += 1
+            if len(batch) >= CHUNK * max(1, self.workers) * 4:
+                flush()
+        flush()
+        levels = self._verify_nodes(level0, report)
+        self._verify_checkpoints(levels, report)
+        return report
+
+    def _first_gap(self) -> int:
+        expect = 0
+        for row in self.store.leaves():
+            if row.index != expect:
+                return expect
+            expect += 1
+        return expect
+
+    def _verify_nodes(self, level0: list[bytes], report: VerifyReport) -> list[list[bytes]]:
+        """Compare every stored node with the tree rebuilt from the leaves; return the
+        rebuilt levels."""
+        levels: list[list[bytes]] = []
+        level, current = 0, level0
+        while current:
+            levels.append(current)
+            stored = dict(self.store.nodes_at_level(level))
+            for i, h in enumerate(current):
+                if stored.get(i) != h:
+                    where = "leaf hash" if level == 0 else f"node ({level}, {i})"
+                    report.bad(i << level, f"{where} stored for leaf {i << level} does not "
+                               "match the recomputed hash")  # fmt: skip
+            for i in stored:
+                if i >= len(current):
+                    report.bad(i << level, f"node ({level}, {i}) lies beyond the log's end")
+            current = [merkle.node_hash(current[i], current[i + 1])
+                       for i in range(0, len(current) - 1, 2)]  # fmt: skip
+            level += 1
+        return levels
+
+    def _verify_checkpoints(self, levels: list[list[bytes]], report: VerifyReport) -> None:
+        def read(keys: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+            return {(lv, i): levels[lv][i] for lv, i in keys}
+
+        public = self.ledger_public_key()
+        size = len(levels[0]) if levels else 0
+        previous = 0
+        for cp in self.store.checkpoints():
+            report.checkpoints += 1
+            if public is None:
+                report.bad(previous, f"checkpoint {cp.size}: ledger has no public key")
+                continue
+            try:
+                opened = open_checkpoint(cp.note, self.origin, public, origin=self.origin)
+            except CheckpointError as e:
+                report.bad(previous, f"checkpoint {cp.size}: {e}")
+                continue
+            if opened.size != cp.size or opened.root != cp.root:
+                report.bad(previous, f"checkpoint {cp.size}: stored size/root differ from "
+                           "its signed note")  # fmt: skip
+            if cp.size > size:
+                report.bad(size, f"checkpoint {cp.size} covers more leaves than the "
+                           f"log has ({size}): the log was truncated")  # fmt: skip
+            elif merkle.root(cp.size, read) != opened.root:
+                report.bad(previous, f"checkpoint {cp.size}: recomputed root differs from "
+                           "the signed root")  # fmt: skip
+            previous = cp.size
+
+    # -- queries ---------------------------------------------------------------------
+
+    def jobs(self, selection: JobFilter | None = None) -> list[JobRow]:
+        """Job index rows."""
+        return self.store.jobs(selection or JobFilter())
+
+    def resolve_job(self, job: str) -> JobRow:
+        """The job run named ``job`` ("123", "100_4", "cluster/123#1"); latest run wins."""
+        rows = self.store.jobs(JobFilter(job=job))
+        if not rows:
+            raise ReceiptError(f"no receipts for job {job} in this ledger")
+        return max(rows, key=lambda r: (r.run, r.cluster))
+
+    def job_events(self, row: JobRow) -> list[tuple[LeafRow, dict[str, object]]]:
+        """The job run's leaves with their parsed events, in log order."""
+        out = []
+        for leaf in self.store.job_leaves(row.job_key):
+            st = json.loads(base64.b64decode(json.loads(leaf.envelope)["payload"]))
+            out.append((leaf, st["predicate"]))
+        return out

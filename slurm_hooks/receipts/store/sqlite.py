@@ -1,0 +1,339 @@
+"""SQLite storage (the embedded default): one file, WAL, one writer, concurrent readers.
+
+Commits are synchronous (synchronous=FULL): the forwarder deletes a spooled event only
+after the ledger committed it, so a committed transaction must survive power loss.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterator, Mapping, Sequence
+
+from slurm_hooks.errors import StoreError
+from slurm_hooks.receipts.store.interface import (
+    CheckpointRow,
+    EnrolledKey,
+    JobFilter,
+    JobRow,
+    LeafRow,
+    NodeKey,
+    Store,
+)
+
+SCHEMA_VERSION = "1"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS leaves (
+    idx INTEGER PRIMARY KEY, event_id TEXT NOT NULL UNIQUE, job_key TEXT NOT NULL,
+    type TEXT NOT NULL, host TEXT NOT NULL, time TEXT NOT NULL, envelope BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS leaves_job ON leaves (job_key);
+CREATE TABLE IF NOT EXISTS nodes (
+    level INTEGER NOT NULL, idx INTEGER NOT NULL, hash BLOB NOT NULL,
+    PRIMARY KEY (level, idx)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS checkpoints (
+    size INTEGER PRIMARY KEY, root BLOB NOT NULL, note TEXT NOT NULL, created TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS keys (
+    key_id TEXT PRIMARY KEY, public_key BLOB NOT NULL, hosts TEXT NOT NULL,
+    enrolled TEXT NOT NULL, revoked TEXT);
+CREATE TABLE IF NOT EXISTS openings (
+    event_id TEXT NOT NULL, field TEXT NOT NULL, salt TEXT NOT NULL, value TEXT NOT NULL,
+    PRIMARY KEY (event_id, field)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS jobs (
+    job_key TEXT PRIMARY KEY, cluster TEXT NOT NULL, job TEXT NOT NULL,
+    job_id INTEGER NOT NULL, run INTEGER NOT NULL, user TEXT, account TEXT, partition TEXT,
+    state TEXT, gpus INTEGER, gpu_model TEXT, nodes TEXT, submit TEXT, start TEXT, "end" TEXT,
+    elapsed_s INTEGER, exit_code TEXT, synthetic INTEGER NOT NULL DEFAULT 0,
+    events INTEGER NOT NULL DEFAULT 0, first_leaf INTEGER, last_leaf INTEGER, fields TEXT);
+CREATE INDEX IF NOT EXISTS jobs_start ON jobs (start);
+CREATE INDEX IF NOT EXISTS jobs_job ON jobs (job);
+"""
+
+_JOB_COLUMNS = (
+    "job_key", "cluster", "job", "job_id", "run", "user", "account", "partition", "state",
+    "gpus", "gpu_model", "nodes", "submit", "start", "end", "elapsed_s", "exit_code",
+    "synthetic", "events", "first_leaf", "last_leaf", "fields",
+)  # fmt: skip
+_JOB_SELECT = ", ".join(f'"{c}"' for c in _JOB_COLUMNS)
+_JOB_INSERT = (
+    f"INSERT OR REPLACE INTO jobs ({_JOB_SELECT}) VALUES ({', '.join('?' * len(_JOB_COLUMNS))})"
+)
+
+
+def _job_from_row(row: Sequence[object]) -> JobRow:
+    values = dict(zip(_JOB_COLUMNS, row, strict=True))
+    values["synthetic"] = bool(values["synthetic"])
+    values["fields"] = json.loads(str(values["fields"])) if values["fields"] else {}
+    return JobRow(**values)  # type: ignore[arg-type]
+
+
+def _job_to_row(job: JobRow) -> tuple[object, ...]:
+    return tuple(
+        json.dumps(job.fields, sort_keys=True, separators=(",", ":"))
+        if c == "fields"
+        else int(job.synthetic)
+        if c == "synthetic"
+        else getattr(job, c)
+        for c in _JOB_COLUMNS
+    )
+
+
+class SQLiteStore(Store):
+    """A ledger in one SQLite file."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        parent = os.path.dirname(os.path.abspath(path))
+        try:
+            os.makedirs(parent, exist_ok=True)
+            self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.execute("PRAGMA busy_timeout=30000")
+            self.db.executescript(_SCHEMA)
+            if self.get_meta("schema_version") is None:
+                self.set_meta("schema_version", SCHEMA_VERSION)
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"cannot open ledger database {path}: {e}") from e
+        except OSError as e:
+            raise StoreError(f"cannot create ledger directory {parent}: {e.strerror}") from e
+
+    def _query(self, sql: str, args: Sequence[object] = ()) -> list[tuple[object, ...]]:
+        try:
+            return self.db.execute(sql, args).fetchall()
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"ledger database {self.path}: {e}") from e
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.db.close()
+
+    def get_meta(self, key: str) -> str | None:
+        """A ledger-wide setting."""
+        rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
+        return str(rows[0][0]) if rows else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Store a ledger-wide setting."""
+        self._query("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    def size(self) -> int:
+        """Number of leaves (one past the highest index)."""
+        rows = self._query("SELECT max(idx) FROM leaves")
+        return 0 if rows[0][0] is None else int(rows[0][0]) + 1  # type: ignore[call-overload]
+
+    def read_nodes(self, keys: Sequence[NodeKey]) -> Mapping[NodeKey, bytes]:
+        """Stored perfect-subtree hashes, one query."""
+        if not keys:
+            return {}
+        out: dict[NodeKey, bytes] = {}
+        # row values IN list: one statement whatever the number of keys (bounded by log n)
+        for i in range(0, len(keys), 400):
+            chunk = keys[i : i + 400]
+            where = " OR ".join("(level = ? AND idx = ?)" for _ in chunk)
+            args = [v for k in chunk for v in k]
+            for level, idx, h in self._query(
+                f"SELECT level, idx, hash FROM nodes WHERE {where}", args
+            ):
+                out[(int(level), int(idx))] = bytes(h)  # type: ignore[call-overload,arg-type]
+        return out
+
+    def append(
+        self,
+        expected_size: int,
+        leaves: Sequence[LeafRow],
+        nodes: Sequence[tuple[NodeKey, bytes]],
+        jobs: Sequence[JobRow],
+        openings: Sequence[tuple[str, str, str, str]],
+    ) -> None:
+        """Add a batch in one IMMEDIATE transaction."""
+        db = self.db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                if self.size() != expected_size:
+                    raise StoreError(
+                        f"ledger grew from {expected_size} to {self.size()} leaves during "
+                        "the append; another writer is active"
+                    )
+                db.executemany(
+                    "INSERT INTO leaves (idx, event_id, job_key, type, host, time, envelope) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [(r.index, r.event_id, r.job_key, r.type, r.host, r.time, r.envelope)
+                     for r in leaves],
+                )  # fmt: skip
+                db.executemany(
+                    "INSERT OR REPLACE INTO nodes (level, idx, hash) VALUES (?, ?, ?)",
+                    [(k[0], k[1], h) for k, h in nodes],
+                )
+                db.executemany(_JOB_INSERT, [_job_to_row(j) for j in jobs])
+                db.executemany(
+                    "INSERT OR REPLACE INTO openings (event_id, field, salt, value) "
+                    "VALUES (?, ?, ?, ?)",
+                    openings,
+                )
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"ledger database {self.path}: append failed: {e}") from e
+
+    def find_events(self, event_ids: Sequence[str]) -> dict[str, tuple[int, bytes]]:
+        """Index and envelope of the given event ids present in the log."""
+        out: dict[str, tuple[int, bytes]] = {}
+        ids = list(event_ids)
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            for eid, idx, env in self._query(
+                f"SELECT event_id, idx, envelope FROM leaves WHERE event_id IN "
+                f"({', '.join('?' * len(chunk))})",
+                chunk,
+            ):
+                out[str(eid)] = (int(idx), bytes(env))  # type: ignore[call-overload,arg-type]
+        return out
+
+    def leaves(self, start: int = 0, stop: int | None = None) -> Iterator[LeafRow]:
+        """Leaves in index order, streamed."""
+        sql = "SELECT idx, event_id, job_key, type, host, time, envelope FROM leaves WHERE idx >= ?"
+        args: list[object] = [start]
+        if stop is not None:
+            sql += " AND idx < ?"
+            args.append(stop)
+        try:
+            cur = self.db.execute(sql + " ORDER BY idx", args)
+            while rows := cur.fetchmany(2000):
+                for r in rows:
+                    yield LeafRow(r[0], r[1], r[2], r[3], r[4], r[5], bytes(r[6]))
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"ledger database {self.path}: {e}") from e
+
+    def leaf_count_rows(self) -> tuple[int, int, int]:
+        """(count, min index, max index) of the leaf table."""
+        r = self._query("SELECT count(*), coalesce(min(idx), -1), coalesce(max(idx), -1) "
+                        "FROM leaves")[0]  # fmt: skip
+        return int(r[0]), int(r[1]), int(r[2])  # type: ignore[call-overload]
+
+    def nodes_at_level(self, level: int) -> Iterator[tuple[int, bytes]]:
+        """Stored (index, hash) at one level, in index order."""
+        try:
+            cur = self.db.execute(
+                "SELECT idx, hash FROM nodes WHERE level = ? ORDER BY idx", (level,)
+            )
+            while rows := cur.fetchmany(5000):
+                for idx, h in rows:
+                    yield int(idx), bytes(h)
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"ledger database {self.path}: {e}") from e
+
+    def job_leaves(self, job_key: str) -> list[LeafRow]:
+        """Every leaf of one job run, in index order."""
+        return [
+            LeafRow(r[0], r[1], r[2], r[3], r[4], r[5], bytes(r[6]))  # type: ignore[arg-type]
+            for r in self._query(
+                "SELECT idx, event_id, job_key, type, host, time, envelope FROM leaves "
+                "WHERE job_key = ? ORDER BY idx",
+                (job_key,),
+            )
+        ]
+
+    def jobs(self, selection: JobFilter) -> list[JobRow]:
+        """Job index rows matching the selection."""
+        where: list[str] = []
+        args: list[object] = []
+        for column, values in (
+            ("user", selection.users),
+            ("account", selection.accounts),
+            ("partition", selection.partitions),
+            ("state", selection.states),
+            ("gpu_model", selection.gpu_models),
+        ):
+            if values:
+                where.append(f'"{column}" IN ({", ".join("?" * len(values))})')
+                args.extend(values)
+        if selection.nodes:
+            where.append("(" + " OR ".join("(',' || nodes || ',') LIKE ?" for _ in
+                                           selection.nodes) + ")")  # fmt: skip
+            args.extend(f"%,{n},%" for n in selection.nodes)
+        if selection.since:
+            where.append('("end" IS NULL OR "end" >= ?)')
+            args.append(selection.since)
+        if selection.until:
+            where.append("(start IS NULL OR start < ?)")
+            args.append(selection.until)
+        if selection.job:
+            where.append("(job = ? OR job_key = ?)")
+            args.extend([selection.job, selection.job])
+        sql = f"SELECT {_JOB_SELECT} FROM jobs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY coalesce(start, submit, ''), job_id, job_key"
+        if selection.limit is not None:
+            sql += f" LIMIT {int(selection.limit)}"
+        return [_job_from_row(r) for r in self._query(sql, args)]
+
+    def get_jobs(self, job_keys: Sequence[str]) -> dict[str, JobRow]:
+        """Job rows by key."""
+        out: dict[str, JobRow] = {}
+        keys = list(job_keys)
+        for i in range(0, len(keys), 500):
+            chunk = keys[i : i + 500]
+            for r in self._query(
+                f"SELECT {_JOB_SELECT} FROM jobs WHERE job_key IN ({', '.join('?' * len(chunk))})",
+                chunk,
+            ):
+                job = _job_from_row(r)
+                out[job.job_key] = job
+        return out
+
+    def openings(self, event_id: str) -> dict[str, tuple[str, str]]:
+        """Private-field openings of one event."""
+        return {
+            str(f): (str(s), str(v))
+            for f, s, v in self._query(
+                "SELECT field, salt, value FROM openings WHERE event_id = ?", (event_id,)
+            )
+        }
+
+    def add_checkpoint(self, row: CheckpointRow) -> None:
+        """Record a signed checkpoint (one per size)."""
+        self._query(
+            "INSERT OR REPLACE INTO checkpoints (size, root, note, created) VALUES (?, ?, ?, ?)",
+            (row.size, row.root, row.note, row.created),
+        )
+
+    def checkpoints(self) -> list[CheckpointRow]:
+        """Every checkpoint, smallest size first."""
+        return [
+            CheckpointRow(int(s), bytes(r), str(n), str(c))  # type: ignore[call-overload,arg-type]
+            for s, r, n, c in self._query(
+                "SELECT size, root, note, created FROM checkpoints ORDER BY size"
+            )
+        ]
+
+    def enroll(self, key: EnrolledKey) -> None:
+        """Trust a host key."""
+        self._query(
+            "INSERT OR REPLACE INTO keys (key_id, public_key, hosts, enrolled, revoked) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (key.key_id, key.public_raw, ",".join(key.hosts), key.enrolled, key.revoked),
+        )
+
+    def revoke(self, key_id: str, when: str) -> bool:
+        """Refuse new events from a key."""
+        found = self._query("SELECT 1 FROM keys WHERE key_id = ?", (key_id,))
+        if found:
+            self._query("UPDATE keys SET revoked = ? WHERE key_id = ?", (when, key_id))
+        return bool(found)
+
+    def enrolled(self) -> dict[str, EnrolledKey]:
+        """All keys ever enrolled, revoked ones included (they verify old events)."""
+        return {
+            str(k): EnrolledKey(str(k), bytes(p), tuple(str(h).split(",")), str(e),  # type: ignore[arg-type]
+                                None if r is None else str(r))
+            for k, p, h, e, r in self._query(
+                "SELECT key_id, public_key, hosts, enrolled, revoked FROM keys"
+            )
+        }  # fmt: skip

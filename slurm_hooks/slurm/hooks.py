@@ -1,0 +1,474 @@
+"""The four Slurm hooks: PrologSlurmctld, Prolog, Epilog, EpilogSlurmctld.
+
+    prolog_slurmctld  -> scheduled    (controller: who, where, what was asked and given)
+    prolog            -> started      (each node: its GPUs, by minor number; binding file)
+    epilog            -> node_done    (each node: the agent's GPU summary; binding removed)
+    epilog_slurmctld  -> completed    (controller: exit code, times, GPU-seconds)
+                         + a detached watcher that records final_state (finalstate.py)
+
+A hook never harms a job: any failure is logged to syslog and stderr, counted in
+``<spool>/hook-failures`` and the hook exits 0, unless the site set ``strict = true``
+(then it exits 1: a failing Prolog drains the node and holds the job). A watchdog
+(SIGALRM) ends a hook that is stuck anyway. Only cheap modules are imported here
+(no json, no subprocess, no signal/enum): see bench/bench_hook.py for the budget.
+"""
+
+from __future__ import annotations
+
+import _signal
+import os
+import sys
+
+from slurm_hooks.errors import CanonicalError, ComputeProofError, ConfigError, SlurmError
+from slurm_hooks.receipts.event import new_event, utc_now
+from slurm_hooks.receipts.spool import Spool
+from slurm_hooks.slurm import slurmenv
+from slurm_hooks.slurm.hookconfig import DEFAULT_CONFIG_PATH, HookConfig, load_hook_config
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import FrameType
+
+HOOKS = ("prolog_slurmctld", "prolog", "epilog", "epilog_slurmctld")
+# Failures must end well inside a second; the watchdog is the backstop for a hung disk.
+SCONTROL_TIMEOUT = 0.7
+AGENT_TIMEOUT = 0.7
+WATCHDOG_SECONDS = 3
+FAILURE_COUNTER = "hook-failures"
+
+
+def log(kind: str, message: str, job_id: int | None = None) -> None:
+    """One line to syslog (daemon facility) and stderr; never raises."""
+    line = f"computeproof {kind}: job {job_id if job_id is not None else '?'}: {message}"
+    try:
+        import syslog
+
+        syslog.openlog("computeproof-hook", syslog.LOG_PID, syslog.LOG_DAEMON)
+        syslog.syslog(syslog.LOG_ERR, line)
+    except Exception:  # noqa: S110 - logging must never fail the hook
+        pass
+    try:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+    except Exception:  # noqa: S110
+        pass
+
+
+def count_failure(spool_dir: str) -> None:
+    """Increment ``<spool>/hook-failures`` under an flock; best effort."""
+    try:
+        import fcntl
+
+        fd = os.open(os.path.join(spool_dir, FAILURE_COUNTER), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            raw = os.read(fd, 64).strip()
+            n = int(raw) + 1 if raw.isdigit() else 1
+            os.lseek(fd, 0, 0)
+            os.ftruncate(fd, 0)
+            os.write(fd, b"%d\n" % n)
+        finally:
+            os.close(fd)
+    except (OSError, ValueError):
+        pass
+
+
+def _strict_hint(environ: dict[str, str]) -> bool:
+    """Whether an unparsable config file still says ``strict = true`` on a line of its own."""
+    path = environ.get("COMPUTEPROOF_CONFIG") or DEFAULT_CONFIG_PATH
+    try:
+        with open(path, "rb") as f:
+            lines = f.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return False
+    for line in lines:
+        key, sep, value = line.partition("=")
+        if sep and key.strip() == "strict" and value.split("#")[0].strip() == "true":
+            return True
+    return False
+
+
+def _write(config: HookConfig, event: dict[str, object]) -> None:
+    Spool(config.spool_dir).write(event)
+
+
+def _scontrol(config: HookConfig, job_id: int) -> tuple[dict[str, str], list[dict[str, str]]]:
+    """The job's ``scontrol show job -o -d`` record (one controller RPC, bounded)."""
+    from slurm_hooks.slurm import command
+    from slurm_hooks.slurm.scontrol import parse_show_job
+
+    out = command.run(
+        [config.slurm_command("scontrol"), "show", "job", "-o", "-d", str(job_id)],
+        timeout=SCONTROL_TIMEOUT,
+    )
+    text = out.decode("utf-8", "replace").strip()
+    if not text:
+        raise SlurmError(f"scontrol returned nothing for job {job_id}")
+    return parse_show_job(text.splitlines()[0])
+
+
+def _identity(
+    env: dict[str, str], job_id: int, record: dict[str, str] | None
+) -> tuple[str, dict[str, int | None]]:
+    """The display id and array/het ids, from the environment, else the job record."""
+    ids: dict[str, int | None] = {
+        "array_job_id": slurmenv.env_int(env, "SLURM_ARRAY_JOB_ID"),
+        "array_task_id": slurmenv.env_int(env, "SLURM_ARRAY_TASK_ID"),
+        "het_job_id": slurmenv.env_int(env, "SLURM_HET_JOB_ID"),
+        "het_job_offset": slurmenv.env_int(env, "SLURM_HET_JOB_OFFSET"),
+    }
+    if record is not None:
+        for name, key in (
+            ("array_job_id", "ArrayJobId"),
+            ("array_task_id", "ArrayTaskId"),
+            ("het_job_id", "HetJobId"),
+            ("het_job_offset", "HetJobOffset"),
+        ):
+            value = record.get(key, "")
+            if ids[name] is None and value.isdigit():
+                ids[name] = int(value)
+    job = slurmenv.display_id(
+        job_id, ids["array_job_id"], ids["array_task_id"], ids["het_job_id"], ids["het_job_offset"]
+    )
+    return job, ids
+
+
+def _controller_record(
+    config: HookConfig, job_id: int
+) -> tuple[dict[str, str] | None, list[dict[str, str]], str]:
+    try:
+        record, details = _scontrol(config, job_id)
+        return record, details, "scontrol"
+    except (SlurmError, OSError) as e:
+        # The event is still worth writing from the environment alone; say what is missing.
+        return None, [], f"unavailable: {e}"
+
+
+def _run_of(env: dict[str, str], record: dict[str, str] | None) -> int:
+    if record is not None and record.get("Restarts", "").isdigit():
+        return int(record["Restarts"])
+    return slurmenv.env_int(env, "SLURM_RESTART_COUNT") or 0
+
+
+def _gpu_indices_by_node(details: list[dict[str, str]]) -> dict[str, list[int]]:
+    from slurm_hooks.slurm.scontrol import parse_gres_indices
+
+    out: dict[str, list[int]] = {}
+    for group in details:
+        indices = parse_gres_indices(group.get("GRES", ""))
+        for node in slurmenv.expand_hostlist(group.get("Nodes", "")):
+            out[node] = indices
+    return out
+
+
+def prolog_slurmctld(config: HookConfig, env: dict[str, str], job_id: int) -> None:
+    """Record ``scheduled``: the job's owner, placement, requested and allocated TRES."""
+    from slurm_hooks.slurm import scontrol as sc
+
+    record, details, source = _controller_record(config, job_id)
+    rec = record or {}
+    job, ids = _identity(env, job_id, record)
+    user, uid = sc.parse_user(rec.get("UserId", ""))
+    tres = sc.parse_tres(rec.get("TRES", ""))
+    req_tres = sc.parse_tres(rec["ReqTRES"]) if "ReqTRES" in rec else None
+    nodelist = env.get("SLURM_JOB_NODELIST") or rec.get("NodeList", "")
+    submit = sc.parse_time(rec.get("SubmitTime"))
+    eligible = sc.parse_time(rec.get("EligibleTime"))
+    start = sc.parse_time(rec.get("StartTime"))
+    payload: dict[str, object] = {
+        "user": env.get("SLURM_JOB_USER") or user,
+        "uid": slurmenv.env_int(env, "SLURM_JOB_UID") if "SLURM_JOB_UID" in env else uid,
+        "gid": slurmenv.env_int(env, "SLURM_JOB_GID"),
+        "group": env.get("SLURM_JOB_GROUP"),
+        "account": env.get("SLURM_JOB_ACCOUNT") or _value(rec, "Account"),
+        "partition": env.get("SLURM_JOB_PARTITION") or _value(rec, "Partition"),
+        "qos": _value(rec, "QOS") or env.get("SLURM_JOB_QOS"),
+        "job_name": env.get("SLURM_JOB_NAME") or _value(rec, "JobName"),
+        "work_dir": _value(rec, "WorkDir") or env.get("SLURM_JOB_WORK_DIR"),
+        "nodes": slurmenv.expand_hostlist(nodelist) if nodelist else [],
+        "num_nodes": _int(rec, "NumNodes"),
+        "num_cpus": _int(rec, "NumCPUs"),
+        "submit_time": sc.rfc3339(submit),
+        "eligible_time": sc.rfc3339(eligible),
+        "start_time": sc.rfc3339(start),
+        "submit_epoch": submit,
+        "start_epoch": start,
+        "time_limit_s": sc.parse_duration(rec.get("TimeLimit")),
+        "tres_requested": req_tres,
+        "tres_per_node": _value(rec, "TresPerNode"),
+        "tres_allocated": tres,
+        "gpus": sc.gpu_count(tres),
+        "gpu_indices": _gpu_indices_by_node(details),
+        "restarts": _run_of(env, record),
+        "controller": os.uname().nodename,
+        "slurm_record": source,
+        **ids,
+    }
+    run = _run_of(env, record)
+    _write(config, new_event("scheduled", config.cluster, job, job_id, config.host, payload,
+                             run=run))
+
+
+def epilog_slurmctld(config: HookConfig, env: dict[str, str], job_id: int) -> None:
+    """Record ``completed`` and start the detached final_state watcher."""
+    from slurm_hooks.slurm import scontrol as sc
+
+    record, _details, source = _controller_record(config, job_id)
+    rec = record or {}
+    job, ids = _identity(env, job_id, record)
+    env_exit = slurmenv.parse_exit_code(env.get("SLURM_JOB_EXIT_CODE2", ""))
+    slurm_exit = slurmenv.parse_exit_code(rec.get("ExitCode", ""))
+    # SLURM_JOB_EXIT_CODE2 reads 0:0 for a cancelled or timed-out job; scontrol's
+    # ExitCode carries the signal then, so prefer whichever is non-zero.
+    exit_code, signal = env_exit or slurm_exit or (None, None)
+    if env_exit == (0, 0) and slurm_exit is not None and slurm_exit != (0, 0):
+        exit_code, signal = slurm_exit
+    start = sc.parse_time(rec.get("StartTime"))
+    end = sc.parse_time(rec.get("EndTime"))
+    elapsed = end - start if start is not None and end is not None and end >= start else None
+    tres = sc.parse_tres(rec.get("TRES", ""))
+    gpus = sc.gpu_count(tres)
+    nodelist = env.get("SLURM_JOB_NODELIST") or rec.get("NodeList", "")
+    payload: dict[str, object] = {
+        "exit_code": exit_code,
+        "signal": signal,
+        "exit_code_env": env.get("SLURM_JOB_EXIT_CODE2"),
+        "exit_code_slurm": _value(rec, "ExitCode"),
+        "derived_exit_code": env.get("SLURM_JOB_DERIVED_EC") or _value(rec, "DerivedExitCode"),
+        "state_at_epilog": _value(rec, "JobState"),
+        "reason": _value(rec, "Reason"),
+        "start_time": sc.rfc3339(start),
+        "end_time": sc.rfc3339(end),
+        "start_epoch": start,
+        "end_epoch": end,
+        "elapsed_s": elapsed,
+        "nodes": slurmenv.expand_hostlist(nodelist) if nodelist else [],
+        "tres_allocated": tres,
+        "gpus": gpus,
+        "gpu_seconds": gpus * elapsed if elapsed is not None else None,
+        "user": env.get("SLURM_JOB_USER") or sc.parse_user(rec.get("UserId", ""))[0],
+        "account": env.get("SLURM_JOB_ACCOUNT") or _value(rec, "Account"),
+        "partition": env.get("SLURM_JOB_PARTITION") or _value(rec, "Partition"),
+        "controller": os.uname().nodename,
+        "slurm_record": source,
+        **ids,
+    }
+    run = _run_of(env, record)
+    _write(config, new_event("completed", config.cluster, job, job_id, config.host, payload,
+                             run=run))
+    from slurm_hooks.slurm.finalstate import spawn_watcher
+
+    spawn_watcher(config, job, job_id, run)
+
+
+def _value(rec: dict[str, str], key: str) -> str | None:
+    from slurm_hooks.slurm.scontrol import unset
+
+    value = rec.get(key)
+    return None if value is None or unset(value) else value
+
+
+def _int(rec: dict[str, str], key: str) -> int | None:
+    value = rec.get(key, "")
+    return int(value) if value.isdigit() else None
+
+
+def _run_file(config: HookConfig, node: str, job_id: int) -> str:
+    return os.path.join(config.spool_dir, "runs", node, str(job_id))
+
+
+def node_run(config: HookConfig, env: dict[str, str], node: str, job_id: int, new: bool) -> int:
+    """The run number a node hook uses (see conf/INSTALL.md, "Requeued jobs").
+
+    Slurm 22.05 gives node hooks no restart count, so the node counts its own Prologs
+    of a job id in ``<spool>/runs/<node>/<job_id>``: 0 the first time, +1 on each
+    requeue that lands here again, so a rerun's events never collide with the first's.
+    """
+    from_env = slurmenv.env_int(env, "SLURM_RESTART_COUNT")
+    if from_env is not None:
+        return from_env
+    path = _run_file(config, node, job_id)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read().strip()
+        seen = int(raw) if raw.isdigit() else None
+    except OSError:
+        seen = None
+    if not new:
+        return seen or 0
+    run = 0 if seen is None else seen + 1
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(b"%d\n" % run)
+    except OSError as e:
+        raise ComputeProofError(f"cannot record run number in {path}: {e.strerror}") from e
+    return run
+
+
+def _node(env: dict[str, str]) -> str:
+    node = env.get("SLURMD_NODENAME")
+    if not node:
+        raise SlurmError("SLURMD_NODENAME is not set: not run by slurmd?")
+    return node
+
+
+def _write_binding(path: str, binding: dict[str, object]) -> None:
+    from slurm_hooks.receipts.canonical import canonical_bytes
+
+    directory = os.path.dirname(path)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    tmp = f"{path}.tmp.{os.getpid()}"
+    # /run is tmpfs: atomic rename is what matters, fsync would buy nothing.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, canonical_bytes(binding) + b"\n")
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+
+
+def prolog(config: HookConfig, env: dict[str, str], job_id: int) -> None:
+    """Record ``started`` for this node and write the job's GPU binding file."""
+    from slurm_hooks.slurm import gres
+
+    node = _node(env)
+    job = slurmenv.display_id_from_env(env, job_id)
+    run = node_run(config, env, node, job_id, new=True)
+    indices = slurmenv.gpu_indices(env)
+    resolution = "none"
+    gpus: list[dict[str, object]] = []
+    if indices:
+        conf = gres.gres_conf_path(env.get("SLURM_CONF"))
+        try:
+            with open(conf) as f:
+                files = gres.gpu_device_files(f.read(), node)
+            resolution = "gres.conf"
+        except (OSError, SlurmError) as e:
+            files = []
+            resolution = f"unresolved: {conf}: {e}"
+        gpus = gres.resolve_gpus(indices, files)
+        if resolution == "gres.conf" and any(g["minor"] is None for g in gpus):
+            resolution = "partial: some indices have no device file in gres.conf"
+    now = utc_now()
+    uid = slurmenv.env_int(env, "SLURM_JOB_UID")
+    user = env.get("SLURM_JOB_USER", "")
+    binding: dict[str, object] = {
+        "cluster": config.cluster,
+        "job": job,
+        "job_id": job_id,
+        "run": run,
+        "uid": uid,
+        "user": user,
+        "node": node,
+        "gpus": [g for g in gpus if g["minor"] is not None],
+        "time": now,
+    }
+    payload: dict[str, object] = {
+        "node": node,
+        "uid": uid,
+        "gid": slurmenv.env_int(env, "SLURM_JOB_GID"),
+        "user": user or None,
+        "partition": env.get("SLURM_JOB_PARTITION"),
+        "work_dir": env.get("SLURM_JOB_WORK_DIR"),
+        "het_job_id": slurmenv.env_int(env, "SLURM_HET_JOB_ID"),
+        "slurm_job_gpus": env.get("SLURM_JOB_GPUS"),
+        "gpus": gpus,
+        "gpu_resolution": resolution,
+        "run_source": "env" if "SLURM_RESTART_COUNT" in env else "node",
+        "binding_path": config.binding_path(node, job_id),
+    }
+    # The event first: it is the durable fact; the binding only feeds the agent.
+    _write(config, new_event("started", config.cluster, job, job_id, node, payload, run=run,
+                             time=now))
+    if uid is not None:
+        _write_binding(config.binding_path(node, job_id), binding)
+
+
+def epilog(config: HookConfig, env: dict[str, str], job_id: int) -> None:
+    """Record ``node_done`` with the agent's GPU summary and remove the binding file."""
+    from slurm_hooks.slurm.agentclient import node_summary
+
+    node = _node(env)
+    job = slurmenv.display_id_from_env(env, job_id)
+    run = node_run(config, env, node, job_id, new=False)
+    summary, source = node_summary(config, node, job_id, AGENT_TIMEOUT)
+    exit_code = slurmenv.parse_exit_code(env.get("SLURM_JOB_EXIT_CODE2", ""))
+    payload: dict[str, object] = {
+        "node": node,
+        "uid": slurmenv.env_int(env, "SLURM_JOB_UID"),
+        "slurm_job_gpus": env.get("SLURM_JOB_GPUS"),
+        "exit_code_env": env.get("SLURM_JOB_EXIT_CODE2"),
+        "exit_code": exit_code[0] if exit_code else None,
+        "signal": exit_code[1] if exit_code else None,
+        "gpu_summary": summary,
+        "gpu_summary_source": source,
+        "run_source": "env" if "SLURM_RESTART_COUNT" in env else "node",
+    }
+    event = new_event("node_done", config.cluster, job, job_id, node, payload, run=run)
+    try:
+        _write(config, event)
+    except CanonicalError as e:
+        if summary is None:
+            raise
+        # An agent answer that canonical JSON refuses must not cost the node_done fact.
+        payload["gpu_summary"] = None
+        payload["gpu_summary_source"] = f"invalid: {e}"
+        _write(config, new_event("node_done", config.cluster, job, job_id, node, payload,
+                                 run=run))
+    try:
+        os.unlink(config.binding_path(node, job_id))
+    except FileNotFoundError:
+        pass
+
+
+_HANDLERS = {
+    "prolog_slurmctld": prolog_slurmctld,
+    "prolog": prolog,
+    "epilog": epilog,
+    "epilog_slurmctld": epilog_slurmctld,
+}
+
+
+def main(kind: str, environ: dict[str, str] | None = None) -> int:
+    """Run hook ``kind`` and return its exit status: 0, or 1 on failure in strict mode."""
+    env = dict(os.environ) if environ is None else environ
+    job_id: int | None = None
+    config: HookConfig | None = None
+    strict = False
+
+    def on_alarm(signum: int, frame: FrameType | None) -> None:
+        log(kind, f"watchdog: still running after {WATCHDOG_SECONDS} s, giving up", job_id)
+        if config is not None:
+            count_failure(config.spool_dir)
+        os._exit(1 if strict else 0)
+
+    _signal.signal(_signal.SIGALRM, on_alarm)
+    _signal.alarm(WATCHDOG_SECONDS)
+    try:
+        handler = _HANDLERS.get(kind)
+        if handler is None:
+            raise ComputeProofError(f"unknown hook {kind!r}; expected one of {HOOKS}")
+        job_id = slurmenv.job_id_of(env)
+        try:
+            config = load_hook_config(env)
+        except ConfigError:
+            strict = _strict_hint(env)
+            raise
+        strict = config.strict
+        handler(config, env, job_id)
+        return 0
+    except Exception as e:
+        # Everything, not only our own errors: a bug here must not drain a node.
+        what = str(e) if isinstance(e, ComputeProofError) else f"{type(e).__name__}: {e}"
+        log(kind, what, job_id)
+        count_failure(config.spool_dir if config is not None else _default_spool(env))
+        return 1 if strict else 0
+    finally:
+        _signal.alarm(0)
+
+
+def _default_spool(env: dict[str, str]) -> str:
+    from slurm_hooks.slurm.hookconfig import DEFAULTS
+
+    return env.get("COMPUTEPROOF_SPOOL") or str(DEFAULTS["spool_dir"])

@@ -101,8 +101,47 @@ def _is_canonical(value: object, data: bytes) -> bool:
 _HEX = frozenset("0123456789abcdef")
 
 
+_ENV_PREFIX = b'{"payload":"'
+_ENV_MID = b'","payloadType":"' + PAYLOAD_TYPE.encode() + b'","signatures":[{"keyid":"'
+_ENV_SIG = b'","sig":"'
+_ENV_SUFFIX = b'"}]}'
+
+
+def _split_envelope(data: bytes) -> tuple[str, str, str] | None:
+    """(payload b64, key id, sig b64) when ``data`` has the one canonical envelope shape."""
+    if not (data.startswith(_ENV_PREFIX) and data.endswith(_ENV_SUFFIX)):
+        return None
+    mid = data.find(_ENV_MID, len(_ENV_PREFIX))
+    if mid < 0:
+        return None
+    rest = data[mid + len(_ENV_MID) : -len(_ENV_SUFFIX)]
+    if rest[64 : 64 + len(_ENV_SIG)] != _ENV_SIG:
+        return None
+    try:
+        return (data[len(_ENV_PREFIX) : mid].decode("ascii"), rest[:64].decode("ascii"),
+                rest[64 + len(_ENV_SIG) :].decode("ascii"))  # fmt: skip
+    except UnicodeDecodeError:
+        return None
+
+
 def open_envelope(data: bytes) -> Opened:
     """Parse and check an envelope's structure; the signature is checked by the caller."""
+    parts = _split_envelope(data)
+    if parts is None:
+        return _open_envelope_json(data)
+    payload_b64, kid, sig_b64 = parts
+    if not _HEX.issuperset(kid):
+        raise SignatureError("envelope signature key id is not a 64-digit hex SHA-256")
+    try:
+        payload = base64.b64decode(payload_b64, validate=True)
+        signature = base64.b64decode(sig_b64, validate=True)
+    except binascii.Error as e:
+        raise CanonicalError(f"envelope payload or signature is not valid base64: {e}") from e
+    return _open_statement(payload, kid, signature)
+
+
+def _open_envelope_json(data: bytes) -> Opened:
+    # the slow path: any envelope not in the canonical shape ends here with a precise reason
     env = _loads(data, "envelope")
     if not isinstance(env, dict) or set(env) != {"payload", "payloadType", "signatures"}:
         raise CanonicalError("envelope must have exactly payload, payloadType, signatures")
@@ -129,6 +168,10 @@ def open_envelope(data: bytes) -> Opened:
     )
     if expected.encode() != data:
         raise CanonicalError("envelope bytes are not canonical JSON (RFC 8785)")
+    return _open_statement(payload, kid, signature)
+
+
+def _open_statement(payload: bytes, kid: str, signature: bytes) -> Opened:
     st = _loads(payload, "envelope payload")
     if not isinstance(st, dict) or st.get("_type") != STATEMENT_TYPE:
         raise CanonicalError("envelope payload is not an in-toto Statement v1")

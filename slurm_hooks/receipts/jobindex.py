@@ -24,10 +24,26 @@ _RANK = {"scheduled": 0, "started": 1, "progress": 1, "artifact": 1, "node_done"
 _SUM_FIELDS = ("busy_gpu_ms", "util_gpu_ms", "energy_mj", "unmeasured_gpu_ms")
 
 
-def new_row(event: dict[str, object]) -> JobRow:
-    """An empty index row for the job run of ``event``."""
-    cluster, job, run = str(event["cluster"]), str(event["job"]), int(event["run"])  # type: ignore[call-overload]
-    return JobRow(job_key(cluster, job, run), cluster, job, int(event["job_id"]), run)  # type: ignore[call-overload]
+# payload keys the index reads; workers send only these back to the ingesting process
+INDEX_KEYS = frozenset({
+    "user", "account", "partition", "nodes", "gpus", "gpu_model", "submit_time",
+    "start_time", "end_time", "elapsed_s", "exit_code", "state", "synthetic", "gpu_summary",
+})  # fmt: skip
+
+
+def index_payload(event_type: str, payload: dict[str, object]) -> dict[str, object]:
+    """The part of an event's payload the job index needs."""
+    out = {k: v for k, v in payload.items() if k in INDEX_KEYS}
+    if event_type != "node_done":
+        out.pop("gpu_summary", None)
+    if event_type == "started":
+        out.pop("gpus", None)
+    return out
+
+
+def new_row(cluster: str, job: str, job_id: int, run: int) -> JobRow:
+    """An empty index row for one job run."""
+    return JobRow(job_key(cluster, job, run), cluster, job, job_id, run)
 
 
 def _text(value: object) -> str | None:
@@ -38,56 +54,61 @@ def _text(value: object) -> str | None:
     return str(value)
 
 
-def apply_event(row: JobRow, event: dict[str, object], leaf_index: int) -> None:
-    """Fold one event into its job's index row."""
-    payload = event["payload"]
-    assert isinstance(payload, dict)
-    etype = str(event["type"])
-    rank = _RANK.get(etype, 0)
-    seen_rank = int(row.fields.get("_rank", -1))  # type: ignore[call-overload]
+def apply_event(
+    row: JobRow, event_type: str, host: str, payload: dict[str, object], leaf_index: int
+) -> None:
+    """Fold one event (its type, host and :func:`index_payload`) into its job's row."""
     row.events += 1
-    row.first_leaf = leaf_index if row.first_leaf is None else min(row.first_leaf, leaf_index)
-    row.last_leaf = leaf_index if row.last_leaf is None else max(row.last_leaf, leaf_index)
-    if payload.get("synthetic") is True:
-        row.synthetic = True
-    for attr, key in (("user", "user"), ("account", "account"), ("partition", "partition")):
-        if getattr(row, attr) is None and payload.get(key) is not None:
-            setattr(row, attr, _text(payload[key]))
-    if payload.get("submit_time") and row.submit is None:
-        row.submit = _text(payload["submit_time"])
-    if etype == "started":
-        hosts = set(filter(None, (row.nodes or "").split(",")))
-        hosts.add(str(event["host"]))
+    if row.first_leaf is None or leaf_index < row.first_leaf:
+        row.first_leaf = leaf_index
+    if row.last_leaf is None or leaf_index > row.last_leaf:
+        row.last_leaf = leaf_index
+    if event_type == "started":
+        hosts = set(row.nodes.split(",")) if row.nodes else set()
+        hosts.add(host)
         row.nodes = ",".join(sorted(hosts))
-    if etype == "node_done":
-        summary = payload.get("gpu_summary")
-        if isinstance(summary, dict):
-            totals = row.fields.setdefault("gpu_totals", {})
-            assert isinstance(totals, dict)
-            for name in _SUM_FIELDS:
-                value = summary.get(name)
-                if isinstance(value, int):
-                    totals[name] = int(totals.get(name, 0)) + value
-            if summary.get("gpu_model") and not row.gpu_model:
-                row.gpu_model = str(summary["gpu_model"])
-    if rank >= seen_rank:
-        if payload.get("state"):
-            row.state = str(payload["state"])
-        elif etype in ("scheduled", "started") and row.state is None:
-            row.state = "RUNNING"
-        for attr, key in (("start", "start_time"), ("end", "end_time")):
-            if payload.get(key):
-                setattr(row, attr, _text(payload[key]))
-        if isinstance(payload.get("elapsed_s"), int):
-            row.elapsed_s = int(payload["elapsed_s"])  # type: ignore[call-overload]
-        if payload.get("exit_code") is not None:
-            row.exit_code = _text(payload["exit_code"])
-        if isinstance(payload.get("gpus"), int):
-            row.gpus = int(payload["gpus"])  # type: ignore[call-overload]
-        if payload.get("gpu_model"):
-            row.gpu_model = _text(payload["gpu_model"])
-        if payload.get("nodes") and etype != "started":
-            row.nodes = _text(payload["nodes"])
-        row.fields["_rank"] = rank
-    if etype == "scheduled" and row.start is None and payload.get("start_time"):
+    if not payload:
+        return
+    get = payload.get
+    if get("synthetic") is True:
+        row.synthetic = True
+    if row.user is None and "user" in payload:
+        row.user = _text(payload["user"])
+    if row.account is None and "account" in payload:
+        row.account = _text(payload["account"])
+    if row.partition is None and "partition" in payload:
+        row.partition = _text(payload["partition"])
+    if row.submit is None and get("submit_time"):
+        row.submit = _text(payload["submit_time"])
+    summary = get("gpu_summary")
+    if isinstance(summary, dict):
+        totals = row.fields.setdefault("gpu_totals", {})
+        assert isinstance(totals, dict)
+        for name in _SUM_FIELDS:
+            value = summary.get(name)
+            if isinstance(value, int):
+                totals[name] = int(totals.get(name, 0)) + value
+        if summary.get("gpu_model") and not row.gpu_model:
+            row.gpu_model = str(summary["gpu_model"])
+    rank = _RANK.get(event_type, 0)
+    if rank < int(row.fields.get("_rank", -1)):  # type: ignore[call-overload]
+        return
+    row.fields["_rank"] = rank
+    if get("state"):
+        row.state = str(payload["state"])
+    elif row.state is None and event_type in ("scheduled", "started"):
+        row.state = "RUNNING"
+    if get("start_time"):
         row.start = _text(payload["start_time"])
+    if get("end_time"):
+        row.end = _text(payload["end_time"])
+    if isinstance(get("elapsed_s"), int):
+        row.elapsed_s = int(payload["elapsed_s"])  # type: ignore[call-overload]
+    if get("exit_code") is not None:
+        row.exit_code = _text(payload["exit_code"])
+    if isinstance(get("gpus"), int):
+        row.gpus = int(payload["gpus"])  # type: ignore[call-overload]
+    if get("gpu_model"):
+        row.gpu_model = _text(payload["gpu_model"])
+    if get("nodes"):
+        row.nodes = _text(payload["nodes"])

@@ -15,6 +15,7 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from slurm_hooks.errors import (
     CheckpointError,
@@ -26,7 +27,7 @@ from slurm_hooks.receipts import merkle
 from slurm_hooks.receipts.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from slurm_hooks.receipts.envelope import verify_envelope
 from slurm_hooks.receipts.event import job_key, utc_now
-from slurm_hooks.receipts.jobindex import apply_event, new_row
+from slurm_hooks.receipts.jobindex import apply_event, index_payload, new_row
 from slurm_hooks.receipts.keys import Signer, format_public_key, key_id, parse_public_key
 from slurm_hooks.receipts.store.interface import (
     CheckpointRow,
@@ -72,17 +73,41 @@ class VerifyReport:
             self.problems.append(problem)
 
 
-def _check_envelopes(
-    envelopes: Sequence[bytes], keys: dict[str, bytes]
-) -> list[tuple[str, object, str, bytes]]:
-    """Worker: open and verify each envelope -> (status, event or reason, key id, leaf hash)."""
-    out: list[tuple[str, object, str, bytes]] = []
+class Checked(NamedTuple):
+    """A verified envelope, reduced to what the ingesting process needs (cheap to pickle)."""
+
+    event_id: str
+    cluster: str
+    job: str
+    job_id: int
+    run: int
+    type: str
+    host: str
+    time: str
+    key_id: str
+    leaf_hash: bytes
+    index: dict[str, object]  # jobindex.index_payload
+
+    @property
+    def job_key(self) -> str:
+        """``cluster/job#run``."""
+        return job_key(self.cluster, self.job, self.run)
+
+
+def _check_envelopes(envelopes: Sequence[bytes], keys: dict[str, bytes]) -> list[Checked | str]:
+    """Worker: open and verify each envelope -> Checked, or the reason it was refused."""
+    out: list[Checked | str] = []
     for data in envelopes:
         try:
-            opened = verify_envelope(data, keys)
-            out.append(("ok", opened.event, opened.key_id, merkle.leaf_hash(data)))
-        except ReceiptError as e:
-            out.append(("bad", str(e), "", b""))
+            e = verify_envelope(data, keys)
+        except ReceiptError as err:
+            out.append(str(err))
+            continue
+        ev = e.event
+        etype = str(ev["type"])
+        out.append(Checked(str(ev["id"]), str(ev["cluster"]), str(ev["job"]), int(ev["job_id"]),  # type: ignore[call-overload]
+                           int(ev["run"]), etype, str(ev["host"]), str(ev["time"]), e.key_id,  # type: ignore[call-overload]
+                           merkle.leaf_hash(data), index_payload(etype, ev["payload"])))  # type: ignore[arg-type]  # fmt: skip
     return out
 
 
@@ -127,9 +152,11 @@ class Ledger:
         self.close()
 
     def _map(
-        self, work: Callable[..., list[tuple[str, object, str, bytes]]],
-        chunks: list[Sequence[bytes]], keys: dict[str, bytes],
-    ) -> Iterable[list[tuple[str, object, str, bytes]]]:  # fmt: skip
+        self, chunks: list[Sequence[bytes]], keys: dict[str, bytes]
+    ) -> Iterable[list[Checked | str]]:
+        """Check chunks of envelopes, in worker processes when there are several chunks;
+        results come back lazily in order, so the caller works while workers verify."""
+        work = _check_envelopes
         if self.workers <= 1 or len(chunks) <= 1:
             return (work(c, keys) for c in chunks)
         if self._pool is None:
@@ -187,46 +214,37 @@ class Ledger:
         n = len(envelopes)
         size = CHUNK if n >= PARALLEL_THRESHOLD else n
         chunks = [envelopes[i : i + size] for i in range(0, n, size)]
-        checked = [r for part in self._map(_check_envelopes, chunks, active) for r in part]
-
-        candidates: list[tuple[int, dict[str, object], bytes]] = []
         seen: dict[str, int] = {}
-        for pos, (status, value, kid, lhash) in enumerate(checked):
-            if status != "ok":
-                result.rejected.append((pos, str(value)))
-                continue
-            event = value
-            assert isinstance(event, dict)
-            hosts = enrolled[kid].hosts
-            if "*" not in hosts and event["host"] not in hosts:
-                result.rejected.append((pos, f"key {kid[:16]}... is enrolled for hosts "
-                                        f"{','.join(hosts)}, not {event['host']}"))  # fmt: skip
-                continue
-            eid = str(event["id"])
-            if eid in seen:
-                first = seen[eid]
-                if envelopes[first] == envelopes[pos]:
-                    result.duplicates.append((pos, eid, -1))
+        fresh: list[tuple[int, Checked]] = []
+        pos = 0
+        for part in self._map(chunks, active):
+            candidates: list[tuple[int, Checked]] = []
+            for item in part:
+                if isinstance(item, str):
+                    result.rejected.append((pos, item))
+                elif "*" not in (hosts := enrolled[item.key_id].hosts) and item.host not in hosts:
+                    result.rejected.append((pos, f"key {item.key_id[:16]}... is enrolled for "
+                                            f"hosts {','.join(hosts)}, not {item.host}"))  # fmt: skip
+                elif item.event_id in seen:
+                    if envelopes[seen[item.event_id]] == envelopes[pos]:
+                        result.duplicates.append((pos, item.event_id, -1))
+                    else:
+                        result.rejected.append((pos, f"event {item.event_id} appears twice in "
+                                                "the batch with different envelopes"))  # fmt: skip
                 else:
-                    result.rejected.append((pos, f"event {eid} appears twice in the batch "
-                                            "with different envelopes"))  # fmt: skip
-                continue
-            seen[eid] = pos
-            candidates.append((pos, event, lhash))
-
-        existing = self.store.find_events([str(e["id"]) for _, e, _ in candidates])
-        fresh: list[tuple[int, dict[str, object], bytes]] = []
-        for pos, event, lhash in candidates:
-            eid = str(event["id"])
-            if eid in existing:
-                index, stored = existing[eid]
-                if stored == envelopes[pos]:
-                    result.duplicates.append((pos, eid, index))
+                    seen[item.event_id] = pos
+                    candidates.append((pos, item))
+                pos += 1
+            existing = self.store.find_events([c.event_id for _, c in candidates])
+            for p, c in candidates:
+                if c.event_id not in existing:
+                    fresh.append((p, c))
+                elif existing[c.event_id][1] == envelopes[p]:
+                    result.duplicates.append((p, c.event_id, existing[c.event_id][0]))
                 else:
-                    result.rejected.append((pos, f"event {eid} is already in the ledger at "
-                                            f"leaf {index} with a different envelope"))  # fmt: skip
-            else:
-                fresh.append((pos, event, lhash))
+                    result.rejected.append((p, f"event {c.event_id} is already in the ledger "
+                                            f"at leaf {existing[c.event_id][0]} with a "
+                                            "different envelope"))  # fmt: skip
         if fresh:
             self._commit(envelopes, fresh, openings, result)
         # dedupe within the batch points at the leaf the first copy got
@@ -237,7 +255,7 @@ class Ledger:
     def _commit(
         self,
         envelopes: Sequence[bytes],
-        fresh: list[tuple[int, dict[str, object], bytes]],
+        fresh: list[tuple[int, Checked]],
         openings: Sequence[dict[str, dict[str, object]]] | None,
         result: AppendResult,
     ) -> None:
@@ -249,27 +267,22 @@ class Ledger:
         except KeyError as e:
             raise StoreError(f"ledger is missing Merkle node {e.args[0]}; run "
                              "`computeproof ledger verify`") from e  # fmt: skip
-        nodes, _ = merkle.nodes_to_store(start, [h for _, _, h in fresh], frontier)
-        keys = {job_key(str(e["cluster"]), str(e["job"]), int(e["run"]))  # type: ignore[call-overload]
-                for _, e, _ in fresh}  # fmt: skip
-        jobs: dict[str, JobRow] = dict(self.store.get_jobs(sorted(keys)))
+        nodes, _ = merkle.nodes_to_store(start, [c.leaf_hash for _, c in fresh], frontier)
+        jobs: dict[str, JobRow] = dict(self.store.get_jobs(sorted({c.job_key for _, c in fresh})))
         leaves: list[LeafRow] = []
         opening_rows: list[tuple[str, str, str, str]] = []
-        for offset, (pos, event, _) in enumerate(fresh):
-            index = start + offset
-            jk = job_key(str(event["cluster"]), str(event["job"]), int(event["run"]))  # type: ignore[call-overload]
-            eid = str(event["id"])
-            leaves.append(LeafRow(index, eid, jk, str(event["type"]), str(event["host"]),
-                                  str(event["time"]), envelopes[pos]))  # fmt: skip
+        for index, (pos, c) in enumerate(fresh, start):
+            jk = c.job_key
+            leaves.append(LeafRow(index, c.event_id, jk, c.type, c.host, c.time, envelopes[pos]))
             row = jobs.get(jk)
             if row is None:
-                row = jobs[jk] = new_row(event)
-            apply_event(row, event, index)
+                row = jobs[jk] = new_row(c.cluster, c.job, c.job_id, c.run)
+            apply_event(row, c.type, c.host, c.index, index)
             if openings is not None and pos < len(openings):
                 for name, op in openings[pos].items():
-                    opening_rows.append((eid, name, str(op["salt"]),
+                    opening_rows.append((c.event_id, name, str(op["salt"]),
                                          json.dumps(op["value"], sort_keys=True)))  # fmt: skip
-            result.accepted.append((pos, eid, index))
+            result.accepted.append((pos, c.event_id, index))
         self.store.append(start, leaves, nodes, list(jobs.values()), opening_rows)
 
     # -- tree ------------------------------------------------------------------------
@@ -367,22 +380,20 @@ class Ledger:
         def flush() -> None:
             chunks = [[r.envelope for r in batch[i : i + CHUNK]]
                       for i in range(0, len(batch), CHUNK)]  # fmt: skip
-            results = [r for part in self._map(_check_envelopes, chunks, keys) for r in part]
-            for row, (status, value, kid, lhash) in zip(batch, results, strict=True):
-                level0.append(lhash if status == "ok" else merkle.leaf_hash(row.envelope))
-                if status != "ok":
-                    report.bad(row.index, f"leaf {row.index}: {value}")
+            results = (r for part in self._map(chunks, keys) for r in part)
+            for row, c in zip(batch, results, strict=True):
+                if isinstance(c, str):
+                    level0.append(merkle.leaf_hash(row.envelope))
+                    report.bad(row.index, f"leaf {row.index}: {c}")
                     continue
+                level0.append(c.leaf_hash)
                 report.signatures += 1
-                event = value
-                assert isinstance(event, dict)
-                hosts = enrolled[kid].hosts
-                if "*" not in hosts and event["host"] not in hosts:
+                hosts = enrolled[c.key_id].hosts
+                if "*" not in hosts and c.host not in hosts:
                     report.bad(row.index, f"leaf {row.index}: signed by a key not enrolled "
-                               f"for host {event['host']}")  # fmt: skip
-                jk = job_key(str(event["cluster"]), str(event["job"]), int(event["run"]))  # type: ignore[call-overload]
+                               f"for host {c.host}")  # fmt: skip
                 if (row.event_id, row.job_key, row.type, row.host, row.time) != (
-                    event["id"], jk, event["type"], event["host"], event["time"]
+                    c.event_id, c.job_key, c.type, c.host, c.time
                 ):
                     report.bad(row.index, f"leaf {row.index}: index columns do not match "
                                "the signed event")  # fmt: skip

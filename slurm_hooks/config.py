@@ -56,7 +56,11 @@ class Config:
         return self.agent_socket or os.path.join(self.run_dir, node, "agent.sock")
 
 
-_ENV = {"COMPUTEPROOF_DB": "db", "COMPUTEPROOF_SPOOL": "spool_dir", "COMPUTEPROOF_CLUSTER": "cluster"}
+_ENV = {
+    "COMPUTEPROOF_DB": "db",
+    "COMPUTEPROOF_SPOOL": "spool_dir",
+    "COMPUTEPROOF_CLUSTER": "cluster",
+}
 
 
 def _coerce(path: str, name: str, value: object, default: object) -> object:
@@ -98,8 +102,9 @@ def load_config(
         values["source"] = path
     except FileNotFoundError as e:
         if explicit:
-            raise ConfigError(f"config file {path} does not exist; create it or unset "
-                              "COMPUTEPROOF_CONFIG") from e
+            raise ConfigError(
+                f"config file {path} does not exist; create it or unset COMPUTEPROOF_CONFIG"
+            ) from e
         data = {}
     except PermissionError as e:
         raise ConfigError(f"config file {path} is not readable: permission denied") from e

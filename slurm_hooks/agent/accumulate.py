@@ -247,7 +247,10 @@ class JobAccumulator:
             "busy_ms": sum(g.busy_ms for g in gpus),
             "util_weighted_ms": sum(g.util_weighted_ms for g in gpus),
             "energy_mj": sum(g.energy_mj for g in gpus),
-            "energy_method": None if not methods else methods.pop() if len(methods) == 1
+            "energy_method": None
+            if not methods
+            else methods.pop()
+            if len(methods) == 1
             else "mixed",
             "max_memory_bytes": max((g.max_memory_bytes for g in gpus), default=0),
             "foreign_processes": sum(len(g.foreign_processes) for g in gpus),
@@ -281,8 +284,11 @@ class JobAccumulator:
     def resume(self, data: dict[str, object]) -> bool:
         """Continue from a persisted summary of the same job run; False if it is another's."""
         b = self.binding
-        if data.get("schema") != SUMMARY_SCHEMA or (data.get("job_id"), data.get("run"),
-                                                    data.get("job")) != (b.job_id, b.run, b.job):
+        if data.get("schema") != SUMMARY_SCHEMA or (
+            data.get("job_id"),
+            data.get("run"),
+            data.get("job"),
+        ) != (b.job_id, b.run, b.job):
             return False
         gpus = data.get("gpus")
         if not isinstance(gpus, list):

@@ -78,8 +78,9 @@ def parse_binding(data: object, path: str = "<binding>") -> Binding:
     for g in gpus_raw:
         if not isinstance(g, dict):
             raise BindingError(f"{path}: each GPU must be a JSON object")
-        gpus.append(BoundGpu(_int(g, "slurm_index", path), _int(g, "minor", path),
-                             _str(g, "device", path)))
+        gpus.append(
+            BoundGpu(_int(g, "slurm_index", path), _int(g, "minor", path), _str(g, "device", path))
+        )
     job_id = _int(data, "job_id", path)
     return Binding(
         cluster=_str(data, "cluster", path),

@@ -15,8 +15,9 @@ from slurm_hooks.config import Config
 from slurm_hooks.errors import AgentError
 
 
-def request(path: str, message: dict[str, object], fds: Sequence[int] = (),
-            timeout: float = 5.0) -> dict[str, object]:
+def request(
+    path: str, message: dict[str, object], fds: Sequence[int] = (), timeout: float = 5.0
+) -> dict[str, object]:
     """Send one request line (and descriptors) to the agent; return its decoded reply."""
     line = json.dumps(message, sort_keys=True).encode() + b"\n"
     try:
@@ -54,14 +55,16 @@ def request(path: str, message: dict[str, object], fds: Sequence[int] = (),
     return reply
 
 
-def node_summary(config: Config, node: str, job_id: int,
-                 timeout: float = 1.0) -> dict[str, object] | None:
+def node_summary(
+    config: Config, node: str, job_id: int, timeout: float = 1.0
+) -> dict[str, object] | None:
     """The job's summary from the agent, else from its persisted state, else None."""
     from slurm_hooks.agent.state import read_summary, summary_path
 
     try:
-        reply = request(config.agent_socket_path(node), {"op": "summary", "job_id": job_id},
-                        timeout=timeout)
+        reply = request(
+            config.agent_socket_path(node), {"op": "summary", "job_id": job_id}, timeout=timeout
+        )
         summary = reply.get("summary")
         if isinstance(summary, dict):
             return summary

@@ -66,8 +66,9 @@ class Agent:
         self.clock = clock
         self.interval_ms = max(1, config.sample_interval) * 1000
         self.progress_ms = max(1, config.progress_interval) * 1000
-        self.sampler = sampler or Sampler(timeout_s=min(2.0, max(0.5, config.sample_interval / 2)),
-                                          clock=clock)
+        self.sampler = sampler or Sampler(
+            timeout_s=min(2.0, max(0.5, config.sample_interval / 2)), clock=clock
+        )
         self.processes = processes or ProcessTable()
         self.spool = spool or Spool(config.spool_dir)
         self.exporter = exporter
@@ -85,12 +86,15 @@ class Agent:
         for problem in problems:
             log.warning("%s", problem)
         for job_id in sorted(set(self.jobs) - set(bindings)):
-            acc = self.jobs.pop(job_id)
-            self._persist(acc, durable=True)  # the job ended on this node: final figures
+            ended = self.jobs.pop(job_id)
+            self._persist(ended, durable=True)  # the job ended on this node: final figures
             self._persisted_ms.pop(job_id, None)
         for job_id, binding in bindings.items():
-            acc = self.jobs.get(job_id)
-            if acc is not None and (acc.binding.run, acc.binding.job) == (binding.run, binding.job):
+            known = self.jobs.get(job_id)
+            if known is not None and (known.binding.run, known.binding.job) == (
+                binding.run,
+                binding.job,
+            ):
                 continue
             acc = JobAccumulator(binding, self.node, self.interval_ms)
             try:
@@ -125,13 +129,14 @@ class Agent:
                 return self.processes.info(pid) is not None
 
             for acc in self.jobs.values():
-                acc.add_sample(sample.t_ms, sample.readings, sample.gpus, by_minor, job_of,
-                               visible)
+                acc.add_sample(sample.t_ms, sample.readings, sample.gpus, by_minor, job_of, visible)
             for job_id, acc in self.jobs.items():
                 if self._due_progress(acc, sample.t_ms):
                     self._emit_agent_progress(acc, sample.t_ms)
-                elif sample.t_ms - self._persisted_ms.get(job_id, -PERSIST_EVERY_MS) \
-                        >= PERSIST_EVERY_MS:
+                elif (
+                    sample.t_ms - self._persisted_ms.get(job_id, -PERSIST_EVERY_MS)
+                    >= PERSIST_EVERY_MS
+                ):
                     self._persist(acc)
         if self.exporter is not None:
             self.exporter.update(self)  # type: ignore[attr-defined]
@@ -155,16 +160,26 @@ class Agent:
             seq, acc.progress_seq = acc.progress_seq, acc.progress_seq + 1
         else:
             seq, acc.artifact_seq = acc.artifact_seq, acc.artifact_seq + 1
-        write_summary(summary_path(self.config, self.node, acc.binding.job_id), acc.summary(),
-                      durable=True)
+        write_summary(
+            summary_path(self.config, self.node, acc.binding.job_id), acc.summary(), durable=True
+        )
         self._persisted_ms[acc.binding.job_id] = self.clock()
         return seq
 
-    def _event(self, acc: JobAccumulator, type: str, seq: int,
-               payload: dict[str, object]) -> dict[str, object]:
+    def _event(
+        self, acc: JobAccumulator, type: str, seq: int, payload: dict[str, object]
+    ) -> dict[str, object]:
         b = acc.binding
-        event = new_event(type, b.cluster or self.config.cluster, b.job, b.job_id, self.node,
-                          payload, seq=seq, run=b.run)
+        event = new_event(
+            type,
+            b.cluster or self.config.cluster,
+            b.job,
+            b.job_id,
+            self.node,
+            payload,
+            seq=seq,
+            run=b.run,
+        )
         self.spool.write(event)
         return event
 
@@ -204,8 +219,10 @@ class Agent:
         """The running job the calling process belongs to, or CallerRefused."""
         job_id = self.processes.job_of(pid)
         if job_id is None:
-            raise CallerRefused(f"process {pid} belongs to no Slurm job on node {self.node}; "
-                                "run this command inside a job (sbatch/srun)")
+            raise CallerRefused(
+                f"process {pid} belongs to no Slurm job on node {self.node}; "
+                "run this command inside a job (sbatch/srun)"
+            )
         with self._lock:
             acc = self.jobs.get(job_id)
         if acc is None:
@@ -234,8 +251,12 @@ class Agent:
     ) -> dict[str, object]:
         """Write a job-reported ``progress`` event for the caller's job; return it."""
         acc = self.caller_job(pid, uid)
-        payload: dict[str, object] = {"source": "job", "pid": pid, "uid": uid,
-                                      "time_ms": self.clock()}
+        payload: dict[str, object] = {
+            "source": "job",
+            "pid": pid,
+            "uid": uid,
+            "time_ms": self.clock(),
+        }
         if percent is not None:
             payload["percent"] = percent
         if epoch is not None:
@@ -255,8 +276,7 @@ class Agent:
             "pid": pid,
             "uid": uid,
             "time_ms": self.clock(),
-            "artifacts": [{"path": a.path, "sha256": a.sha256, "size": a.size}
-                          for a in artifacts],
+            "artifacts": [{"path": a.path, "sha256": a.sha256, "size": a.size} for a in artifacts],
         }
         with self._lock:
             seq = self._next_seq(acc, "artifact")
@@ -268,7 +288,8 @@ class Agent:
             sample = self.last_sample
             by_minor = jobs_by_minor(self.bindings)
         gpus = sorted((sample.gpus if sample else {}).values(), key=lambda g: g.index)
-        return [{**g.as_dict(), "job_id": (by_minor.get(g.minor) or [None])[0]} for g in gpus]
+        holder = {minor: jobs[0] for minor, jobs in by_minor.items()}
+        return [{**g.as_dict(), "job_id": holder.get(g.minor)} for g in gpus]
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -292,8 +313,9 @@ class Agent:
         self.sampler.close()
 
 
-def inspect(config: Config, node: str, sampler: Sampler | None = None,
-            processes: ProcessTable | None = None) -> dict[str, object]:
+def inspect(
+    config: Config, node: str, sampler: Sampler | None = None, processes: ProcessTable | None = None
+) -> dict[str, object]:
     """One sampling pass with attribution and no accumulation: what the node looks like now."""
     sampler = sampler or Sampler()
     processes = processes or ProcessTable()
@@ -308,14 +330,22 @@ def inspect(config: Config, node: str, sampler: Sampler | None = None,
         procs = []
         for p in (reading.processes or ()) if reading else ():
             owner = processes.job_of(p.pid)
-            procs.append({"pid": p.pid, "used_memory": p.used_memory, "job_id": owner,
-                          "foreign": bool(job_ids) and owner not in job_ids})
-        gpus.append({
-            **info.as_dict(),
-            "job_ids": job_ids,
-            "reading": None if reading is None else reading.as_dict(),
-            "processes": procs,
-        })
+            procs.append(
+                {
+                    "pid": p.pid,
+                    "used_memory": p.used_memory,
+                    "job_id": owner,
+                    "foreign": bool(job_ids) and owner not in job_ids,
+                }
+            )
+        gpus.append(
+            {
+                **info.as_dict(),
+                "job_ids": job_ids,
+                "reading": None if reading is None else reading.as_dict(),
+                "processes": procs,
+            }
+        )
     bound = {m for m in by_minor}
     return {
         "node": node,

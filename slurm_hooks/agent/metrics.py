@@ -27,17 +27,21 @@ class Exporter:
         try:
             import prometheus_client
         except ImportError as e:
-            raise AgentError("prometheus_port is set but prometheus-client is not installed "
-                             "(pip install 'computeproof[gpu]')") from e
+            raise AgentError(
+                "prometheus_port is set but prometheus-client is not installed "
+                "(pip install 'computeproof[gpu]')"
+            ) from e
         self.registry = prometheus_client.CollectorRegistry()
         labels = ["node", "job", "minor"]
         self.gauges: dict[str, Any] = {
-            name: prometheus_client.Gauge(f"computeproof_gpu_{name}", doc, labels,
-                                          registry=self.registry)
+            name: prometheus_client.Gauge(
+                f"computeproof_gpu_{name}", doc, labels, registry=self.registry
+            )
             for name, doc in _FIGURES.items()
         }
-        self.gaps = prometheus_client.Gauge("computeproof_agent_gaps", "passes without NVML",
-                                            ["node"], registry=self.registry)
+        self.gaps = prometheus_client.Gauge(
+            "computeproof_agent_gaps", "passes without NVML", ["node"], registry=self.registry
+        )
         self._series: set[tuple[str, str, str]] = set()
         try:
             prometheus_client.start_http_server(port, addr=addr, registry=self.registry)

@@ -125,8 +125,9 @@ class Nvml:
         try:
             import pynvml
         except ImportError as e:
-            raise NvmlUnavailable("nvidia-ml-py is not installed (pip install "
-                                  "'computeproof[gpu]')") from e
+            raise NvmlUnavailable(
+                "nvidia-ml-py is not installed (pip install 'computeproof[gpu]')"
+            ) from e
         self._pynvml = pynvml
         try:
             pynvml.nvmlInit()
@@ -143,14 +144,16 @@ class Nvml:
                 minor = int(pynvml.nvmlDeviceGetMinorNumber(handle))
                 pci = pynvml.nvmlDeviceGetPciInfo(handle)
                 memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
-                gpus.append(GpuInfo(
-                    index=index,
-                    minor=minor,
-                    uuid=_text(pynvml.nvmlDeviceGetUUID(handle)),
-                    name=_text(pynvml.nvmlDeviceGetName(handle)),
-                    pci_bus_id=_text(pci.busId),
-                    memory_total=int(memory.total),
-                ))
+                gpus.append(
+                    GpuInfo(
+                        index=index,
+                        minor=minor,
+                        uuid=_text(pynvml.nvmlDeviceGetUUID(handle)),
+                        name=_text(pynvml.nvmlDeviceGetName(handle)),
+                        pci_bus_id=_text(pci.busId),
+                        memory_total=int(memory.total),
+                    )
+                )
                 self._handles[minor] = handle
             self.gpus = gpus
         except pynvml.NVMLError as e:
@@ -235,11 +238,19 @@ class Nvml:
             )
         throttle = get("throttle_reasons", pynvml.nvmlDeviceGetCurrentClocksEventReasons)
         reading.throttle_reasons = None if throttle is None else int(throttle)
-        corrected = get("ecc_corrected", pynvml.nvmlDeviceGetTotalEccErrors,
-                        pynvml.NVML_MEMORY_ERROR_TYPE_CORRECTED, pynvml.NVML_VOLATILE_ECC)
+        corrected = get(
+            "ecc_corrected",
+            pynvml.nvmlDeviceGetTotalEccErrors,
+            pynvml.NVML_MEMORY_ERROR_TYPE_CORRECTED,
+            pynvml.NVML_VOLATILE_ECC,
+        )
         reading.ecc_corrected = None if corrected is None else int(corrected)
-        uncorrected = get("ecc_uncorrected", pynvml.nvmlDeviceGetTotalEccErrors,
-                          pynvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, pynvml.NVML_VOLATILE_ECC)
+        uncorrected = get(
+            "ecc_uncorrected",
+            pynvml.nvmlDeviceGetTotalEccErrors,
+            pynvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED,
+            pynvml.NVML_VOLATILE_ECC,
+        )
         reading.ecc_uncorrected = None if uncorrected is None else int(uncorrected)
         return reading
 

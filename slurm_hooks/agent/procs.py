@@ -84,7 +84,7 @@ class ProcessTable:
             if info.uid in self.trusted_uids:
                 cmd = self._cmdline(current)
                 if cmd.startswith(STEPD_PREFIX):
-                    digits = cmd[len(STEPD_PREFIX):].split(b".", 1)[0].split(b"]", 1)[0]
+                    digits = cmd[len(STEPD_PREFIX) :].split(b".", 1)[0].split(b"]", 1)[0]
                     if digits.isdigit():
                         return int(digits)
             current = info.ppid

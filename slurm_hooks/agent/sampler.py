@@ -8,6 +8,7 @@ each pass tries to open it again, so the agent recovers when the driver does.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -128,10 +129,8 @@ class Sampler:
     def _drop(self) -> None:
         nvml, self._nvml = self._nvml, None
         if nvml is not None:
-            try:
+            with contextlib.suppress(AgentError):
                 self._call("nvmlShutdown", nvml.close)
-            except AgentError:
-                pass
 
     def close(self) -> None:
         """Shut NVML down (without waiting for a hung call)."""

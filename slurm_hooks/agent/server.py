@@ -17,6 +17,7 @@ cannot misstate their digests. The socket is mode 0666: job owners must reach it
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import socket
@@ -85,8 +86,9 @@ def _int_field(request: dict[str, object], name: str, low: int, high: int) -> in
     return value
 
 
-def handle_request(agent: Agent, request: object, pid: int, uid: int,
-                   fds: list[int]) -> dict[str, object]:
+def handle_request(
+    agent: Agent, request: object, pid: int, uid: int, fds: list[int]
+) -> dict[str, object]:
     """Answer one decoded request from the process ``pid`` running as ``uid``."""
     if not isinstance(request, dict):
         raise RequestError("a request must be a JSON object")
@@ -101,7 +103,8 @@ def handle_request(agent: Agent, request: object, pid: int, uid: int,
         if message is not None and (not isinstance(message, str) or len(message) > 4096):
             raise RequestError("'message' must be a string of at most 4096 characters")
         event = agent.record_progress(
-            pid, uid,
+            pid,
+            uid,
             _int_field(request, "percent", 0, 100),
             _int_field(request, "epoch", 0, 2**31),
             _int_field(request, "epochs", 0, 2**31),
@@ -146,10 +149,8 @@ class _Handler(socketserver.BaseRequestHandler):
         finally:
             for fd in fds:
                 os.close(fd)
-        try:
+        with contextlib.suppress(OSError):  # the caller gave up (the Epilog waits at most 1 s)
             sock.sendall(canonical_bytes(reply) + b"\n")
-        except OSError:
-            pass  # the caller gave up (the Epilog waits at most 1 s)
 
 
 class AgentServer(socketserver.ThreadingUnixStreamServer):
@@ -172,8 +173,12 @@ class AgentServer(socketserver.ThreadingUnixStreamServer):
 
     def start(self) -> threading.Thread:
         """Serve in a daemon thread; return it."""
-        thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.5},
-                                  name="computeproof-socket", daemon=True)
+        thread = threading.Thread(
+            target=self.serve_forever,
+            kwargs={"poll_interval": 0.5},
+            name="computeproof-socket",
+            daemon=True,
+        )
         thread.start()
         return thread
 
@@ -181,7 +186,5 @@ class AgentServer(socketserver.ThreadingUnixStreamServer):
         """Stop serving and remove the socket file."""
         self.shutdown()
         self.server_close()
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(self.path)
-        except OSError:
-            pass

@@ -65,10 +65,18 @@ def echo_json(value: Any) -> None:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config", "config_path", envvar="COMPUTEPROOF_CONFIG", default=None,
-              help="TOML config file (default /etc/computeproof/config.toml).")
-@click.option("--db", default=None, help="Ledger SQLite file (default from config, then "
-              "/var/lib/computeproof/ledger.db).")
+@click.option(
+    "--config",
+    "config_path",
+    envvar="COMPUTEPROOF_CONFIG",
+    default=None,
+    help="TOML config file (default /etc/computeproof/config.toml).",
+)
+@click.option(
+    "--db",
+    default=None,
+    help="Ledger SQLite file (default from config, then /var/lib/computeproof/ledger.db).",
+)
 @click.version_option(package_name="computeproof")
 @click.pass_context
 def main(ctx: click.Context, config_path: str | None, db: str | None) -> None:

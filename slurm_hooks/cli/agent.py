@@ -12,8 +12,12 @@ import click
 from slurm_hooks.cli import echo_json, main, pass_state, run
 from slurm_hooks.errors import AgentError
 
-_NODE = click.option("--node", envvar="SLURMD_NODENAME", default=None,
-                     help="Slurm node name (default: $SLURMD_NODENAME, then the host name).")
+_NODE = click.option(
+    "--node",
+    envvar="SLURMD_NODENAME",
+    default=None,
+    help="Slurm node name (default: $SLURMD_NODENAME, then the host name).",
+)
 
 
 @main.group()
@@ -47,7 +51,8 @@ def agent_run(state: object, node: str | None) -> None:
             signal.signal(sig, lambda *_: stop.set())
         server.start()
         logging.getLogger("computeproof.agent").info(
-            "agent for node %s listening on %s", node, server.path)
+            "agent for node %s listening on %s", node, server.path
+        )
         try:
             the_agent.run(stop)
         finally:
@@ -74,9 +79,11 @@ def agent_sample(state: object, node: str | None, once: bool, as_json: bool) -> 
         click.echo(f"no reading: {result['error']}")
     for g in result["gpus"]:  # type: ignore[attr-defined]
         r = g["reading"] or {}
-        click.echo(f"gpu {g['index']} minor {g['minor']} jobs {g['job_ids'] or '-'} "
-                   f"util {r.get('utilization')}% mem {r.get('memory_used')} B "
-                   f"power {r.get('power_mw')} mW energy {r.get('energy_mj')} mJ")
+        click.echo(
+            f"gpu {g['index']} minor {g['minor']} jobs {g['job_ids'] or '-'} "
+            f"util {r.get('utilization')}% mem {r.get('memory_used')} B "
+            f"power {r.get('power_mw')} mW energy {r.get('energy_mj')} mJ"
+        )
 
 
 @agent.command("summary")
@@ -114,8 +121,11 @@ def gpus(state: object, node: str | None, as_json: bool) -> None:
         if result["error"] and not result["gpus"]:
             raise AgentError(str(result["error"]))
         keys = ("index", "minor", "uuid", "name", "pci_bus_id", "memory_total")
-        return [{**{k: g[k] for k in keys}, "job_id": (g["job_ids"] or [None])[0]}
-                for g in result["gpus"]]  # type: ignore[attr-defined]
+        rows: list[dict[str, object]] = result["gpus"]  # type: ignore[assignment]
+        return [
+            {**{k: g[k] for k in keys}, "job_id": (g["job_ids"] or [None])[0]}  # type: ignore[index]
+            for g in rows
+        ]
 
     table = run(work)
     if as_json:
@@ -126,9 +136,15 @@ def gpus(state: object, node: str | None, as_json: bool) -> None:
 
     t = Table("index", "minor", "name", "uuid", "pci bus id", "memory", "job")
     for g in table:
-        t.add_row(str(g["index"]), str(g["minor"]), str(g["name"]), str(g["uuid"]),
-                  str(g["pci_bus_id"]), f"{int(g['memory_total']) // 2**20} MiB",  # type: ignore[call-overload]
-                  "-" if g["job_id"] is None else str(g["job_id"]))
+        t.add_row(
+            str(g["index"]),
+            str(g["minor"]),
+            str(g["name"]),
+            str(g["uuid"]),
+            str(g["pci_bus_id"]),
+            f"{int(g['memory_total']) // 2**20} MiB",  # type: ignore[call-overload]
+            "-" if g["job_id"] is None else str(g["job_id"]),
+        )
     Console().print(t)
 
 
@@ -149,15 +165,26 @@ def _epoch(value: str | None) -> tuple[int | None, int | None]:
 @click.option("--message", default=None, help="A short note.")
 @click.option("--json", "as_json", is_flag=True, help="Print the recorded event as JSON.")
 @pass_state
-def progress(state: object, node: str | None, percent: int | None, epoch: str | None,
-             message: str | None, as_json: bool) -> None:
+def progress(
+    state: object,
+    node: str | None,
+    percent: int | None,
+    epoch: str | None,
+    message: str | None,
+    as_json: bool,
+) -> None:
     """Record the job's progress (run inside the job)."""
     from slurm_hooks.agent.client import request
 
     config = state.config  # type: ignore[attr-defined]
     done, total = _epoch(epoch)
-    msg: dict[str, object] = {"op": "progress", "percent": percent, "epoch": done,
-                              "epochs": total, "message": message}
+    msg: dict[str, object] = {
+        "op": "progress",
+        "percent": percent,
+        "epoch": done,
+        "epochs": total,
+        "message": message,
+    }
     reply = run(lambda: request(config.agent_socket_path(node or config.host), msg))
     if as_json:
         echo_json(reply["event"])
@@ -181,8 +208,12 @@ def artifact(state: object, node: str | None, paths: tuple[str, ...], as_json: b
     def work() -> dict[str, object]:
         absolute, fds = open_artifacts(paths)
         try:
-            return request(config.agent_socket_path(node or config.host),
-                           {"op": "artifact", "paths": absolute}, fds=fds, timeout=600)
+            return request(
+                config.agent_socket_path(node or config.host),
+                {"op": "artifact", "paths": absolute},
+                fds=fds,
+                timeout=600,
+            )
         finally:
             for fd in fds:
                 os.close(fd)

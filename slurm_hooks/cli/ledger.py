@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -48,23 +49,33 @@ def keys() -> None:
 @keys.command("init")
 @click.option("--out", default=None, help="Key file to write (default: host_key from config).")
 @click.option("--force", is_flag=True, help="Replace an existing key file.")
-@click.option("--enroll", "enroll_hosts", multiple=True, metavar="HOST",
-              help="Also enroll the new key in the ledger for HOST ('*' for any); repeatable.")
+@click.option(
+    "--enroll",
+    "enroll_hosts",
+    multiple=True,
+    metavar="HOST",
+    help="Also enroll the new key in the ledger for HOST ('*' for any); repeatable.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_state
-def keys_init(state: State, out: str | None, force: bool, enroll_hosts: tuple[str, ...],
-              as_json: bool) -> None:  # fmt: skip
+def keys_init(
+    state: State, out: str | None, force: bool, enroll_hosts: tuple[str, ...], as_json: bool
+) -> None:
     """Write a new Ed25519 host key (mode 0600) and print its public key."""
 
-    def work() -> dict[str, object]:
+    def work() -> dict[str, Any]:
         path = out or state.config.host_key
         signer = Signer.generate()
         write_key(path, signer, overwrite=force)
         if enroll_hosts:
             with open_ledger(state.config) as ledger:
                 ledger.enroll(signer.public_raw, enroll_hosts)
-        return {"path": path, "public_key": format_public_key(signer.public_raw),
-                "key_id": signer.key_id, "enrolled_for": list(enroll_hosts)}  # fmt: skip
+        return {
+            "path": path,
+            "public_key": format_public_key(signer.public_raw),
+            "key_id": signer.key_id,
+            "enrolled_for": list(enroll_hosts),
+        }
 
     info = run(work)
     if as_json:
@@ -76,8 +87,13 @@ def keys_init(state: State, out: str | None, force: bool, enroll_hosts: tuple[st
 
 @keys.command("enroll")
 @click.argument("public_key")
-@click.option("--host", "hosts", multiple=True, required=True,
-              help="Host (node) name this key signs for; '*' for any. Repeatable.")
+@click.option(
+    "--host",
+    "hosts",
+    multiple=True,
+    required=True,
+    help="Host (node) name this key signs for; '*' for any. Repeatable.",
+)
 @pass_state
 def keys_enroll(state: State, public_key: str, hosts: tuple[str, ...]) -> None:
     """Trust PUBLIC_KEY (ed25519:BASE64, or a key file path) for events from --host."""
@@ -85,10 +101,8 @@ def keys_enroll(state: State, public_key: str, hosts: tuple[str, ...]) -> None:
     def work() -> str:
         text = public_key
         if not text.startswith("ed25519:"):
-            try:
+            with contextlib.suppress(ComputeProofError):
                 text = format_public_key(load_signer(public_key).public_raw)
-            except ComputeProofError:
-                pass
         with open_ledger(state.config) as ledger:
             return ledger.enroll(text, hosts).key_id
 
@@ -101,11 +115,18 @@ def keys_enroll(state: State, public_key: str, hosts: tuple[str, ...]) -> None:
 def keys_list(state: State, as_json: bool) -> None:
     """List enrolled host keys."""
 
-    def work() -> list[dict[str, object]]:
+    def work() -> list[dict[str, Any]]:
         with open_ledger(state.config) as ledger:
-            return [{"key_id": k.key_id, "public_key": format_public_key(k.public_raw),
-                     "hosts": list(k.hosts), "enrolled": k.enrolled, "revoked": k.revoked}
-                    for k in ledger.store.enrolled().values()]  # fmt: skip
+            return [
+                {
+                    "key_id": k.key_id,
+                    "public_key": format_public_key(k.public_raw),
+                    "hosts": list(k.hosts),
+                    "enrolled": k.enrolled,
+                    "revoked": k.revoked,
+                }
+                for k in ledger.store.enrolled().values()
+            ]
 
     rows = run(work)
     if as_json:
@@ -115,8 +136,12 @@ def keys_list(state: State, as_json: bool) -> None:
 
     table = Table("key id", "hosts", "enrolled", "revoked")
     for r in rows:
-        table.add_row(str(r["key_id"])[:16], ",".join(r["hosts"]),  # type: ignore[arg-type]
-                      str(r["enrolled"]), str(r["revoked"] or ""))  # fmt: skip
+        table.add_row(
+            str(r["key_id"])[:16],
+            ",".join(r["hosts"]),
+            str(r["enrolled"]),
+            str(r["revoked"] or ""),
+        )
     _console().print(table)
 
 
@@ -152,38 +177,51 @@ def ledger_group() -> None:
 def ledger_verify(state: State, as_json: bool) -> None:
     """Re-hash every leaf, re-check every signature, rebuild the tree, check checkpoints."""
 
-    def work() -> dict[str, object]:
+    def work() -> dict[str, Any]:
         with open_ledger(state.config) as ledger:
             progress = None
             if not as_json and sys.stderr.isatty():
+
                 def progress(done: int, total: int) -> None:
                     click.echo(f"\rverified {done}/{total} leaves", err=True, nl=False)
+
             report = ledger.verify(progress)
             if progress is not None:
                 click.echo("", err=True)
-            return {"ok": report.ok, "size": report.size, "signatures": report.signatures,
-                    "checkpoints": report.checkpoints, "first_bad_index": report.first_bad_index,
-                    "problems": report.problems}  # fmt: skip
+            return {
+                "ok": report.ok,
+                "size": report.size,
+                "signatures": report.signatures,
+                "checkpoints": report.checkpoints,
+                "first_bad_index": report.first_bad_index,
+                "problems": report.problems,
+            }
 
     out = run(work)
     if as_json:
         echo_json(out)
     elif out["ok"]:
-        click.echo(f"ledger OK: {out['size']} leaves, {out['signatures']} signatures, "
-                   f"{out['checkpoints']} checkpoints verified")  # fmt: skip
+        click.echo(
+            f"ledger OK: {out['size']} leaves, {out['signatures']} signatures, "
+            f"{out['checkpoints']} checkpoints verified"
+        )
     else:
         click.echo(f"ledger FAILED verification; first bad leaf index {out['first_bad_index']}")
-        for p in out["problems"]:  # type: ignore[attr-defined]
+        for p in out["problems"]:
             click.echo(f"  {p}")
     if not out["ok"]:
         sys.exit(EXIT_FAILED_CHECK)
 
 
-def _checkpoint_json(size: int, root: bytes, note: str) -> dict[str, object]:
+def _checkpoint_json(size: int, root: bytes, note: str) -> dict[str, Any]:
     import base64
 
-    return {"size": size, "root": base64.b64encode(root).decode(), "root_hex": root.hex(),
-            "note": note}  # fmt: skip
+    return {
+        "size": size,
+        "root": base64.b64encode(root).decode(),
+        "root_hex": root.hex(),
+        "note": note,
+    }
 
 
 @ledger_group.command("checkpoint")
@@ -192,7 +230,7 @@ def _checkpoint_json(size: int, root: bytes, note: str) -> dict[str, object]:
 def ledger_checkpoint(state: State, as_json: bool) -> None:
     """Sign and print a checkpoint (C2SP signed note) of the log as it is now."""
 
-    def work() -> dict[str, object]:
+    def work() -> dict[str, Any]:
         with open_ledger(state.config) as ledger:
             cp = ledger.checkpoint()
             return _checkpoint_json(cp.size, cp.root, cp.note)
@@ -214,7 +252,7 @@ def ledger_consistency(state: State, old_checkpoint_file: str, as_json: bool) ->
 
     from slurm_hooks.errors import CheckpointError, ProofError
 
-    def work() -> dict[str, object]:
+    def work() -> dict[str, Any]:
         try:
             with open(old_checkpoint_file, encoding="utf-8") as f:
                 text = f.read()
@@ -230,15 +268,21 @@ def ledger_consistency(state: State, old_checkpoint_file: str, as_json: bool) ->
                 old, new, proof = ledger.prove_extends(text)
             except (CheckpointError, ProofError) as e:
                 return {"consistent": False, "reason": str(e)}
-            return {"consistent": True, "old_size": old.size, "new_size": new.size,
-                    "proof": [base64.b64encode(h).decode() for h in proof]}  # fmt: skip
+            return {
+                "consistent": True,
+                "old_size": old.size,
+                "new_size": new.size,
+                "proof": [base64.b64encode(h).decode() for h in proof],
+            }
 
     out = run(work)
     if as_json:
         echo_json(out)
     elif out["consistent"]:
-        click.echo(f"consistent: the log ({out['new_size']} leaves) extends checkpoint "
-                   f"{out['old_size']}; proof of {len(out['proof'])} hashes verified")  # type: ignore[arg-type]
+        click.echo(
+            f"consistent: the log ({out['new_size']} leaves) extends checkpoint "
+            f"{out['old_size']}; proof of {len(out['proof'])} hashes verified"
+        )
     else:
         click.echo(f"NOT consistent: {out['reason']}")
     if not out["consistent"]:
@@ -250,22 +294,36 @@ def ledger_consistency(state: State, old_checkpoint_file: str, as_json: bool) ->
 JOB_SORT_KEYS = ("start", "end", "job", "user", "account", "gpus", "state", "elapsed")
 
 
-def job_json(row: JobRow) -> dict[str, object]:
+def job_json(row: JobRow) -> dict[str, Any]:
     """A job index row as JSON for `jobs list --json`."""
     totals = row.fields.get("gpu_totals") or {}
     assert isinstance(totals, dict)
     return {
-        "job_id": row.job, "slurm_job_id": row.job_id, "run": row.run, "cluster": row.cluster,
-        "user": row.user, "account": row.account, "partition": row.partition,
-        "state": row.state, "gpus": row.gpus, "gpu_model": row.gpu_model,
-        "nodes": row.nodes.split(",") if row.nodes else [], "submit": row.submit,
-        "start": row.start, "end": row.end, "elapsed_s": row.elapsed_s,
-        "exit_code": row.exit_code, "events": row.events, "synthetic": row.synthetic,
-        "busy_gpu_hours": (round(int(totals["busy_gpu_ms"]) / 3_600_000, 6)
-                           if "busy_gpu_ms" in totals else None),
-        "energy_kwh": (round(int(totals["energy_mj"]) / 3.6e9, 9)
-                       if "energy_mj" in totals else None),
-    }  # fmt: skip
+        "job_id": row.job,
+        "slurm_job_id": row.job_id,
+        "run": row.run,
+        "cluster": row.cluster,
+        "user": row.user,
+        "account": row.account,
+        "partition": row.partition,
+        "state": row.state,
+        "gpus": row.gpus,
+        "gpu_model": row.gpu_model,
+        "nodes": row.nodes.split(",") if row.nodes else [],
+        "submit": row.submit,
+        "start": row.start,
+        "end": row.end,
+        "elapsed_s": row.elapsed_s,
+        "exit_code": row.exit_code,
+        "events": row.events,
+        "synthetic": row.synthetic,
+        "busy_gpu_hours": (
+            round(int(totals["busy_gpu_ms"]) / 3_600_000, 6) if "busy_gpu_ms" in totals else None
+        ),
+        "energy_kwh": (
+            round(int(totals["energy_mj"]) / 3.6e9, 9) if "energy_mj" in totals else None
+        ),
+    }
 
 
 @main.group()
@@ -282,49 +340,85 @@ def jobs() -> None:
 @click.option("--gpu-model", "gpu_models", multiple=True, help="Only these GPU models.")
 @click.option("--since", default=None, help="Jobs that ended at/after this date (or run).")
 @click.option("--until", default=None, help="Jobs that started before this date.")
-@click.option("--sort", "sort_key", type=click.Choice(JOB_SORT_KEYS), default="start",
-              show_default=True)
+@click.option(
+    "--sort", "sort_key", type=click.Choice(JOB_SORT_KEYS), default="start", show_default=True
+)
 @click.option("--reverse", is_flag=True, help="Sort descending.")
 @click.option("--limit", type=int, default=None, help="At most this many rows.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV.")
 @pass_state
-def jobs_list(state: State, users: tuple[str, ...], accounts: tuple[str, ...],
-              partitions: tuple[str, ...], states: tuple[str, ...], nodes: tuple[str, ...],
-              gpu_models: tuple[str, ...], since: str | None, until: str | None,
-              sort_key: str, reverse: bool, limit: int | None, as_json: bool,
-              as_csv: bool) -> None:  # fmt: skip
+def jobs_list(
+    state: State,
+    users: tuple[str, ...],
+    accounts: tuple[str, ...],
+    partitions: tuple[str, ...],
+    states: tuple[str, ...],
+    nodes: tuple[str, ...],
+    gpu_models: tuple[str, ...],
+    since: str | None,
+    until: str | None,
+    sort_key: str,
+    reverse: bool,
+    limit: int | None,
+    as_json: bool,
+    as_csv: bool,
+) -> None:
     """List jobs with receipts."""
     from slurm_hooks.reports.dates import parse_date_arg
 
-    def work() -> list[dict[str, object]]:
-        selection = JobFilter(users=users, accounts=accounts, partitions=partitions,
-                              states=tuple(s.upper() for s in states), nodes=nodes,
-                              gpu_models=gpu_models,
-                              since=parse_date_arg(since, "--since") if since else None,
-                              until=parse_date_arg(until, "--until") if until else None)  # fmt: skip
+    def work() -> list[dict[str, Any]]:
+        selection = JobFilter(
+            users=users,
+            accounts=accounts,
+            partitions=partitions,
+            states=tuple(s.upper() for s in states),
+            nodes=nodes,
+            gpu_models=gpu_models,
+            since=parse_date_arg(since, "--since") if since else None,
+            until=parse_date_arg(until, "--until") if until else None,
+        )
         with open_ledger(state.config) as ledger:
             rows = [job_json(r) for r in ledger.jobs(selection)]
-        field = "elapsed_s" if sort_key == "elapsed" else "job_id" if sort_key == "job" else sort_key
-        rows.sort(key=lambda r: (r[field] is None, str(r[field]).zfill(20)
-                                 if isinstance(r[field], int) else str(r[field] or "")),
-                  reverse=reverse)  # fmt: skip
+        field = (
+            "elapsed_s" if sort_key == "elapsed" else "job_id" if sort_key == "job" else sort_key
+        )
+        rows.sort(
+            key=lambda r: (
+                r[field] is None,
+                str(r[field]).zfill(20) if isinstance(r[field], int) else str(r[field] or ""),
+            ),
+            reverse=reverse,
+        )
         return rows[:limit] if limit is not None else rows
 
     rows = run(work)
     if as_json:
         echo_json(rows)
         return
-    columns = ("job_id", "cluster", "user", "account", "partition", "state", "gpus",
-               "start", "end", "elapsed_s", "synthetic")  # fmt: skip
+    columns = (
+        "job_id",
+        "cluster",
+        "user",
+        "account",
+        "partition",
+        "state",
+        "gpus",
+        "start",
+        "end",
+        "elapsed_s",
+        "synthetic",
+    )
     if as_csv:
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=[*columns, "nodes", "gpu_model",
-                                                 "busy_gpu_hours", "energy_kwh"],
-                                extrasaction="ignore")  # fmt: skip
+        writer = csv.DictWriter(
+            buf,
+            fieldnames=[*columns, "nodes", "gpu_model", "busy_gpu_hours", "energy_kwh"],
+            extrasaction="ignore",
+        )
         writer.writeheader()
         for r in rows:
-            writer.writerow({**r, "nodes": ",".join(r["nodes"])})  # type: ignore[arg-type]
+            writer.writerow({**r, "nodes": ",".join(r["nodes"])})
         click.echo(buf.getvalue(), nl=False)
         return
     if not rows:
@@ -334,8 +428,18 @@ def jobs_list(state: State, users: tuple[str, ...], accounts: tuple[str, ...],
 
     table = Table(*columns)
     for r in rows:
-        table.add_row(*("" if r[c] is None else "yes" if r[c] is True else "" if r[c] is False
-                        else str(r[c]) for c in columns))  # fmt: skip
+        table.add_row(
+            *(
+                ""
+                if r[c] is None
+                else "yes"
+                if r[c] is True
+                else ""
+                if r[c] is False
+                else str(r[c])
+                for c in columns
+            )
+        )
     _console().print(table)
 
 
@@ -348,22 +452,34 @@ def jobs_show(state: State, job: str, as_json: bool) -> None:
     from slurm_hooks.errors import BundleError
     from slurm_hooks.receipts.bundle import export_bundle, verify_bundle
 
-    def work() -> dict[str, object]:
+    def work() -> dict[str, Any]:
         with open_ledger(state.config) as ledger:
             row = ledger.resolve_job(job)
             events = ledger.job_events(row)
             bundle = export_bundle(ledger, job)
         try:
             verify_bundle(json.dumps(bundle))
-            verdict = {"ok": True, "reason": None}
+            verdict: dict[str, object] = {"ok": True, "reason": None}
         except BundleError as e:
             verdict = {"ok": False, "reason": str(e)}
-        return {"job_id": row.job, "cluster": row.cluster, "run": row.run,
-                "summary": job_json(row),
-                "events": [{"type": e["type"], "time": e["time"], "host": e["host"],
-                            "leaf_index": leaf.index, "seq": e["seq"], "payload": e["payload"]}
-                           for leaf, e in events],
-                "verification": verdict}  # fmt: skip
+        return {
+            "job_id": row.job,
+            "cluster": row.cluster,
+            "run": row.run,
+            "summary": job_json(row),
+            "events": [
+                {
+                    "type": e["type"],
+                    "time": e["time"],
+                    "host": e["host"],
+                    "leaf_index": leaf.index,
+                    "seq": e["seq"],
+                    "payload": e["payload"],
+                }
+                for leaf, e in events
+            ],
+            "verification": verdict,
+        }
 
     out = run(work)
     if as_json:
@@ -371,18 +487,25 @@ def jobs_show(state: State, job: str, as_json: bool) -> None:
     else:
         s = out["summary"]
         assert isinstance(s, dict)
-        click.echo(f"job {out['job_id']} on {out['cluster']} (run {out['run']}): user "
-                   f"{s['user']}, account {s['account']}, state {s['state']}, "
-                   f"{s['gpus'] if s['gpus'] is not None else '?'} GPUs")  # fmt: skip
-        for i, e in enumerate(out["events"], 1):  # type: ignore[arg-type]
+        click.echo(
+            f"job {out['job_id']} on {out['cluster']} (run {out['run']}): user "
+            f"{s['user']}, account {s['account']}, state {s['state']}, "
+            f"{s['gpus'] if s['gpus'] is not None else '?'} GPUs"
+        )
+        for i, e in enumerate(out["events"], 1):
             detail = _event_detail(e["type"], e["payload"])
-            click.echo(f"{i:3d}. {e['time']}  {e['type']:<11} {e['host']:<12} "
-                       f"leaf {e['leaf_index']:<8} {detail}")  # fmt: skip
+            click.echo(
+                f"{i:3d}. {e['time']}  {e['type']:<11} {e['host']:<12} "
+                f"leaf {e['leaf_index']:<8} {detail}"
+            )
         v = out["verification"]
         assert isinstance(v, dict)
-        click.echo("receipt verified: signatures, inclusion proofs and checkpoint OK"
-                   if v["ok"] else f"receipt FAILED verification: {v['reason']}")  # fmt: skip
-    if not out["verification"]["ok"]:  # type: ignore[index]
+        click.echo(
+            "receipt verified: signatures, inclusion proofs and checkpoint OK"
+            if v["ok"]
+            else f"receipt FAILED verification: {v['reason']}"
+        )
+    if not out["verification"]["ok"]:
         sys.exit(EXIT_FAILED_CHECK)
 
 
@@ -391,8 +514,10 @@ def _event_detail(etype: str, payload: dict[str, Any]) -> str:
         gpus = payload.get("gpus") or []
         return f"GPUs {','.join(str(g.get('minor')) for g in gpus) or 'none'} (minor)"
     if etype in ("completed", "final_state"):
-        return f"state {payload.get('state', '?')} exit {payload.get('exit_code', '?')} " \
-               f"elapsed {payload.get('elapsed_s', '?')}s"
+        return (
+            f"state {payload.get('state', '?')} exit {payload.get('exit_code', '?')} "
+            f"elapsed {payload.get('elapsed_s', '?')}s"
+        )
     if etype == "progress":
         bits = [f"{k}={payload[k]}" for k in ("percent", "epoch", "message") if k in payload]
         return " ".join(bits) or "GPU sample summary"
@@ -423,7 +548,7 @@ def receipt_export(state: State, job: str, output: str, disclose: bool) -> None:
     """Write JOB's receipt bundle: envelopes, inclusion proofs, checkpoint, keys."""
     from slurm_hooks.receipts.bundle import export_bundle
 
-    def work() -> dict[str, object]:
+    def work() -> dict[str, Any]:
         with open_ledger(state.config) as ledger:
             return export_bundle(ledger, job, disclose=disclose)
 
@@ -437,14 +562,18 @@ def receipt_export(state: State, job: str, output: str, disclose: bool) -> None:
             f.write(text)
     except OSError as e:
         fail(f"cannot write {output}: {e.strerror}")
-    click.echo(f"wrote receipt of job {bundle['job']['job']} "  # type: ignore[index]
-               f"({len(bundle['entries'])} events) to {output}", err=True)  # type: ignore[arg-type]
+    click.echo(
+        f"wrote receipt of job {bundle['job']['job']} "
+        f"({len(bundle['entries'])} events) to {output}",
+        err=True,
+    )
 
 
 @receipt.command("verify")
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
-@click.option("--ledger-key", default=None,
-              help="Trust only this ledger public key (ed25519:BASE64).")
+@click.option(
+    "--ledger-key", default=None, help="Trust only this ledger public key (ed25519:BASE64)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def receipt_verify(file: str, ledger_key: str | None, as_json: bool) -> None:
     """Verify a receipt FILE with no database and no network. Exit 0 valid, 1 not."""
@@ -466,21 +595,35 @@ def receipt_verify(file: str, ledger_key: str | None, as_json: bool) -> None:
             click.echo(f"INVALID receipt {file}: {e}")
         sys.exit(EXIT_FAILED_CHECK)
     if as_json:
-        echo_json({"valid": True, "job": report.job_key, "events": len(report.events),
-                   "checkpoint_size": report.checkpoint_size, "lifecycle": report.lifecycle,
-                   "disclosed": report.disclosed})  # fmt: skip
+        echo_json(
+            {
+                "valid": True,
+                "job": report.job_key,
+                "events": len(report.events),
+                "checkpoint_size": report.checkpoint_size,
+                "lifecycle": report.lifecycle,
+                "disclosed": report.disclosed,
+            }
+        )
     else:
         life = ", ".join(f"{k} x{v}" for k, v in sorted(report.lifecycle.items()))
-        click.echo(f"VALID receipt for {report.job_key}: {len(report.events)} events "
-                   f"({life}) included in checkpoint of size {report.checkpoint_size}")  # fmt: skip
+        click.echo(
+            f"VALID receipt for {report.job_key}: {len(report.events)} events "
+            f"({life}) included in checkpoint of size {report.checkpoint_size}"
+        )
 
 
 # -- spool and forwarder -----------------------------------------------------------------
 
 
 @main.command()
-@click.option("--loop", "interval", type=float, default=None,
-              help="Keep forwarding every INTERVAL seconds (default: one pass).")
+@click.option(
+    "--loop",
+    "interval",
+    type=float,
+    default=None,
+    help="Keep forwarding every INTERVAL seconds (default: one pass).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_state
 def forward(state: State, interval: float | None, as_json: bool) -> None:
@@ -491,22 +634,29 @@ def forward(state: State, interval: float | None, as_json: bool) -> None:
     from slurm_hooks.receipts.keys import load_signer
     from slurm_hooks.receipts.spool import Spool
 
-    def once() -> dict[str, object]:
+    def once() -> dict[str, Any]:
         cfg = state.config
         signer = load_signer(cfg.host_key)
         with open_ledger(cfg) as ledger:
             r = forward_spool(Spool(cfg.spool_dir), signer, ledger, cfg.private_fields)
-        return {"forwarded": r.forwarded, "duplicates": r.duplicates, "failed": r.failed,
-                "remaining": r.remaining, "errors": r.errors}  # fmt: skip
+        return {
+            "forwarded": r.forwarded,
+            "duplicates": r.duplicates,
+            "failed": r.failed,
+            "remaining": r.remaining,
+            "errors": r.errors,
+        }
 
     while True:
         out = run(once)
         if as_json:
             echo_json(out)
         else:
-            click.echo(f"forwarded {out['forwarded']}, duplicates {out['duplicates']}, "
-                       f"failed {out['failed']}, waiting {out['remaining']}")  # fmt: skip
-            for e in out["errors"]:  # type: ignore[attr-defined]
+            click.echo(
+                f"forwarded {out['forwarded']}, duplicates {out['duplicates']}, "
+                f"failed {out['failed']}, waiting {out['remaining']}"
+            )
+            for e in out["errors"]:
                 click.echo(f"  rejected: {e}", err=True)
         if interval is None:
             return
@@ -527,7 +677,7 @@ def spool_status(state: State, as_json: bool) -> None:
 
     from slurm_hooks.receipts.spool import Spool
 
-    def work() -> dict[str, object]:
+    def work() -> dict[str, Any]:
         sp = Spool(state.config.spool_dir)
         failures = sp.failures()
         hook_failures = 0
@@ -536,17 +686,23 @@ def spool_status(state: State, as_json: bool) -> None:
                 hook_failures = sum(1 for _ in f)
         except OSError:
             pass
-        return {"spool": sp.path, "waiting": sp.count_pending(), "failed": len(failures),
-                "failures": [{"file": f, "reason": r} for f, r in failures],
-                "hook_failures": hook_failures}  # fmt: skip
+        return {
+            "spool": sp.path,
+            "waiting": sp.count_pending(),
+            "failed": len(failures),
+            "failures": [{"file": f, "reason": r} for f, r in failures],
+            "hook_failures": hook_failures,
+        }
 
     out = run(work)
     if as_json:
         echo_json(out)
         return
-    click.echo(f"spool {out['spool']}: {out['waiting']} waiting to be forwarded, "
-               f"{out['failed']} rejected, {out['hook_failures']} hook failures logged")  # fmt: skip
-    for f in out["failures"]:  # type: ignore[attr-defined]
+    click.echo(
+        f"spool {out['spool']}: {out['waiting']} waiting to be forwarded, "
+        f"{out['failed']} rejected, {out['hook_failures']} hook failures logged"
+    )
+    for f in out["failures"]:
         click.echo(f"  {f['file']}: {f['reason']}")
 
 
@@ -562,11 +718,14 @@ def bench() -> None:
 @click.option("--db", "db_path", required=True, help="SQLite file to create (must be new).")
 @click.option("--jobs", "n_jobs", type=int, default=1000, show_default=True)
 @click.option("--hosts", "n_hosts", type=int, default=8, show_default=True)
-@click.option("--proof-sizes", default="10000,1000000", show_default=True,
-              help="Log sizes at which to time inclusion proofs (comma-separated).")
+@click.option(
+    "--proof-sizes",
+    default="10000,1000000",
+    show_default=True,
+    help="Log sizes at which to time inclusion proofs (comma-separated).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def bench_ingest(db_path: str, n_jobs: int, n_hosts: int, proof_sizes: str,
-                 as_json: bool) -> None:  # fmt: skip
+def bench_ingest(db_path: str, n_jobs: int, n_hosts: int, proof_sizes: str, as_json: bool) -> None:
     """Ingest N synthetic signed job lifecycles and print throughput figures."""
     from slurm_hooks.receipts.throughput import run_ingest_bench
 

@@ -21,6 +21,7 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass, field
+from typing import Any
 
 from slurm_hooks.errors import BundleError, ReceiptError
 from slurm_hooks.receipts import merkle
@@ -53,19 +54,25 @@ def export_bundle(ledger: object, job: str, disclose: bool = False) -> dict[str,
         env = json.loads(leaf.envelope)
         kid = env["signatures"][0]["keyid"]
         k = enrolled[kid]
-        used[kid] = {"key_id": kid, "public_key": format_public_key(k.public_raw),
-                     "hosts": list(k.hosts)}  # fmt: skip
+        used[kid] = {
+            "key_id": kid,
+            "public_key": format_public_key(k.public_raw),
+            "hosts": list(k.hosts),
+        }
         proof = ledger.inclusion_proof(leaf.index, cp.size)
-        entries.append({
-            "leaf_index": leaf.index,
-            "envelope": leaf.envelope.decode("utf-8"),
-            "inclusion_proof": [base64.b64encode(h).decode() for h in proof],
-        })  # fmt: skip
+        entries.append(
+            {
+                "leaf_index": leaf.index,
+                "envelope": leaf.envelope.decode("utf-8"),
+                "inclusion_proof": [base64.b64encode(h).decode() for h in proof],
+            }
+        )
         if disclose:
             ops = ledger.store.openings(leaf.event_id)
             if ops:
                 disclosures[leaf.event_id] = {
-                    f: {"salt": salt, "value": json.loads(value)} for f, (salt, value) in ops.items()
+                    f: {"salt": salt, "value": json.loads(value)}
+                    for f, (salt, value) in ops.items()
                 }
     bundle: dict[str, object] = {
         "format": FORMAT,
@@ -97,7 +104,7 @@ class BundleReport:
     lifecycle: dict[str, int] = field(default_factory=dict)
 
 
-def _field(obj: object, name: str, kind: type, where: str) -> object:
+def _field(obj: object, name: str, kind: type, where: str) -> Any:
     if not isinstance(obj, dict) or name not in obj:
         raise BundleError(f"{where}: missing field '{name}'")
     value = obj[name]
@@ -117,7 +124,7 @@ def verify_bundle(data: bytes | str, trusted_ledger_key: bytes | None = None) ->
     job = _field(bundle, "job", dict, "receipt")
     cluster = str(_field(job, "cluster", str, "job"))
     jobname = str(_field(job, "job", str, "job"))
-    run = int(_field(job, "run", int, "job"))  # type: ignore[call-overload]
+    run = int(_field(job, "run", int, "job"))
     want_key = job_key(cluster, jobname, run)
     log = _field(bundle, "log", dict, "receipt")
     origin = str(_field(log, "origin", str, "log"))
@@ -138,7 +145,7 @@ def verify_bundle(data: bytes | str, trusted_ledger_key: bytes | None = None) ->
         raise BundleError("log: size or root differ from the signed checkpoint")
     keys: dict[str, bytes] = {}
     hosts: dict[str, list[str]] = {}
-    for i, k in enumerate(_field(bundle, "keys", list, "receipt")):  # type: ignore[arg-type]
+    for i, k in enumerate(_field(bundle, "keys", list, "receipt")):
         where = f"keys[{i}]"
         try:
             raw = parse_public_key(str(_field(k, "public_key", str, where)))
@@ -147,7 +154,7 @@ def verify_bundle(data: bytes | str, trusted_ledger_key: bytes | None = None) ->
         if key_id(raw) != _field(k, "key_id", str, where):
             raise BundleError(f"{where}: key id does not match the public key")
         keys[key_id(raw)] = raw
-        hosts[key_id(raw)] = [str(h) for h in _field(k, "hosts", list, where)]  # type: ignore[attr-defined]
+        hosts[key_id(raw)] = [str(h) for h in _field(k, "hosts", list, where)]
     entries = _field(bundle, "entries", list, "receipt")
     assert isinstance(entries, list)
     if not entries:
@@ -157,7 +164,7 @@ def verify_bundle(data: bytes | str, trusted_ledger_key: bytes | None = None) ->
     last_index = -1
     for i, entry in enumerate(entries):
         where = f"entries[{i}]"
-        index = int(_field(entry, "leaf_index", int, where))  # type: ignore[call-overload]
+        index = int(_field(entry, "leaf_index", int, where))
         where = f"entries[{i}] (leaf {index})"
         if index <= last_index:
             raise BundleError(f"{where}: entries are not in increasing leaf order")
@@ -165,8 +172,10 @@ def verify_bundle(data: bytes | str, trusted_ledger_key: bytes | None = None) ->
         envelope = str(_field(entry, "envelope", str, where)).encode("utf-8")
         try:
             opened = verify_envelope(envelope, keys)
-            proof = [base64.b64decode(str(h), validate=True)
-                     for h in _field(entry, "inclusion_proof", list, where)]  # type: ignore[attr-defined]
+            proof = [
+                base64.b64decode(str(h), validate=True)
+                for h in _field(entry, "inclusion_proof", list, where)
+            ]
             merkle.verify_inclusion(merkle.leaf_hash(envelope), index, cp.size, proof, cp.root)
         except (ReceiptError, binascii.Error) as e:
             raise BundleError(f"{where}: {e}") from e
@@ -174,7 +183,7 @@ def verify_bundle(data: bytes | str, trusted_ledger_key: bytes | None = None) ->
         allowed = hosts[opened.key_id]
         if "*" not in allowed and event["host"] not in allowed:
             raise BundleError(f"{where}: signing key is not enrolled for host {event['host']}")
-        ek = job_key(str(event["cluster"]), str(event["job"]), int(event["run"]))  # type: ignore[call-overload]
+        ek = job_key(str(event["cluster"]), str(event["job"]), int(str(event["run"])))
         if ek != want_key:
             raise BundleError(f"{where}: event belongs to {ek}, not {want_key}")
         if event["id"] in seen:

@@ -17,6 +17,7 @@ import binascii
 import hashlib
 import json
 from dataclasses import dataclass
+from typing import Any
 
 from slurm_hooks.errors import CanonicalError, SignatureError
 from slurm_hooks.receipts.canonical import canonical_bytes
@@ -44,7 +45,9 @@ def statement(event: dict[str, object]) -> dict[str, object]:
     name = subject_name(event)
     return {
         "_type": STATEMENT_TYPE,
-        "subject": [{"name": name, "digest": {"sha256": hashlib.sha256(name.encode()).hexdigest()}}],
+        "subject": [
+            {"name": name, "digest": {"sha256": hashlib.sha256(name.encode()).hexdigest()}}
+        ],
         "predicateType": PREDICATE_TYPE,
         "predicate": event,
     }
@@ -67,7 +70,7 @@ def sign_event(event: dict[str, object], signer: Signer) -> bytes:
 class Opened:
     """An envelope whose structure was checked: the event, the signer and the signed bytes."""
 
-    event: dict[str, object]
+    event: dict[str, Any]  # validated by check_event
     key_id: str
     signature: bytes
     signed: bytes  # the PAE bytes the signature covers
@@ -118,8 +121,11 @@ def _split_envelope(data: bytes) -> tuple[str, str, str] | None:
     if rest[64 : 64 + len(_ENV_SIG)] != _ENV_SIG:
         return None
     try:
-        return (data[len(_ENV_PREFIX) : mid].decode("ascii"), rest[:64].decode("ascii"),
-                rest[64 + len(_ENV_SIG) :].decode("ascii"))  # fmt: skip
+        return (
+            data[len(_ENV_PREFIX) : mid].decode("ascii"),
+            rest[:64].decode("ascii"),
+            rest[64 + len(_ENV_SIG) :].decode("ascii"),
+        )
     except UnicodeDecodeError:
         return None
 

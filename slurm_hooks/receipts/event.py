@@ -15,10 +15,14 @@ count, so a requeued job's events never collide with the first run's.
 from __future__ import annotations
 
 import time as _time
-from _sha256 import sha256
+from _sha256 import sha256  # type: ignore[import-not-found]  # hashlib costs 2 ms more
 
 from slurm_hooks.errors import CanonicalError
 from slurm_hooks.receipts.canonical import _ESCAPES
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 SCHEMA = "computeproof.event/v1"
 EVENT_TYPES = (
@@ -34,15 +38,13 @@ IDENTITY_FIELDS = ("schema", "cluster", "job", "job_id", "run", "type", "host", 
 FIELDS = ("schema", "id", "type", "cluster", "job", "job_id", "run", "host", "seq", "time")
 
 
-def event_id(
-    cluster: str, job: str, job_id: int, run: int, type: str, host: str, seq: int
-) -> str:
+def event_id(cluster: str, job: str, job_id: int, run: int, type: str, host: str, seq: int) -> str:
     """Deterministic event id: SHA-256 of the canonical identity tuple, hex.
 
     The tuple is [SCHEMA, cluster, job, job_id, run, type, host, seq] in RFC 8785 form,
     written out directly because this runs for every event on the hook and ingest paths.
     """
-    identity = '["%s","%s","%s",%d,%d,"%s","%s",%d]' % (
+    identity = '["%s","%s","%s",%d,%d,"%s","%s",%d]' % (  # noqa: UP031 - fastest form
         SCHEMA,
         cluster.translate(_ESCAPES),
         job.translate(_ESCAPES),
@@ -52,7 +54,8 @@ def event_id(
         host.translate(_ESCAPES),
         seq,
     )
-    return sha256(identity.encode("utf-8", "surrogatepass")).hexdigest()
+    digest: str = sha256(identity.encode("utf-8", "surrogatepass")).hexdigest()
+    return digest
 
 
 def utc_now() -> str:
@@ -91,7 +94,7 @@ def new_event(
     }
 
 
-def check_event(event: object) -> dict[str, object]:
+def check_event(event: object) -> dict[str, Any]:
     """Validate an event's shape and recompute its id; return it or raise CanonicalError."""
     if not isinstance(event, dict):
         raise CanonicalError("event is not a JSON object")
@@ -112,8 +115,13 @@ def check_event(event: object) -> dict[str, object]:
     if not isinstance(event["payload"], dict):
         raise CanonicalError("event payload must be a JSON object")
     want = event_id(
-        event["cluster"], event["job"], event["job_id"], event["run"],  # type: ignore[arg-type]
-        event["type"], event["host"], event["seq"],  # type: ignore[arg-type]
+        event["cluster"],
+        event["job"],
+        event["job_id"],
+        event["run"],
+        event["type"],
+        event["host"],
+        event["seq"],
     )
     if event["id"] != want:
         raise CanonicalError(f"event id {event['id']!r} does not match its fields ({want})")

@@ -19,16 +19,37 @@ from slurm_hooks.receipts.privacy import is_commitment
 from slurm_hooks.receipts.store.interface import JobRow
 
 # later lifecycle events win for the fields they carry
-_RANK = {"scheduled": 0, "started": 1, "progress": 1, "artifact": 1, "node_done": 2,
-         "completed": 3, "final_state": 4}  # fmt: skip
+_RANK = {
+    "scheduled": 0,
+    "started": 1,
+    "progress": 1,
+    "artifact": 1,
+    "node_done": 2,
+    "completed": 3,
+    "final_state": 4,
+}
 _SUM_FIELDS = ("busy_gpu_ms", "util_gpu_ms", "energy_mj", "unmeasured_gpu_ms")
 
 
 # payload keys the index reads; workers send only these back to the ingesting process
-INDEX_KEYS = frozenset({
-    "user", "account", "partition", "nodes", "gpus", "gpu_model", "submit_time",
-    "start_time", "end_time", "elapsed_s", "exit_code", "state", "synthetic", "gpu_summary",
-})  # fmt: skip
+INDEX_KEYS = frozenset(
+    {
+        "user",
+        "account",
+        "partition",
+        "nodes",
+        "gpus",
+        "gpu_model",
+        "submit_time",
+        "start_time",
+        "end_time",
+        "elapsed_s",
+        "exit_code",
+        "state",
+        "synthetic",
+        "gpu_summary",
+    }
+)
 
 
 def index_payload(event_type: str, payload: dict[str, object]) -> dict[str, object]:

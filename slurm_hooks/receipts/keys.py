@@ -110,8 +110,10 @@ def load_signer(path: str) -> Signer:
         with open(path, "rb") as f:
             data = f.read()
     except FileNotFoundError as e:
-        raise KeyError_(f"key file {path} does not exist; create it with "
-                        "`computeproof keys init --out {path}`") from e
+        raise KeyError_(
+            f"key file {path} does not exist; create it with "
+            "`computeproof keys init --out {path}`"
+        ) from e
     except OSError as e:
         raise KeyError_(f"cannot read key file {path}: {e.strerror}") from e
     try:

@@ -86,7 +86,7 @@ class Checked(NamedTuple):
     time: str
     key_id: str
     leaf_hash: bytes
-    index: dict[str, object]  # jobindex.index_payload
+    index_fields: dict[str, object]  # jobindex.index_payload
 
     @property
     def job_key(self) -> str:
@@ -105,9 +105,21 @@ def _check_envelopes(envelopes: Sequence[bytes], keys: dict[str, bytes]) -> list
             continue
         ev = e.event
         etype = str(ev["type"])
-        out.append(Checked(str(ev["id"]), str(ev["cluster"]), str(ev["job"]), int(ev["job_id"]),  # type: ignore[call-overload]
-                           int(ev["run"]), etype, str(ev["host"]), str(ev["time"]), e.key_id,  # type: ignore[call-overload]
-                           merkle.leaf_hash(data), index_payload(etype, ev["payload"])))  # type: ignore[arg-type]  # fmt: skip
+        out.append(
+            Checked(
+                str(ev["id"]),
+                str(ev["cluster"]),
+                str(ev["job"]),
+                int(ev["job_id"]),
+                int(ev["run"]),
+                etype,
+                str(ev["host"]),
+                str(ev["time"]),
+                e.key_id,
+                merkle.leaf_hash(data),
+                index_payload(etype, ev["payload"]),
+            )
+        )
     return out
 
 
@@ -223,14 +235,24 @@ class Ledger:
                 if isinstance(item, str):
                     result.rejected.append((pos, item))
                 elif "*" not in (hosts := enrolled[item.key_id].hosts) and item.host not in hosts:
-                    result.rejected.append((pos, f"key {item.key_id[:16]}... is enrolled for "
-                                            f"hosts {','.join(hosts)}, not {item.host}"))  # fmt: skip
+                    result.rejected.append(
+                        (
+                            pos,
+                            f"key {item.key_id[:16]}... is enrolled for "
+                            f"hosts {','.join(hosts)}, not {item.host}",
+                        )
+                    )
                 elif item.event_id in seen:
                     if envelopes[seen[item.event_id]] == envelopes[pos]:
                         result.duplicates.append((pos, item.event_id, -1))
                     else:
-                        result.rejected.append((pos, f"event {item.event_id} appears twice in "
-                                                "the batch with different envelopes"))  # fmt: skip
+                        result.rejected.append(
+                            (
+                                pos,
+                                f"event {item.event_id} appears twice in "
+                                "the batch with different envelopes",
+                            )
+                        )
                 else:
                     seen[item.event_id] = pos
                     candidates.append((pos, item))
@@ -242,9 +264,14 @@ class Ledger:
                 elif existing[c.event_id][1] == envelopes[p]:
                     result.duplicates.append((p, c.event_id, existing[c.event_id][0]))
                 else:
-                    result.rejected.append((p, f"event {c.event_id} is already in the ledger "
-                                            f"at leaf {existing[c.event_id][0]} with a "
-                                            "different envelope"))  # fmt: skip
+                    result.rejected.append(
+                        (
+                            p,
+                            f"event {c.event_id} is already in the ledger "
+                            f"at leaf {existing[c.event_id][0]} with a "
+                            "different envelope",
+                        )
+                    )
         if fresh:
             self._commit(envelopes, fresh, openings, result)
         # dedupe within the batch points at the leaf the first copy got
@@ -265,8 +292,9 @@ class Ledger:
         try:
             frontier = [have[k] for k in frontier_keys]
         except KeyError as e:
-            raise StoreError(f"ledger is missing Merkle node {e.args[0]}; run "
-                             "`computeproof ledger verify`") from e  # fmt: skip
+            raise StoreError(
+                f"ledger is missing Merkle node {e.args[0]}; run `computeproof ledger verify`"
+            ) from e
         nodes, _ = merkle.nodes_to_store(start, [c.leaf_hash for _, c in fresh], frontier)
         jobs: dict[str, JobRow] = dict(self.store.get_jobs(sorted({c.job_key for _, c in fresh})))
         leaves: list[LeafRow] = []
@@ -277,11 +305,12 @@ class Ledger:
             row = jobs.get(jk)
             if row is None:
                 row = jobs[jk] = new_row(c.cluster, c.job, c.job_id, c.run)
-            apply_event(row, c.type, c.host, c.index, index)
+            apply_event(row, c.type, c.host, c.index_fields, index)
             if openings is not None and pos < len(openings):
                 for name, op in openings[pos].items():
-                    opening_rows.append((c.event_id, name, str(op["salt"]),
-                                         json.dumps(op["value"], sort_keys=True)))  # fmt: skip
+                    opening_rows.append(
+                        (c.event_id, name, str(op["salt"]), json.dumps(op["value"], sort_keys=True))
+                    )
             result.accepted.append((pos, c.event_id, index))
         self.store.append(start, leaves, nodes, list(jobs.values()), opening_rows)
 
@@ -325,8 +354,7 @@ class Ledger:
                 )
             if last.size == size:
                 return last
-        note = sign_checkpoint(Checkpoint(self.origin, size, root), self.origin,
-                               signer.private_key)  # fmt: skip
+        note = sign_checkpoint(Checkpoint(self.origin, size, root), self.origin, signer.private_key)
         row = CheckpointRow(size, root, note, utc_now())
         self.store.add_checkpoint(row)
         return row
@@ -368,8 +396,10 @@ class Ledger:
         size = hi + 1
         report = VerifyReport(size=size)
         if count != size or (count and lo != 0):
-            report.bad(self._first_gap(), f"leaf table has {count} rows for indices "
-                       f"{lo}..{hi}: rows are missing")  # fmt: skip
+            report.bad(
+                self._first_gap(),
+                f"leaf table has {count} rows for indices {lo}..{hi}: rows are missing",
+            )
         enrolled = self.store.enrolled()
         keys = {k: v.public_raw for k, v in enrolled.items()}
         level0: list[bytes] = []
@@ -378,8 +408,9 @@ class Ledger:
         batch: list[LeafRow] = []
 
         def flush() -> None:
-            chunks = [[r.envelope for r in batch[i : i + CHUNK]]
-                      for i in range(0, len(batch), CHUNK)]  # fmt: skip
+            chunks: list[Sequence[bytes]] = [
+                [r.envelope for r in batch[i : i + CHUNK]] for i in range(0, len(batch), CHUNK)
+            ]
             results = (r for part in self._map(chunks, keys) for r in part)
             for row, c in zip(batch, results, strict=True):
                 if isinstance(c, str):
@@ -390,16 +421,26 @@ class Ledger:
                 report.signatures += 1
                 hosts = enrolled[c.key_id].hosts
                 if "*" not in hosts and c.host not in hosts:
-                    report.bad(row.index, f"leaf {row.index}: signed by a key not enrolled "
-                               f"for host {c.host}")  # fmt: skip
+                    report.bad(
+                        row.index,
+                        f"leaf {row.index}: signed by a key not enrolled for host {c.host}",
+                    )
                 if (row.event_id, row.job_key, row.type, row.host, row.time) != (
-                    c.event_id, c.job_key, c.type, c.host, c.time
+                    c.event_id,
+                    c.job_key,
+                    c.type,
+                    c.host,
+                    c.time,
                 ):
-                    report.bad(row.index, f"leaf {row.index}: index columns do not match "
-                               "the signed event")  # fmt: skip
+                    report.bad(
+                        row.index, f"leaf {row.index}: index columns do not match the signed event"
+                    )
                 if row.event_id in seen_ids:
-                    report.bad(row.index, f"leaf {row.index}: event {row.event_id} duplicates "
-                               f"leaf {seen_ids[row.event_id]}")  # fmt: skip
+                    report.bad(
+                        row.index,
+                        f"leaf {row.index}: event {row.event_id} duplicates "
+                        f"leaf {seen_ids[row.event_id]}",
+                    )
                 seen_ids[row.event_id] = row.index
             batch.clear()
             if progress is not None:
@@ -437,13 +478,16 @@ class Ledger:
             for i, h in enumerate(current):
                 if stored.get(i) != h:
                     where = "leaf hash" if level == 0 else f"node ({level}, {i})"
-                    report.bad(i << level, f"{where} stored for leaf {i << level} does not "
-                               "match the recomputed hash")  # fmt: skip
+                    report.bad(
+                        i << level,
+                        f"{where} stored for leaf {i << level} does not match the recomputed hash",
+                    )
             for i in stored:
                 if i >= len(current):
                     report.bad(i << level, f"node ({level}, {i}) lies beyond the log's end")
-            current = [merkle.node_hash(current[i], current[i + 1])
-                       for i in range(0, len(current) - 1, 2)]  # fmt: skip
+            current = [
+                merkle.node_hash(current[i], current[i + 1]) for i in range(0, len(current) - 1, 2)
+            ]
             level += 1
         return levels
 
@@ -465,14 +509,19 @@ class Ledger:
                 report.bad(previous, f"checkpoint {cp.size}: {e}")
                 continue
             if opened.size != cp.size or opened.root != cp.root:
-                report.bad(previous, f"checkpoint {cp.size}: stored size/root differ from "
-                           "its signed note")  # fmt: skip
+                report.bad(
+                    previous, f"checkpoint {cp.size}: stored size/root differ from its signed note"
+                )
             if cp.size > size:
-                report.bad(size, f"checkpoint {cp.size} covers more leaves than the "
-                           f"log has ({size}): the log was truncated")  # fmt: skip
+                report.bad(
+                    size,
+                    f"checkpoint {cp.size} covers more leaves than the "
+                    f"log has ({size}): the log was truncated",
+                )
             elif merkle.root(cp.size, read) != opened.root:
-                report.bad(previous, f"checkpoint {cp.size}: recomputed root differs from "
-                           "the signed root")  # fmt: skip
+                report.bad(
+                    previous, f"checkpoint {cp.size}: recomputed root differs from the signed root"
+                )
             previous = cp.size
 
     # -- queries ---------------------------------------------------------------------

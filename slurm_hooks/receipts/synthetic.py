@@ -24,8 +24,9 @@ USERS = ("alice", "bob", "carol", "dave", "erin", "frank")
 def host_signers(n_hosts: int) -> dict[str, Signer]:
     """Deterministic synthetic host keys: node hosts synth-n0..n{n-1} and the controller."""
     names = [CONTROLLER] + [f"synth-n{i}" for i in range(n_hosts)]
-    return {h: Signer.from_seed(hashlib.sha256(f"synthetic host {h}".encode()).digest())
-            for h in names}  # fmt: skip
+    return {
+        h: Signer.from_seed(hashlib.sha256(f"synthetic host {h}".encode()).digest()) for h in names
+    }
 
 
 def _iso(ts: int) -> str:
@@ -46,37 +47,97 @@ def job_events(job_id: int, n_hosts: int, rng: random.Random) -> list[dict[str, 
     state = rng.choices(("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"), (85, 8, 5, 2))[0]
     common = {"synthetic": True}
     job = str(job_id)
-    ev = [new_event("scheduled", CLUSTER, job, job_id, CONTROLLER, {
-        **common, "user": USERS[job_id % len(USERS)], "account": ACCOUNTS[job_id % len(ACCOUNTS)],
-        "partition": "gpu", "nodes": nodes, "gpus": gpus, "gpu_model": "a100",
-        "submit_time": _iso(start - 30), "start_time": _iso(start)}, time=_iso(start))]  # fmt: skip
+    ev = [
+        new_event(
+            "scheduled",
+            CLUSTER,
+            job,
+            job_id,
+            CONTROLLER,
+            {
+                **common,
+                "user": USERS[job_id % len(USERS)],
+                "account": ACCOUNTS[job_id % len(ACCOUNTS)],
+                "partition": "gpu",
+                "nodes": nodes,
+                "gpus": gpus,
+                "gpu_model": "a100",
+                "submit_time": _iso(start - 30),
+                "start_time": _iso(start),
+            },
+            time=_iso(start),
+        )
+    ]
     for n in nodes:
         minors = list(range(gpus_per_node))
-        ev.append(new_event("started", CLUSTER, job, job_id, n, {
-            **common, "gpus": [{"slurm_index": m, "minor": m, "device": f"/dev/nvidia{m}"}
-                               for m in minors]}, time=_iso(start + 1)))  # fmt: skip
+        ev.append(
+            new_event(
+                "started",
+                CLUSTER,
+                job,
+                job_id,
+                n,
+                {
+                    **common,
+                    "gpus": [
+                        {"slurm_index": m, "minor": m, "device": f"/dev/nvidia{m}"} for m in minors
+                    ],
+                },
+                time=_iso(start + 1),
+            )
+        )
         busy = gpus_per_node * elapsed * 1000 * rng.randint(40, 100) // 100
-        summary = {"gpu_model": "a100", "busy_gpu_ms": busy, "util_gpu_ms": busy * 3 // 4,
-                   "energy_mj": busy * 250, "samples": elapsed // 5, "unmeasured_gpu_ms": 0}  # fmt: skip
-        ev.append(new_event("progress", CLUSTER, job, job_id, n, {
-            **common, "gpu_summary": {k: v // 2 for k, v in summary.items()
-                                      if isinstance(v, int)}}, seq=1,
-            time=_iso(start + elapsed // 2)))  # fmt: skip
-        ev.append(new_event("node_done", CLUSTER, job, job_id, n, {
-            **common, "gpu_summary": summary, "gpu_summary_source": "synthetic"},
-            time=_iso(end)))  # fmt: skip
-    done = {**common, "state": state, "exit_code": "0:0" if state == "COMPLETED" else "1:0",
-            "start_time": _iso(start), "end_time": _iso(end), "elapsed_s": elapsed,
-            "gpus": gpus, "nodes": nodes, "gpu_seconds": gpus * elapsed}  # fmt: skip
+        summary = {
+            "gpu_model": "a100",
+            "busy_gpu_ms": busy,
+            "util_gpu_ms": busy * 3 // 4,
+            "energy_mj": busy * 250,
+            "samples": elapsed // 5,
+            "unmeasured_gpu_ms": 0,
+        }
+        ev.append(
+            new_event(
+                "progress",
+                CLUSTER,
+                job,
+                job_id,
+                n,
+                {
+                    **common,
+                    "gpu_summary": {k: v // 2 for k, v in summary.items() if isinstance(v, int)},
+                },
+                seq=1,
+                time=_iso(start + elapsed // 2),
+            )
+        )
+        ev.append(
+            new_event(
+                "node_done",
+                CLUSTER,
+                job,
+                job_id,
+                n,
+                {**common, "gpu_summary": summary, "gpu_summary_source": "synthetic"},
+                time=_iso(end),
+            )
+        )
+    done: dict[str, object] = {
+        **common,
+        "state": state,
+        "exit_code": "0:0" if state == "COMPLETED" else "1:0",
+        "start_time": _iso(start),
+        "end_time": _iso(end),
+        "elapsed_s": elapsed,
+        "gpus": gpus,
+        "nodes": nodes,
+        "gpu_seconds": gpus * elapsed,
+    }
     ev.append(new_event("completed", CLUSTER, job, job_id, CONTROLLER, done, time=_iso(end)))
-    ev.append(new_event("final_state", CLUSTER, job, job_id, CONTROLLER, done,
-                        time=_iso(end + 2)))  # fmt: skip
+    ev.append(new_event("final_state", CLUSTER, job, job_id, CONTROLLER, done, time=_iso(end + 2)))
     return ev
 
 
-def signed_jobs(
-    first_job: int, n_jobs: int, n_hosts: int, seed: int = 7
-) -> Iterator[bytes]:
+def signed_jobs(first_job: int, n_jobs: int, n_hosts: int, seed: int = 7) -> Iterator[bytes]:
     """Envelopes of ``n_jobs`` synthetic jobs, each signed by its host's key."""
     signers = host_signers(n_hosts)
     rng = random.Random(seed * 1_000_003 + first_job)

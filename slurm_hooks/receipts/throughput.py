@@ -61,8 +61,10 @@ def _fill_proof_store(path: str, size: int, say: Say) -> SQLiteStore:
         hashes = [rng.randbytes(32) for _ in range(step)]
         nodes, frontier = merkle.nodes_to_store(n, hashes, frontier)
         store.db.execute("BEGIN")
-        store.db.executemany("INSERT OR REPLACE INTO nodes (level, idx, hash) VALUES (?, ?, ?)",
-                             [(k[0], k[1], h) for k, h in nodes])  # fmt: skip
+        store.db.executemany(
+            "INSERT OR REPLACE INTO nodes (level, idx, hash) VALUES (?, ?, ?)",
+            [(k[0], k[1], h) for k, h in nodes],
+        )
         store.db.execute("COMMIT")
         n += step
         if n % 200_000 == 0 or n == size:
@@ -96,8 +98,9 @@ def run_ingest_bench(
     ceiling = verify_ceiling(workers)
     say(f"signing {n_jobs} synthetic jobs")
     envelopes = signed_jobs_parallel(n_jobs, n_hosts, workers)
-    ledger = Ledger(SQLiteStore(db_path), "computeproof.bench.ledger",
-                    db_path + ".ledger.key", workers=workers)  # fmt: skip
+    ledger = Ledger(
+        SQLiteStore(db_path), "computeproof.bench.ledger", db_path + ".ledger.key", workers=workers
+    )
     for host, signer in host_signers(n_hosts).items():
         ledger.enroll(signer.public_raw, [host])
     say(f"ingesting {len(envelopes)} events")

@@ -6,8 +6,14 @@ import datetime as dt
 
 from slurm_hooks.errors import ReportError
 
-_FORMATS = ("%Y-%m-%d", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m", "%Y-%m-%d %H:%M",
-            "%Y-%m-%d %H:%M:%S")  # fmt: skip
+_FORMATS = (
+    "%Y-%m-%d",
+    "%Y-%m-%dT%H:%M",
+    "%Y-%m-%dT%H:%M:%S",
+    "%Y-%m",
+    "%Y-%m-%d %H:%M",
+    "%Y-%m-%d %H:%M:%S",
+)
 
 
 def parse_date(text: str, what: str) -> dt.datetime:

@@ -10,6 +10,7 @@ import json
 import os
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 from slurm_hooks.errors import StoreError
 from slurm_hooks.receipts.store.interface import (
@@ -52,21 +53,40 @@ CREATE INDEX IF NOT EXISTS jobs_job ON jobs (job);
 """
 
 _JOB_COLUMNS = (
-    "job_key", "cluster", "job", "job_id", "run", "user", "account", "partition", "state",
-    "gpus", "gpu_model", "nodes", "submit", "start", "end", "elapsed_s", "exit_code",
-    "synthetic", "events", "first_leaf", "last_leaf", "fields",
-)  # fmt: skip
+    "job_key",
+    "cluster",
+    "job",
+    "job_id",
+    "run",
+    "user",
+    "account",
+    "partition",
+    "state",
+    "gpus",
+    "gpu_model",
+    "nodes",
+    "submit",
+    "start",
+    "end",
+    "elapsed_s",
+    "exit_code",
+    "synthetic",
+    "events",
+    "first_leaf",
+    "last_leaf",
+    "fields",
+)
 _JOB_SELECT = ", ".join(f'"{c}"' for c in _JOB_COLUMNS)
 _JOB_INSERT = (
     f"INSERT OR REPLACE INTO jobs ({_JOB_SELECT}) VALUES ({', '.join('?' * len(_JOB_COLUMNS))})"
 )
 
 
-def _job_from_row(row: Sequence[object]) -> JobRow:
+def _job_from_row(row: Sequence[Any]) -> JobRow:
     values = dict(zip(_JOB_COLUMNS, row, strict=True))
     values["synthetic"] = bool(values["synthetic"])
     values["fields"] = json.loads(str(values["fields"])) if values["fields"] else {}
-    return JobRow(**values)  # type: ignore[arg-type]
+    return JobRow(**values)
 
 
 def _job_to_row(job: JobRow) -> tuple[object, ...]:
@@ -100,7 +120,7 @@ class SQLiteStore(Store):
         except OSError as e:
             raise StoreError(f"cannot create ledger directory {parent}: {e.strerror}") from e
 
-    def _query(self, sql: str, args: Sequence[object] = ()) -> list[tuple[object, ...]]:
+    def _query(self, sql: str, args: Sequence[object] = ()) -> list[Any]:
         try:
             return self.db.execute(sql, args).fetchall()
         except sqlite3.DatabaseError as e:
@@ -122,7 +142,7 @@ class SQLiteStore(Store):
     def size(self) -> int:
         """Number of leaves (one past the highest index)."""
         rows = self._query("SELECT max(idx) FROM leaves")
-        return 0 if rows[0][0] is None else int(rows[0][0]) + 1  # type: ignore[call-overload]
+        return 0 if rows[0][0] is None else int(rows[0][0]) + 1
 
     def read_nodes(self, keys: Sequence[NodeKey]) -> Mapping[NodeKey, bytes]:
         """Stored perfect-subtree hashes, one query."""
@@ -137,7 +157,7 @@ class SQLiteStore(Store):
             for level, idx, h in self._query(
                 f"SELECT level, idx, hash FROM nodes WHERE {where}", args
             ):
-                out[(int(level), int(idx))] = bytes(h)  # type: ignore[call-overload,arg-type]
+                out[(int(level), int(idx))] = bytes(h)
         return out
 
     def append(
@@ -161,9 +181,11 @@ class SQLiteStore(Store):
                 db.executemany(
                     "INSERT INTO leaves (idx, event_id, job_key, type, host, time, envelope) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [(r.index, r.event_id, r.job_key, r.type, r.host, r.time, r.envelope)
-                     for r in leaves],
-                )  # fmt: skip
+                    [
+                        (r.index, r.event_id, r.job_key, r.type, r.host, r.time, r.envelope)
+                        for r in leaves
+                    ],
+                )
                 db.executemany(
                     "INSERT OR REPLACE INTO nodes (level, idx, hash) VALUES (?, ?, ?)",
                     [(k[0], k[1], h) for k, h in nodes],
@@ -192,7 +214,7 @@ class SQLiteStore(Store):
                 f"({', '.join('?' * len(chunk))})",
                 chunk,
             ):
-                out[str(eid)] = (int(idx), bytes(env))  # type: ignore[call-overload,arg-type]
+                out[str(eid)] = (int(idx), bytes(env))
         return out
 
     def leaves(self, start: int = 0, stop: int | None = None) -> Iterator[LeafRow]:
@@ -212,9 +234,10 @@ class SQLiteStore(Store):
 
     def leaf_count_rows(self) -> tuple[int, int, int]:
         """(count, min index, max index) of the leaf table."""
-        r = self._query("SELECT count(*), coalesce(min(idx), -1), coalesce(max(idx), -1) "
-                        "FROM leaves")[0]  # fmt: skip
-        return int(r[0]), int(r[1]), int(r[2])  # type: ignore[call-overload]
+        r = self._query(
+            "SELECT count(*), coalesce(min(idx), -1), coalesce(max(idx), -1) FROM leaves"
+        )[0]
+        return int(r[0]), int(r[1]), int(r[2])
 
     def nodes_at_level(self, level: int) -> Iterator[tuple[int, bytes]]:
         """Stored (index, hash) at one level, in index order."""
@@ -231,7 +254,7 @@ class SQLiteStore(Store):
     def job_leaves(self, job_key: str) -> list[LeafRow]:
         """Every leaf of one job run, in index order."""
         return [
-            LeafRow(r[0], r[1], r[2], r[3], r[4], r[5], bytes(r[6]))  # type: ignore[arg-type]
+            LeafRow(r[0], r[1], r[2], r[3], r[4], r[5], bytes(r[6]))
             for r in self._query(
                 "SELECT idx, event_id, job_key, type, host, time, envelope FROM leaves "
                 "WHERE job_key = ? ORDER BY idx",
@@ -254,8 +277,9 @@ class SQLiteStore(Store):
                 where.append(f'"{column}" IN ({", ".join("?" * len(values))})')
                 args.extend(values)
         if selection.nodes:
-            where.append("(" + " OR ".join("(',' || nodes || ',') LIKE ?" for _ in
-                                           selection.nodes) + ")")  # fmt: skip
+            where.append(
+                "(" + " OR ".join("(',' || nodes || ',') LIKE ?" for _ in selection.nodes) + ")"
+            )
             args.extend(f"%,{n},%" for n in selection.nodes)
         if selection.since:
             where.append('("end" IS NULL OR "end" >= ?)')
@@ -307,7 +331,7 @@ class SQLiteStore(Store):
     def checkpoints(self) -> list[CheckpointRow]:
         """Every checkpoint, smallest size first."""
         return [
-            CheckpointRow(int(s), bytes(r), str(n), str(c))  # type: ignore[call-overload,arg-type]
+            CheckpointRow(int(s), bytes(r), str(n), str(c))
             for s, r, n, c in self._query(
                 "SELECT size, root, note, created FROM checkpoints ORDER BY size"
             )
@@ -331,9 +355,10 @@ class SQLiteStore(Store):
     def enrolled(self) -> dict[str, EnrolledKey]:
         """All keys ever enrolled, revoked ones included (they verify old events)."""
         return {
-            str(k): EnrolledKey(str(k), bytes(p), tuple(str(h).split(",")), str(e),  # type: ignore[arg-type]
-                                None if r is None else str(r))
+            str(k): EnrolledKey(
+                str(k), bytes(p), tuple(str(h).split(",")), str(e), None if r is None else str(r)
+            )
             for k, p, h, e, r in self._query(
                 "SELECT key_id, public_key, hosts, enrolled, revoked FROM keys"
             )
-        }  # fmt: skip
+        }

@@ -1,0 +1,237 @@
+"""docker-slurm/: the compose file's references, and the configuration the setup scripts write.
+
+The compose variant cannot run without a Docker engine; these tests check that everything it
+points at exists, and that the shared setup script (docker-slurm/lib/configure.sh) writes a
+consistent configuration in both of its modes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import stat
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from slurm_hooks.config import load_config
+
+REPO = Path(__file__).resolve().parents[2]
+DOCKER_SLURM = REPO / "docker-slurm"
+COMPOSE_FILE = DOCKER_SLURM / "docker-compose.yml"
+CONFIGURE = DOCKER_SLURM / "lib" / "configure.sh"
+REPO_MOUNT = "/computeproof"  # where the compose services see the repository
+SERVICES = {"mariadb", "slurmdbd", "slurmctld", "c1", "c2"}
+HOOKS = (
+    "prolog.d/computeproof-prolog",
+    "epilog.d/computeproof-epilog",
+    "prolog.d/computeproof-prolog-slurmctld",
+    "epilog.d/computeproof-epilog-slurmctld",
+)
+CONFIG_KEYS = {
+    "cluster", "db", "spool_dir", "run_dir", "host_key", "ledger_key", "enrolled_keys",
+    "slurm_bin",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    with COMPOSE_FILE.open() as f:
+        return yaml.safe_load(f)
+
+
+def repo_path(container_path: str) -> Path:
+    """Map a path inside a compose container to the repository file it is bind-mounted from."""
+    assert container_path.startswith(REPO_MOUNT + "/"), container_path
+    return REPO / container_path.removeprefix(REPO_MOUNT + "/")
+
+
+def test_compose_has_one_service_a_role(compose: dict) -> None:
+    assert set(compose["services"]) == SERVICES
+    for name, service in compose["services"].items():
+        # slurm.conf names hosts by service: SlurmctldHost=slurmctld, NodeAddr=c1, ...
+        assert service["hostname"] == name
+        assert service["image"] == "computeproof-slurm:bookworm"
+
+
+def test_bind_mounts_exist_in_the_repo(compose: dict) -> None:
+    named = set(compose.get("volumes") or {})
+    for name, service in compose["services"].items():
+        targets = set()
+        for volume in service["volumes"]:
+            source, target = volume.split(":")[:2]
+            targets.add(target)
+            if source.startswith((".", "/")):
+                host = (DOCKER_SLURM / source).resolve()
+                assert host.exists(), f"{name}: bind mount {source} does not exist"
+                assert host.is_relative_to(REPO), f"{name}: {source} is outside the repository"
+            else:
+                assert source in named, f"{name}: volume {source} is not declared"
+        assert REPO_MOUNT in targets, f"{name}: the repository is not mounted"
+        assert "/var/tmp/computeproof-cluster" in targets, f"{name}: no shared cluster volume"
+
+
+def test_every_command_script_exists(compose: dict) -> None:
+    entry = DOCKER_SLURM / "lib" / "compose-entry.sh"
+    for name, service in compose["services"].items():
+        script, role = service["command"]
+        path = repo_path(script)
+        assert path == entry
+        assert path.is_file() and os.access(path, os.X_OK), f"{name}: {script} not executable"
+        assert role == name  # the entry point's role argument is the service's role
+
+
+def test_dockerfile_copies_existing_files(compose: dict) -> None:
+    build = compose["services"]["mariadb"]["build"]
+    context = (DOCKER_SLURM / build["context"]).resolve()
+    assert context == REPO
+    dockerfile = context / build["dockerfile"]
+    text = dockerfile.read_text()
+    assert re.search(r"^FROM debian:bookworm$", text, re.M)
+    copies = re.findall(r"^COPY (.+)$", text, re.M)
+    assert copies
+    for line in copies:
+        for source in line.split()[:-1]:
+            assert (context / source).is_file(), f"Dockerfile copies missing {source}"
+
+
+def test_setup_scripts_parse() -> None:
+    scripts = [DOCKER_SLURM / "cluster", *sorted((DOCKER_SLURM / "lib").glob("*.sh"))]
+    for script in scripts:
+        proc = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+        assert proc.returncode == 0, f"{script}: {proc.stderr}"
+    for script in scripts:
+        if script.name != "common.sh":  # sourced, not run
+            assert os.access(script, os.X_OK), f"{script} is not executable"
+
+
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0, reason="configure.sh creates character devices (mknod needs root)"
+)
+
+
+def configure(
+    tmp_path: Path, mode: str, repo: Path | None = None, hooks: str = "0"
+) -> subprocess.CompletedProcess[str]:
+    """Run configure.sh with all its output (and the hooks' config link) under tmp_path."""
+    env = dict(os.environ)
+    env.update(
+        CP_MODE=mode,
+        CP_CLUSTER_DIR=str(tmp_path / "cluster"),
+        CP_HOOKS=hooks,
+        CP_ETC_CONFIG=str(tmp_path / "etc" / "config.toml"),
+        CP_CONTAINER_RUN_DIR=str(tmp_path / "container-run"),
+    )
+    env.pop("COMPUTEPROOF_CONFIG", None)
+    env.pop("SLURM_CONF", None)
+    if repo is not None:
+        env["CP_REPO"] = str(repo)
+    return subprocess.run(
+        [str(CONFIGURE)], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def conf(path: Path) -> dict[str, list[str]]:
+    """slurm.conf-style KEY=VALUE lines, first word of each line, as {key: [values]}."""
+    out: dict[str, list[str]] = {}
+    for line in path.read_text().splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            out.setdefault(key, []).append(value)
+    return out
+
+
+@needs_root
+@pytest.mark.parametrize("mode", ["compose", "native"])
+def test_configure_writes_consistent_config(tmp_path: Path, mode: str) -> None:
+    proc = configure(tmp_path, mode)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    cluster = tmp_path / "cluster"
+    slurm = conf(cluster / "etc" / "slurm.conf")
+    dbd = conf(cluster / "etc" / "slurmdbd.conf")
+    if mode == "compose":
+        assert slurm["SlurmctldHost"] == ["slurmctld(slurmctld)"]
+        assert slurm["AccountingStorageHost"] == ["slurmdbd"]
+        assert dbd["DbdHost"] == ["slurmdbd"]
+        assert dbd["StorageHost"] == ["mariadb"]
+        addrs = {"c1": "c1", "c2": "c2"}
+    else:
+        assert slurm["SlurmctldHost"] == [f"{socket.gethostname().split('.')[0]}(127.0.0.1)"]
+        assert dbd["DbdAddr"] == ["127.0.0.1"]
+        assert slurm["AuthInfo"] == [f"socket={cluster}/munge/munge.socket"]
+        # slurmdbd rejects credentials from a private munge socket unless this matches it
+        assert slurm["AccountingStoragePass"] == [f"{cluster}/munge/munge.socket"]
+        addrs = {"c1": "127.0.0.1", "c2": "127.0.0.1"}
+    assert slurm["ClusterName"] == ["cptest"]
+    assert "Prolog" not in slurm and "EpilogSlurmctld" not in slurm  # CP_HOOKS=0
+    assert slurm["PrologFlags"] == ["Alloc"]
+    nodes = {
+        m["name"]: m
+        for line in slurm["NodeName"]
+        for m in [re.match(r"(?P<name>\w+) NodeAddr=(?P<addr>\S+) Port=(?P<port>\d+)", line)]
+        if m
+    }
+    assert {n: m["addr"] for n, m in nodes.items()} == addrs
+    assert len({m["port"] for m in nodes.values()}) == 2  # two slurmd on one host need two
+    assert all("Gres=gpu:a100:4" in line for line in slurm["NodeName"])
+    gres = (cluster / "etc" / "gres.conf").read_text()
+    assert f"NodeName=c1 Name=gpu Type=a100 File={cluster}/dev/nvidia[0-3]" in gres
+    assert f"NodeName=c2 Name=gpu Type=a100 File={cluster}/dev/nvidia[4-7]" in gres
+    for minor in range(8):
+        st = os.stat(cluster / "dev" / f"nvidia{minor}")
+        assert stat.S_ISCHR(st.st_mode)
+        assert (os.major(st.st_rdev), os.minor(st.st_rdev)) == (195, minor)
+    # slurmdbd refuses a config file others can read (it holds the database password)
+    assert stat.S_IMODE((cluster / "etc" / "slurmdbd.conf").stat().st_mode) == 0o600
+    # the ComputeProof config: only keys the loader knows, all under the cluster directory
+    config_path = cluster / "computeproof" / "config.toml"
+    data = tomllib.loads(config_path.read_text())
+    assert set(data) == CONFIG_KEYS
+    config = load_config(str(config_path), environ={})
+    assert config.cluster == "cptest"
+    assert config.db == f"{cluster}/computeproof/ledger.db"
+    assert config.enrolled_keys == f"{cluster}/computeproof/enrolled"
+    assert (cluster / "computeproof" / "config-path").read_text().strip() == str(config_path)
+    etc = tmp_path / "etc" / "config.toml"
+    assert etc.is_symlink() and os.readlink(etc) == str(config_path)
+    # a second run changes nothing
+    before = {p: p.read_bytes() for p in (cluster / "etc").iterdir()}
+    proc = configure(tmp_path, mode)
+    assert proc.returncode == 0, proc.stderr
+    assert {p: p.read_bytes() for p in (cluster / "etc").iterdir()} == before
+
+
+def fake_repo(tmp_path: Path, hooks: tuple[str, ...]) -> Path:
+    """A repository root holding the given hook executables (stand-ins, never run)."""
+    repo = tmp_path / "repo"
+    for hook in hooks:
+        path = repo / hook
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("#!/bin/sh\nexit 0\n")
+        path.chmod(0o755)
+    return repo
+
+
+@needs_root
+def test_hooks_are_configured_by_absolute_path(tmp_path: Path) -> None:
+    repo = fake_repo(tmp_path, HOOKS)
+    proc = configure(tmp_path, "native", repo=repo, hooks="1")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    slurm = conf(tmp_path / "cluster" / "etc" / "slurm.conf")
+    assert slurm["Prolog"] == [f"{repo}/prolog.d/computeproof-prolog"]
+    assert slurm["Epilog"] == [f"{repo}/epilog.d/computeproof-epilog"]
+    assert slurm["PrologSlurmctld"] == [f"{repo}/prolog.d/computeproof-prolog-slurmctld"]
+    assert slurm["EpilogSlurmctld"] == [f"{repo}/epilog.d/computeproof-epilog-slurmctld"]
+
+
+def test_missing_hook_fails_clearly(tmp_path: Path) -> None:
+    repo = fake_repo(tmp_path, HOOKS[:3])
+    proc = configure(tmp_path, "native", repo=repo, hooks="1")
+    assert proc.returncode != 0
+    assert f"{repo}/epilog.d/computeproof-epilog-slurmctld" in proc.stderr
+    assert "CP_HOOKS=0" in proc.stderr
+    assert not (tmp_path / "cluster" / "etc" / "slurm.conf").exists()

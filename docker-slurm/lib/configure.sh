@@ -199,6 +199,9 @@ host_key = "$CP_CPROOF_DIR/host.key"
 ledger_key = "$CP_CPROOF_DIR/ledger.key"
 enrolled_keys = "$CP_CPROOF_DIR/enrolled"
 slurm_bin = "/usr/bin"
+# Short intervals so that test jobs of a few seconds get samples and progress events.
+sample_interval = 1
+progress_interval = 5
 TOML
     echo "$CP_CPROOF_CONFIG" | put_file "$CP_CPROOF_DIR/config-path" 0644
 }

@@ -28,7 +28,12 @@ def open_ledger(config: Config) -> Ledger:
     """The configured ledger (SQLite file or PostgreSQL URL)."""
     from slurm_hooks.receipts.store import open_store
 
-    return Ledger(open_store(config.db), config.origin, config.ledger_key)
+    return Ledger(
+        open_store(config.db),
+        config.ledger_origin or None,
+        config.ledger_key,
+        default_origin=config.origin,
+    )
 
 
 def _console() -> Any:
@@ -467,6 +472,7 @@ def jobs_show(state: State, job: str, as_json: bool) -> None:
             "cluster": row.cluster,
             "run": row.run,
             "summary": job_json(row),
+            "gpus": gpu_figures(events),
             "events": [
                 {
                     "type": e["type"],
@@ -498,6 +504,19 @@ def jobs_show(state: State, job: str, as_json: bool) -> None:
                 f"{i:3d}. {e['time']}  {e['type']:<11} {e['host']:<12} "
                 f"leaf {e['leaf_index']:<8} {detail}"
             )
+        if out["gpus"]:
+            click.echo("GPUs (measured by the node agent):")
+            for g in out["gpus"]:
+                util = g["mean_utilization_percent"]
+                mem = g["max_memory_bytes"]
+                click.echo(
+                    f"     {g['node']} minor {g['minor']} {g['uuid']} {g['model']}: "
+                    f"busy {g['busy_gpu_hours']:.4f} GPU-h, mean util "
+                    f"{'?' if util is None else util}%, max mem "
+                    f"{'?' if mem is None else round(mem / 2**30, 2)} GiB, energy "
+                    f"{g['energy_kwh']:.6f} kWh ({g['energy_method']}), unmeasured "
+                    f"{g['unmeasured_ms']} ms"
+                )
         v = out["verification"]
         assert isinstance(v, dict)
         click.echo(
@@ -509,14 +528,44 @@ def jobs_show(state: State, job: str, as_json: bool) -> None:
         sys.exit(EXIT_FAILED_CHECK)
 
 
+def gpu_figures(events: list[tuple[Any, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Per-GPU figures from the job's node_done summaries (the agent's measurements)."""
+    out = []
+    for _, event in events:
+        summary = event["payload"].get("gpu_summary") if event["type"] == "node_done" else None
+        if not isinstance(summary, dict):
+            continue
+        for g in summary.get("gpus") or []:
+            measured = g.get("measured_ms") or 0
+            out.append(
+                {
+                    "node": event["host"],
+                    "minor": g.get("minor"),
+                    "uuid": g.get("uuid"),
+                    "model": g.get("name"),
+                    "busy_gpu_hours": round((g.get("busy_ms") or 0) / 3_600_000, 6),
+                    "mean_utilization_percent": (
+                        round(g.get("util_percent_ms", 0) / measured, 1) if measured else None
+                    ),
+                    "max_memory_bytes": g.get("max_memory_bytes"),
+                    "energy_kwh": round((g.get("energy_mj") or 0) / 3.6e9, 9),
+                    "energy_method": g.get("energy_method"),
+                    "unmeasured_ms": g.get("unmeasured_ms"),
+                }
+            )
+    return out
+
+
 def _event_detail(etype: str, payload: dict[str, Any]) -> str:
     if etype == "started":
         gpus = payload.get("gpus") or []
         return f"GPUs {','.join(str(g.get('minor')) for g in gpus) or 'none'} (minor)"
     if etype in ("completed", "final_state"):
+        state = payload.get("state") or f"{payload.get('state_at_epilog', '?')} (at epilog)"
+        reason = f" reason {payload['reason']}" if payload.get("reason") else ""
         return (
-            f"state {payload.get('state', '?')} exit {payload.get('exit_code', '?')} "
-            f"elapsed {payload.get('elapsed_s', '?')}s"
+            f"state {state} exit {payload.get('exit_code', '?')}{reason} "
+            f"elapsed {payload.get('elapsed_s', '?')}s GPUs {payload.get('gpus', '?')}"
         )
     if etype == "progress":
         bits = [f"{k}={payload[k]}" for k in ("percent", "epoch", "message") if k in payload]

@@ -3,10 +3,11 @@
 The index is a convenience for queries and reports; receipts and `ledger verify` check
 the signed events themselves. Payload keys read here (all optional):
 
-    scheduled    user, account, partition, qos, nodes, gpus, gpu_model, submit_time,
-                 start_time, job_name
+    scheduled    user, account, partition, qos, nodes, gpus, tres_allocated
+                 ({"gres/gpu:a100": 2} names the GPU model), submit_time, start_time
     started      gpus (list of bound GPUs on that node)
-    node_done    gpu_summary {busy_gpu_ms, util_gpu_ms, energy_mj, ...}
+    node_done    gpu_summary {"totals": {busy_ms, util_weighted_ms, energy_mj, measured_ms,
+                 unmeasured_ms, ...}, "gpus": [{"name", ...}]} (the agent's summary schema)
     completed    state, exit_code, start_time, end_time, elapsed_s, gpus, gpu_model, nodes
     final_state  state, exit_code, start_time, end_time, elapsed_s, gpus, nodes
     any          synthetic (true for `bench ingest` jobs)
@@ -28,7 +29,14 @@ _RANK = {
     "completed": 3,
     "final_state": 4,
 }
-_SUM_FIELDS = ("busy_gpu_ms", "util_gpu_ms", "energy_mj", "unmeasured_gpu_ms")
+# index total <- agent summary "totals" key (GPU-milliseconds and millijoules, summed over nodes)
+_SUM_FIELDS = (
+    ("busy_gpu_ms", "busy_ms"),
+    ("util_gpu_ms", "util_weighted_ms"),
+    ("measured_gpu_ms", "measured_ms"),
+    ("unmeasured_gpu_ms", "unmeasured_ms"),
+    ("energy_mj", "energy_mj"),
+)
 
 
 # payload keys the index reads; workers send only these back to the ingesting process
@@ -48,6 +56,7 @@ INDEX_KEYS = frozenset(
         "state",
         "synthetic",
         "gpu_summary",
+        "tres_allocated",
     }
 )
 
@@ -55,8 +64,13 @@ INDEX_KEYS = frozenset(
 def index_payload(event_type: str, payload: dict[str, object]) -> dict[str, object]:
     """The part of an event's payload the job index needs."""
     out = {k: v for k, v in payload.items() if k in INDEX_KEYS}
-    if event_type != "node_done":
-        out.pop("gpu_summary", None)
+    summary = out.pop("gpu_summary", None)
+    if event_type == "node_done" and isinstance(summary, dict):
+        gpus = summary.get("gpus")
+        names = (
+            [g.get("name") for g in gpus if isinstance(g, dict)] if isinstance(gpus, list) else []
+        )
+        out["gpu_summary"] = {"totals": summary.get("totals"), "names": names}
     if event_type == "started":
         out.pop("gpus", None)
     return out
@@ -102,15 +116,22 @@ def apply_event(
     if row.submit is None and get("submit_time"):
         row.submit = _text(payload["submit_time"])
     summary = get("gpu_summary")
-    if isinstance(summary, dict):
+    if isinstance(summary, dict) and isinstance(summary.get("totals"), dict):
+        source = summary["totals"]
         totals = row.fields.setdefault("gpu_totals", {})
         assert isinstance(totals, dict)
-        for name in _SUM_FIELDS:
-            value = summary.get(name)
-            if isinstance(value, int):
+        for name, key in _SUM_FIELDS:
+            value = source.get(key)
+            if isinstance(value, int) and not isinstance(value, bool):
                 totals[name] = int(totals.get(name, 0)) + value
-        if summary.get("gpu_model") and not row.gpu_model:
-            row.gpu_model = str(summary["gpu_model"])
+        names = [n for n in summary.get("names") or () if isinstance(n, str)]
+        if names:
+            row.fields["gpu_names"] = sorted(set(names) | set(row.fields.get("gpu_names") or ()))  # type: ignore[call-overload]
+    tres = get("tres_allocated")
+    if isinstance(tres, dict) and not row.gpu_model:
+        models = sorted(k[len("gres/gpu:") :] for k in tres if k.startswith("gres/gpu:"))
+        if models:
+            row.gpu_model = ",".join(models)
     rank = _RANK.get(event_type, 0)
     if rank < int(row.fields.get("_rank", -1)):  # type: ignore[call-overload]
         return

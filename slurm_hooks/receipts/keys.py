@@ -111,8 +111,7 @@ def load_signer(path: str) -> Signer:
             data = f.read()
     except FileNotFoundError as e:
         raise KeyError_(
-            f"key file {path} does not exist; create it with "
-            "`computeproof keys init --out {path}`"
+            f"key file {path} does not exist; create it with `computeproof keys init --out {path}`"
         ) from e
     except OSError as e:
         raise KeyError_(f"cannot read key file {path}: {e.strerror}") from e

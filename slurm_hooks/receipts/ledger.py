@@ -129,24 +129,30 @@ class Ledger:
     def __init__(
         self,
         store: Store,
-        origin: str,
+        origin: str | None,
         ledger_key_path: str | None = None,
         workers: int | None = None,
+        default_origin: str = "computeproof.ledger",
     ) -> None:
+        """Open a ledger. ``origin`` pins the log's identity (an existing ledger with
+        another origin is refused); None takes the stored one, or ``default_origin``
+        for a new ledger."""
         self.store = store
-        self.origin = origin
         self.ledger_key_path = ledger_key_path
         self.workers = workers if workers is not None else (os.cpu_count() or 1)
         self._pool: ProcessPoolExecutor | None = None
         self._signer: Signer | None = None
         stored = store.get_meta("origin")
         if stored is None:
-            store.set_meta("origin", origin)
-        elif stored != origin:
+            self.origin = origin or default_origin
+            store.set_meta("origin", self.origin)
+        elif origin is not None and stored != origin:
             raise CheckpointError(
-                f"this ledger's origin is {stored!r}, not {origin!r}; set ledger_origin in "
-                "the config to the ledger's own origin"
+                f"this ledger's origin is {stored!r}, not {origin!r} as configured; fix "
+                "ledger_origin in the config or open the right ledger"
             )
+        else:
+            self.origin = stored
 
     # -- lifecycle -------------------------------------------------------------------
 

@@ -61,7 +61,7 @@ def job_events(job_id: int, n_hosts: int, rng: random.Random) -> list[dict[str, 
                 "partition": "gpu",
                 "nodes": nodes,
                 "gpus": gpus,
-                "gpu_model": "a100",
+                "tres_allocated": {"gres/gpu": gpus, "gres/gpu:a100": gpus},
                 "submit_time": _iso(start - 30),
                 "start_time": _iso(start),
             },
@@ -87,14 +87,17 @@ def job_events(job_id: int, n_hosts: int, rng: random.Random) -> list[dict[str, 
             )
         )
         busy = gpus_per_node * elapsed * 1000 * rng.randint(40, 100) // 100
-        summary = {
-            "gpu_model": "a100",
-            "busy_gpu_ms": busy,
-            "util_gpu_ms": busy * 3 // 4,
+        measured = gpus_per_node * elapsed * 1000
+        totals = {
+            "busy_ms": busy,
+            "util_weighted_ms": busy * 3 // 4,
             "energy_mj": busy * 250,
+            "measured_ms": measured,
+            "unmeasured_ms": 0,
             "samples": elapsed // 5,
-            "unmeasured_gpu_ms": 0,
         }
+        half = {k: v // 2 for k, v in totals.items()}
+        gpu_list = [{"minor": m, "name": "synthetic-a100"} for m in minors]
         ev.append(
             new_event(
                 "progress",
@@ -102,10 +105,7 @@ def job_events(job_id: int, n_hosts: int, rng: random.Random) -> list[dict[str, 
                 job,
                 job_id,
                 n,
-                {
-                    **common,
-                    "gpu_summary": {k: v // 2 for k, v in summary.items() if isinstance(v, int)},
-                },
+                {**common, "totals": half, "gpus": gpu_list},
                 seq=1,
                 time=_iso(start + elapsed // 2),
             )
@@ -117,7 +117,11 @@ def job_events(job_id: int, n_hosts: int, rng: random.Random) -> list[dict[str, 
                 job,
                 job_id,
                 n,
-                {**common, "gpu_summary": summary, "gpu_summary_source": "synthetic"},
+                {
+                    **common,
+                    "gpu_summary": {"totals": totals, "gpus": gpu_list},
+                    "gpu_summary_source": "synthetic",
+                },
                 time=_iso(end),
             )
         )

@@ -1,20 +1,21 @@
 """The project's exception tree. Stdlib only: the hook path imports it.
 
-    ComputeProofError
-    ├── ConfigError              bad or unreadable configuration
-    ├── ReceiptError             the receipts library
-    │   ├── CanonicalError       value not representable in canonical JSON
-    │   ├── SignatureError       bad, missing or foreign signature; unknown key
-    │   ├── KeyError_            key file missing, unreadable or malformed
-    │   ├── ProofError           inclusion / consistency proof does not verify
-    │   ├── CheckpointError      malformed or wrongly signed checkpoint
-    │   ├── BundleError          receipt bundle malformed or failing verification
-    │   └── StoreError           storage backend failure or corruption
-    ├── SpoolError               the local durable spool
-    ├── SlurmError               Slurm commands / job info
-    ├── AgentError               GPU agent, NVML
-    ├── ReportError              usage reports, rate cards, grant maps
-    └── AnchorError              chain anchoring
+ComputeProofError
+├── ConfigError              bad or unreadable configuration
+├── ReceiptError             the receipts library
+│   ├── CanonicalError       value not representable in canonical JSON
+│   ├── SignatureError       bad, missing or foreign signature
+│   │   └── UnknownKeyError  signed by a key not enrolled (or not for that host)
+│   ├── KeyError_            key file missing, unreadable or malformed
+│   ├── ProofError           inclusion / consistency proof does not verify
+│   ├── CheckpointError      malformed or wrongly signed checkpoint
+│   ├── BundleError          receipt bundle malformed or failing verification
+│   └── StoreError           storage backend failure or corruption
+├── SpoolError               the local durable spool
+├── SlurmError               Slurm commands / job info
+├── AgentError               GPU agent, NVML
+├── ReportError              usage reports, rate cards, grant maps
+└── AnchorError              chain anchoring
 """
 
 from __future__ import annotations
@@ -40,7 +41,11 @@ class SignatureError(ReceiptError):
     """A signature is bad, missing, or made by a key that is not enrolled."""
 
 
-class KeyError_(ReceiptError):  # noqa: N801 - avoid shadowing the builtin KeyError
+class UnknownKeyError(SignatureError):
+    """Signed by a key the ledger does not trust (yet): a site configuration problem."""
+
+
+class KeyError_(ReceiptError):
     """A key file is missing, unreadable or malformed."""
 
 

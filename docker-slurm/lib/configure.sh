@@ -227,19 +227,15 @@ link_etc_config() {
 # the ledger for every host of the cluster ('*'). The ledger creates its own ledger key at its
 # first checkpoint (load_or_create_signer), so only the host key is made here.
 init_keys() {
-    local host_key="$CP_CPROOF_DIR/host.key" help
-    [[ -s "$host_key" ]] && return 0
+    local host_key="$CP_CPROOF_DIR/host.key"
     cli() { (cd "$CP_REPO" && PYTHONPATH="$CP_REPO${PYTHONPATH:+:$PYTHONPATH}" python3 -m slurm_hooks.cli "$@"); }
-    if ! help="$(cli keys init --help 2>/dev/null)" || [[ "$help" != *--out* ]]; then
-        log "note: 'python3 -m slurm_hooks.cli keys init' not available yet; host key not created"
-        return 0
+    if [[ ! -s "$host_key" ]]; then
+        log "creating host key $host_key"
+        cli keys init --out "$host_key" >/dev/null || die "'computeproof keys init --out $host_key' failed"
     fi
-    local enroll=()
-    [[ "$help" == *--enroll* ]] && enroll=(--enroll '*')
-    log "creating host key $host_key${enroll:+ (enrolled in the ledger for every host)}"
-    if ! cli keys init --out "$host_key" "${enroll[@]}" >/dev/null; then
-        warn "'keys init --out $host_key' failed; the hooks' events will not be signed"
-    fi
+    # Enrolling is idempotent; doing it at every `up` keeps a recreated ledger trusting the
+    # key. One host signs for c1, c2 and the controller, hence '*'.
+    cli keys enroll "$host_key" --host '*' >/dev/null || die "cannot enroll $host_key in the ledger"
 }
 
 check_hooks

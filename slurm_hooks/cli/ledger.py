@@ -689,6 +689,7 @@ def forward(state: State, interval: float | None, as_json: bool) -> None:
         with open_ledger(cfg) as ledger:
             r = forward_spool(Spool(cfg.spool_dir), signer, ledger, cfg.private_fields)
         return {
+            "untrusted": r.untrusted,
             "forwarded": r.forwarded,
             "duplicates": r.duplicates,
             "failed": r.failed,
@@ -703,7 +704,7 @@ def forward(state: State, interval: float | None, as_json: bool) -> None:
         else:
             click.echo(
                 f"forwarded {out['forwarded']}, duplicates {out['duplicates']}, "
-                f"failed {out['failed']}, waiting {out['remaining']}"
+                f"rejected {out['failed']}, waiting {out['remaining']}"
             )
             for e in out["errors"]:
                 click.echo(f"  rejected: {e}", err=True)
@@ -741,6 +742,7 @@ def spool_status(state: State, as_json: bool) -> None:
             "failed": len(failures),
             "failures": [{"file": f, "reason": r} for f, r in failures],
             "hook_failures": hook_failures,
+            "last_forward": sp.forward_status(),
         }
 
     out = run(work)
@@ -751,8 +753,22 @@ def spool_status(state: State, as_json: bool) -> None:
         f"spool {out['spool']}: {out['waiting']} waiting to be forwarded, "
         f"{out['failed']} rejected, {out['hook_failures']} hook failures logged"
     )
-    for f in out["failures"]:
-        click.echo(f"  {f['file']}: {f['reason']}")
+    if out["last_forward"]:
+        click.echo(f"last forward: {out['last_forward']}")
+    for f in out["failures"][:20]:
+        click.echo(f"  rejected {f['file']}: {f['reason']}")
+    if len(out["failures"]) > 20:
+        click.echo(f"  ... and {len(out['failures']) - 20} more (--json lists all)")
+
+
+@spool.command("retry")
+@pass_state
+def spool_retry(state: State) -> None:
+    """Move rejected events back to the spool for the next `computeproof forward`."""
+    from slurm_hooks.receipts.spool import Spool
+
+    moved = run(lambda: Spool(state.config.spool_dir).retry_failed())
+    click.echo(f"moved {moved} rejected events back to the spool")
 
 
 # -- bench -------------------------------------------------------------------------------

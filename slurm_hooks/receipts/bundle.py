@@ -1,7 +1,7 @@
 """Receipt bundles: everything needed to verify one job's receipt offline.
 
     {"format": "computeproof.receipt/v1",
-     "job": {"cluster", "job", "run", "job_key"},
+     "job": {"cluster", "job" (display id), "job_id", "run", "job_key"},
      "log": {"origin", "size", "root" (base64), "ledger_key" ("ed25519:..."),
              "checkpoint" (signed note)},
      "keys": [{"key_id", "public_key", "hosts"}],
@@ -76,7 +76,13 @@ def export_bundle(ledger: object, job: str, disclose: bool = False) -> dict[str,
                 }
     bundle: dict[str, object] = {
         "format": FORMAT,
-        "job": {"cluster": row.cluster, "job": row.job, "run": row.run, "job_key": row.job_key},
+        "job": {
+            "cluster": row.cluster,
+            "job": row.job,
+            "job_id": row.job_id,
+            "run": row.run,
+            "job_key": row.job_key,
+        },
         "log": {
             "origin": ledger.origin,
             "size": cp.size,
@@ -123,9 +129,9 @@ def verify_bundle(data: bytes | str, trusted_ledger_key: bytes | None = None) ->
         raise BundleError(f"not a receipt bundle (format must be {FORMAT!r})")
     job = _field(bundle, "job", dict, "receipt")
     cluster = str(_field(job, "cluster", str, "job"))
-    jobname = str(_field(job, "job", str, "job"))
+    job_id = int(_field(job, "job_id", int, "job"))
     run = int(_field(job, "run", int, "job"))
-    want_key = job_key(cluster, jobname, run)
+    want_key = job_key(cluster, job_id, run)
     log = _field(bundle, "log", dict, "receipt")
     origin = str(_field(log, "origin", str, "log"))
     try:
@@ -183,7 +189,7 @@ def verify_bundle(data: bytes | str, trusted_ledger_key: bytes | None = None) ->
         allowed = hosts[opened.key_id]
         if "*" not in allowed and event["host"] not in allowed:
             raise BundleError(f"{where}: signing key is not enrolled for host {event['host']}")
-        ek = job_key(str(event["cluster"]), str(event["job"]), int(str(event["run"])))
+        ek = job_key(str(event["cluster"]), int(event["job_id"]), int(event["run"]))
         if ek != want_key:
             raise BundleError(f"{where}: event belongs to {ek}, not {want_key}")
         if event["id"] in seen:

@@ -19,7 +19,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from slurm_hooks.errors import CanonicalError, SignatureError
+from slurm_hooks.errors import CanonicalError, SignatureError, UnknownKeyError
 from slurm_hooks.receipts.canonical import canonical_bytes
 from slurm_hooks.receipts.event import check_event, job_key
 from slurm_hooks.receipts.keys import Signer, verify
@@ -37,7 +37,7 @@ def pae(payload_type: str, payload: bytes) -> bytes:
 
 def subject_name(event: dict[str, object]) -> str:
     """The statement subject: one run of one job."""
-    return "slurm-job:" + job_key(str(event["cluster"]), str(event["job"]), int(event["run"]))  # type: ignore[call-overload]
+    return "slurm-job:" + job_key(str(event["cluster"]), int(event["job_id"]), int(event["run"]))  # type: ignore[call-overload]
 
 
 def statement(event: dict[str, object]) -> dict[str, object]:
@@ -200,7 +200,10 @@ def verify_envelope(data: bytes, keys: dict[str, bytes]) -> Opened:
     opened = open_envelope(data)
     public = keys.get(opened.key_id)
     if public is None:
-        raise SignatureError(f"signed by key {opened.key_id[:16]}..., which is not enrolled")
+        raise UnknownKeyError(
+            f"signed by key {opened.key_id[:16]}..., which is not enrolled in this ledger "
+            "(or revoked); enroll it with `computeproof keys enroll`"
+        )
     if not verify(public, opened.signature, opened.signed):
         raise SignatureError(
             f"signature by key {opened.key_id[:16]}... does not verify for event "

@@ -8,8 +8,9 @@ An event is a plain dict (the hook path cannot afford dataclasses or pydantic)::
      "payload": {...}}
 
 ``job`` is Slurm's display id ("123", "100_4" for an array task, "200+1" for a
-heterogeneous component); ``job_id`` the numeric SLURM_JOB_ID; ``run`` the restart
-count, so a requeued job's events never collide with the first run's.
+heterogeneous component) as far as the hook can tell (node hooks see no array ids);
+``job_id`` the numeric SLURM_JOB_ID, which identifies the job (see :func:`job_key`);
+``run`` the restart count, so a requeued job's events never collide with the first run's.
 """
 
 from __future__ import annotations
@@ -128,6 +129,10 @@ def check_event(event: object) -> dict[str, Any]:
     return event
 
 
-def job_key(cluster: str, job: str, run: int = 0) -> str:
-    """The string that names one run of one job: ``cluster/job#run``."""
-    return f"{cluster}/{job}#{run}"
+def job_key(cluster: str, job_id: int, run: int = 0) -> str:
+    """The string that names one run of one job: ``cluster/job_id#run``.
+
+    Keyed by the numeric SLURM_JOB_ID because it is the one id every hook sees: the node
+    Prolog and Epilog get no SLURM_ARRAY_* variables, while array tasks and heterogeneous
+    components each have their own job id. The display id ("100_4") is a label."""
+    return f"{cluster}/{job_id}#{run}"

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from slurm_hooks.errors import ReceiptError, SpoolError
 from slurm_hooks.receipts.envelope import sign_event
-from slurm_hooks.receipts.event import check_event
+from slurm_hooks.receipts.event import check_event, utc_now
 from slurm_hooks.receipts.keys import Signer
 from slurm_hooks.receipts.ledger import Ledger
 from slurm_hooks.receipts.privacy import commit_fields
@@ -27,6 +27,7 @@ class ForwardResult:
     forwarded: int = 0
     duplicates: int = 0
     failed: int = 0
+    untrusted: int = 0  # left in the spool: the host key is not enrolled (for that host)
     remaining: int = 0
     errors: list[str] = field(default_factory=list)
 
@@ -77,6 +78,10 @@ def forward_spool(
         for pos, _, _ in outcome.duplicates:
             spool.done(kept[pos])
             result.duplicates += 1
+        for pos, reason in outcome.untrusted:
+            result.untrusted += 1
+            if len(result.errors) < 20:
+                result.errors.append(f"{os.path.basename(kept[pos])}: {reason} (left in spool)")
         for pos, reason in outcome.rejected:
             try:
                 spool.fail(kept[pos], reason)
@@ -85,4 +90,18 @@ def forward_spool(
             result.failed += 1
             result.errors.append(f"{os.path.basename(kept[pos])}: {reason}")
     result.remaining = spool.count_pending()
+    spool.record_forward_status(
+        f"{utc_now()} forwarded {result.forwarded}, duplicates {result.duplicates}, "
+        f"rejected {result.failed}, waiting {result.remaining}"
+        + (
+            f"; {result.untrusted} wait because: {outcome_reason(result)}"
+            if result.untrusted
+            else ""
+        )
+    )
     return result
+
+
+def outcome_reason(result: ForwardResult) -> str:
+    """The first reason events were left in the spool."""
+    return next((e for e in result.errors if e.endswith("(left in spool)")), "")

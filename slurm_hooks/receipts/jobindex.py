@@ -78,7 +78,7 @@ def index_payload(event_type: str, payload: dict[str, object]) -> dict[str, obje
 
 def new_row(cluster: str, job: str, job_id: int, run: int) -> JobRow:
     """An empty index row for one job run."""
-    return JobRow(job_key(cluster, job, run), cluster, job, job_id, run)
+    return JobRow(job_key(cluster, job_id, run), cluster, job, job_id, run)
 
 
 def _text(value: object) -> str | None:
@@ -90,10 +90,17 @@ def _text(value: object) -> str | None:
 
 
 def apply_event(
-    row: JobRow, event_type: str, host: str, payload: dict[str, object], leaf_index: int
+    row: JobRow,
+    event_type: str,
+    host: str,
+    payload: dict[str, object],
+    leaf_index: int,
+    job: str | None = None,
 ) -> None:
-    """Fold one event (its type, host and :func:`index_payload`) into its job's row."""
+    """Fold one event (its type, host, :func:`index_payload` and display id) into its row."""
     row.events += 1
+    if job is not None and job != row.job and ("_" in job or "+" in job):
+        row.job = job  # the controller knows the array/het display id; node hooks do not
     if row.first_leaf is None or leaf_index < row.first_leaf:
         row.first_leaf = leaf_index
     if row.last_leaf is None or leaf_index > row.last_leaf:

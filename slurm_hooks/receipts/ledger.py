@@ -22,6 +22,7 @@ from slurm_hooks.errors import (
     ReceiptError,
     SignatureError,
     StoreError,
+    UnknownKeyError,
 )
 from slurm_hooks.receipts import merkle
 from slurm_hooks.receipts.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
@@ -51,6 +52,8 @@ class AppendResult:
     accepted: list[tuple[int, str, int]] = field(default_factory=list)  # (pos, event id, leaf)
     duplicates: list[tuple[int, str, int]] = field(default_factory=list)
     rejected: list[tuple[int, str]] = field(default_factory=list)  # (pos, reason)
+    # signed by a key not enrolled (for that host): retry once the site enrolls it
+    untrusted: list[tuple[int, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -91,17 +94,27 @@ class Checked(NamedTuple):
     @property
     def job_key(self) -> str:
         """``cluster/job#run``."""
-        return job_key(self.cluster, self.job, self.run)
+        return job_key(self.cluster, self.job_id, self.run)
 
 
-def _check_envelopes(envelopes: Sequence[bytes], keys: dict[str, bytes]) -> list[Checked | str]:
-    """Worker: open and verify each envelope -> Checked, or the reason it was refused."""
-    out: list[Checked | str] = []
+class Refused(NamedTuple):
+    """Why an envelope was refused; ``untrusted`` when only its key is the problem."""
+
+    reason: str
+    untrusted: bool = False
+
+
+def _check_envelopes(envelopes: Sequence[bytes], keys: dict[str, bytes]) -> list[Checked | Refused]:
+    """Worker: open and verify each envelope -> Checked, or why it was refused."""
+    out: list[Checked | Refused] = []
     for data in envelopes:
         try:
             e = verify_envelope(data, keys)
+        except UnknownKeyError as err:
+            out.append(Refused(str(err), True))
+            continue
         except ReceiptError as err:
-            out.append(str(err))
+            out.append(Refused(str(err)))
             continue
         ev = e.event
         etype = str(ev["type"])
@@ -171,7 +184,7 @@ class Ledger:
 
     def _map(
         self, chunks: list[Sequence[bytes]], keys: dict[str, bytes]
-    ) -> Iterable[list[Checked | str]]:
+    ) -> Iterable[list[Checked | Refused]]:
         """Check chunks of envelopes, in worker processes when there are several chunks;
         results come back lazily in order, so the caller works while workers verify."""
         work = _check_envelopes
@@ -238,10 +251,12 @@ class Ledger:
         for part in self._map(chunks, active):
             candidates: list[tuple[int, Checked]] = []
             for item in part:
-                if isinstance(item, str):
-                    result.rejected.append((pos, item))
+                if isinstance(item, Refused):
+                    (result.untrusted if item.untrusted else result.rejected).append(
+                        (pos, item.reason)
+                    )
                 elif "*" not in (hosts := enrolled[item.key_id].hosts) and item.host not in hosts:
-                    result.rejected.append(
+                    result.untrusted.append(
                         (
                             pos,
                             f"key {item.key_id[:16]}... is enrolled for "
@@ -311,7 +326,7 @@ class Ledger:
             row = jobs.get(jk)
             if row is None:
                 row = jobs[jk] = new_row(c.cluster, c.job, c.job_id, c.run)
-            apply_event(row, c.type, c.host, c.index_fields, index)
+            apply_event(row, c.type, c.host, c.index_fields, index, c.job)
             if openings is not None and pos < len(openings):
                 for name, op in openings[pos].items():
                     opening_rows.append(
@@ -419,9 +434,9 @@ class Ledger:
             ]
             results = (r for part in self._map(chunks, keys) for r in part)
             for row, c in zip(batch, results, strict=True):
-                if isinstance(c, str):
+                if isinstance(c, Refused):
                     level0.append(merkle.leaf_hash(row.envelope))
-                    report.bad(row.index, f"leaf {row.index}: {c}")
+                    report.bad(row.index, f"leaf {row.index}: {c.reason}")
                     continue
                 level0.append(c.leaf_hash)
                 report.signatures += 1

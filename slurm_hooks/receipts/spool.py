@@ -108,6 +108,34 @@ class Spool:
             f.write(why + "\n")
         os.replace(path, os.path.join(self.failed, base))
 
+    def record_forward_status(self, line: str) -> None:
+        """Remember the last forwarding pass's outcome for `spool status`."""
+        self.ensure()
+        tmp = os.path.join(self.tmp, "forward-status")
+        with open(tmp, "w") as f:
+            f.write(line + "\n")
+        os.replace(tmp, os.path.join(self.path, "forward-status"))
+
+    def forward_status(self) -> str | None:
+        """The last forwarding pass's outcome, if any."""
+        try:
+            with open(os.path.join(self.path, "forward-status")) as f:
+                return f.read().strip()
+        except OSError:
+            return None
+
+    def retry_failed(self) -> int:
+        """Move rejected events back to new/ for another forwarding pass; return how many."""
+        moved = 0
+        for name in sorted(os.listdir(self.failed)) if os.path.isdir(self.failed) else []:
+            path = os.path.join(self.failed, name)
+            if name.endswith(".json"):
+                os.replace(path, os.path.join(self.new, name))
+                moved += 1
+            elif name.endswith(".why"):
+                os.unlink(path)
+        return moved
+
     def failures(self) -> list[tuple[str, str]]:
         """(event file, reason) for each event in failed/."""
         out = []

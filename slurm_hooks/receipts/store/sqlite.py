@@ -288,8 +288,14 @@ class SQLiteStore(Store):
             where.append("(start IS NULL OR start < ?)")
             args.append(selection.until)
         if selection.job:
-            where.append("(job = ? OR job_key = ?)")
-            args.extend([selection.job, selection.job])
+            where.append("(job = ? OR job_key = ? OR job_id = ?)")
+            args.extend(
+                [
+                    selection.job,
+                    selection.job,
+                    int(selection.job) if selection.job.isdigit() else -1,
+                ]
+            )
         sql = f"SELECT {_JOB_SELECT} FROM jobs"
         if where:
             sql += " WHERE " + " AND ".join(where)

@@ -36,6 +36,8 @@ class Config:
     progress_interval: int = 300
     agent_socket: str = ""
     prometheus_port: int = 0
+    ratecard: str = ""  # rate card TOML; default: ratecard.toml beside the config
+    grants: str = ""  # grant map TOML; default: grants.toml beside the config
     source: str = "defaults"
 
     @property

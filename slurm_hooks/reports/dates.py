@@ -30,3 +30,41 @@ def parse_date(text: str, what: str) -> dt.datetime:
 def parse_date_arg(text: str, what: str) -> str:
     """A command-line date as the sortable UTC text stored in the ledger."""
     return parse_date(text, what).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def parse_period(start: str, end: str) -> tuple[dt.datetime, dt.datetime]:
+    """The report period [start, end) from --from/--to (UTC).
+
+    A --to given as a date (YYYY-MM-DD) or month (YYYY-MM) includes that whole day or
+    month; a --to with a time is the exclusive end instant.
+    """
+    lo = parse_date(start, "--from")
+    hi = parse_date(end, "--to")
+    text = end.strip().rstrip("Z")
+    if len(text) == 7:  # YYYY-MM
+        hi = (hi.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+    elif len(text) == 10:  # YYYY-MM-DD
+        hi = hi + dt.timedelta(days=1)
+    if hi <= lo:
+        raise ReportError(f"--from {start} is not before --to {end}: the period is empty")
+    return lo, hi
+
+
+def rfc3339_ms(text: str) -> int:
+    """Epoch milliseconds of an RFC 3339 time as stored in events ("...Z", offsets, fractions)."""
+    value = dt.datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.UTC).replace(tzinfo=None)
+    delta = value - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+
+
+def ms_rfc3339(ms: int) -> str:
+    """RFC 3339 UTC text of epoch milliseconds (seconds precision when whole)."""
+    value = _EPOCH + dt.timedelta(milliseconds=ms)
+    if ms % 1000:
+        return value.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+_EPOCH = dt.datetime(1970, 1, 1)

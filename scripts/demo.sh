@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# `make demo`: bring up the local Slurm test cluster (real slurmctld, slurmd, slurmdbd,
+# MariaDB, munge) with the ComputeProof hooks and a GPU agent per node, run GPU jobs as
+# several users, forward their events into the ledger, show and verify receipts offline,
+# and write a usage report. The GPUs are fake: character devices for Slurm and a scripted
+# NVML library (tests/fakenvml) for the agents; every figure shown is what that scripted
+# NVML reported, never an invented value. The cluster stays up afterwards (stop it with
+# `docker-slurm/cluster down`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO="$PWD"
+OUT="${DEMO_OUT:-$REPO/demo-out}"
+PY="${PYTHON:-python3}"
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+say "bringing up the test cluster (docker-slurm/cluster up)"
+docker-slurm/cluster up
+eval "$(docker-slurm/cluster env)"
+export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
+cp() { "$PY" -m slurm_hooks.cli "$@"; }
+FAKE="${CP_CLUSTER_DIR:-/var/tmp/computeproof-cluster}/fakenvml"
+
+say "scripting GPU load in the fake NVML: c1 busy at 85 %, c2 at 40 %"
+sed -i -E 's/util=[0-9]+ mem_util=[0-9]+ mem_used=[0-9]+ power=[0-9]+/util=85 mem_util=50 mem_used=34359738368 power=320000/; s/energy_rate=[0-9]+/energy_rate=320000/' "$FAKE/c1.nvml"
+sed -i -E 's/util=[0-9]+ mem_util=[0-9]+ mem_used=[0-9]+ power=[0-9]+/util=40 mem_util=20 mem_used=8589934592 power=180000/; s/energy_rate=[0-9]+/energy_rate=180000/' "$FAKE/c2.nvml"
+
+mkdir -p "$OUT" && chmod 777 "$OUT"
+say "submitting GPU jobs as cpalice (physics), cpbob (biology), cpcarol (chemistry)"
+sub() { sbatch --parsable -D "$OUT" -o "$OUT/slurm-%j.out" "$@"; }
+train=$(sub --uid=cpalice -A physics -w c1 --gres=gpu:a100:2 -J train-llm \
+    --wrap 'computeproof_progress() { '"$PY"' -m slurm_hooks.cli progress "$@"; };
+            cd '"$REPO"'; echo epoch 1 > '"$OUT"'/model-$SLURM_JOB_ID.ckpt; sleep 6;
+            computeproof_progress --percent 50 --epoch 1/2 --message "loss 0.42";
+            sleep 6; '"$PY"' -m slurm_hooks.cli artifact '"$OUT"'/model-$SLURM_JOB_ID.ckpt')
+multi=$(sub --uid=cpbob -A biology -N2 --gres=gpu:a100:1 -J fold-protein --wrap 'sleep 10')
+fail=$(sub --uid=cpcarol -A chemistry --gres=gpu:1 -J bad-input --wrap 'sleep 3; exit 3')
+array=$(sub --uid=cpalice -A biology --gres=gpu:1 --array=0-1 -J sweep --wrap 'sleep 4')
+echo "jobs: $train (2 GPUs), $multi (2 nodes), $fail (fails), ${array}_0 ${array}_1 (array)"
+
+say "waiting for the jobs and for Slurm's final states"
+for _ in $(seq 1 90); do
+    [[ -z "$(squeue -h -o %i 2>/dev/null)" ]] && break
+    sleep 1
+done
+sleep 4 # EpilogSlurmctld's watcher records the final state once sacct has it
+
+say "forwarding spooled events into the ledger (computeproof forward)"
+for _ in 1 2 3 4 5; do
+    cp forward
+    [[ "$(cp jobs show "$train" --json 2>/dev/null | grep -c '"final_state"')" -ge 1 ]] &&
+        [[ "$(cp jobs show "${array}_1" --json 2>/dev/null | grep -c '"final_state"')" -ge 1 ]] && break
+    sleep 3
+done
+
+say "jobs with receipts (computeproof jobs list --since today)"
+cp jobs list --since "$(date -u +%Y-%m-%d)"
+
+say "lifecycle of job $train (computeproof jobs show $train)"
+cp jobs show "$train"
+
+say "exporting and verifying receipts offline (no database, no network)"
+for j in "$train" "$multi" "$fail" "${array}_0"; do
+    cp receipt export "$j" -o "$OUT/receipt-$j.json"
+    (cd /tmp && env -i PATH=/usr/bin:/bin PYTHONPATH="$REPO" "$PY" -m slurm_hooks.cli \
+        receipt verify "$OUT/receipt-$j.json")
+done
+
+say "whole-ledger check and a signed checkpoint"
+cp ledger verify
+cp ledger checkpoint >"$OUT/checkpoint.txt"
+cat "$OUT/checkpoint.txt"
+
+say "usage report for today, by account and user (HTML + JSON), then verified"
+today="$(date -u +%Y-%m-%d)"
+cp report --from "$today" --to "$today" --group-by account,user \
+    --ratecard conf/ratecard.toml --grants conf/grants.toml -o "$OUT/report.html"
+cp report --from "$today" --to "$today" --group-by account,user \
+    --ratecard conf/ratecard.toml --grants conf/grants.toml -o "$OUT/report.json"
+cp report verify "$OUT/report.json"
+
+say "reconcile against Slurm accounting (sacct)"
+cp reconcile --since "$today" || echo "(reconcile found differences: see above)"
+
+say "done"
+echo "receipts, checkpoint and reports are in $OUT; open $OUT/report.html in a browser."
+echo "The cluster is still up: eval \"\$(docker-slurm/cluster env)\" to use it; docker-slurm/cluster down to stop it."

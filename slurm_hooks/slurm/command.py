@@ -18,6 +18,15 @@ _SIGKILL = 9
 _PASSED_ENV = ("SLURM_CONF", "TZ", "LANG", "LC_ALL")
 
 
+def _kill(pid: int) -> None:
+    """Kill the command's whole session (it was spawned with setsid) and reap it."""
+    try:  # noqa: SIM105 - contextlib is an import the hooks do not pay for
+        os.killpg(pid, _SIGKILL)
+    except OSError:
+        pass
+    os.waitpid(pid, 0)
+
+
 def run(
     argv: list[str], timeout: float, env: dict[str, str] | None = None, limit: int = 64 << 20
 ) -> bytes:
@@ -74,11 +83,7 @@ def run(
         os.close(out_r)
         os.close(err_r)
     if timed_out:
-        try:
-            os.killpg(pid, _SIGKILL)
-        except OSError:
-            pass
-        os.waitpid(pid, 0)
+        _kill(pid)
         raise SlurmError(f"{os.path.basename(argv[0])} timed out after {timeout:g} s")
     # The pipes are closed; the child is exiting. Bound the wait anyway.
     while True:
@@ -86,11 +91,7 @@ def run(
         if wpid:
             break
         if time.monotonic() > deadline:
-            try:
-                os.killpg(pid, _SIGKILL)
-            except OSError:
-                pass
-            os.waitpid(pid, 0)
+            _kill(pid)
             raise SlurmError(f"{os.path.basename(argv[0])} timed out after {timeout:g} s")
         time.sleep(0.001)
     code = os.waitstatus_to_exitcode(status)

@@ -24,12 +24,41 @@ if TYPE_CHECKING:
 
 WATCH_SECONDS = 60.0
 POLL_SECONDS = 1.0
-# States that are not final yet: the watcher keeps polling while it sees one.
+# States that are not final yet: the watcher keeps polling while it sees one. REQUEUED
+# is final for a run: the requeued job's next run gets its own events (run + 1).
 NOT_FINAL = frozenset(
-    {"PENDING", "RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "REQUEUED",
-     "RESIZING", "STAGE_OUT", "SIGNALING", "STOPPED", "REQUEUE_FED", "REQUEUE_HOLD",
-     "SPECIAL_EXIT", "RESV_DEL_HOLD", "UNKNOWN", ""}
+    {
+        "PENDING",
+        "RUNNING",
+        "COMPLETING",
+        "CONFIGURING",
+        "SUSPENDED",
+        "RESIZING",
+        "STAGE_OUT",
+        "SIGNALING",
+        "STOPPED",
+        "REQUEUE_FED",
+        "REQUEUE_HOLD",
+        "SPECIAL_EXIT",
+        "RESV_DEL_HOLD",
+        "UNKNOWN",
+        "",
+    }
 )
+
+
+def settled(record: AccountingRecord) -> bool:
+    """Whether a record is final and whole.
+
+    slurmctld sends slurmdbd a job's start, node and end records separately, so sacct can
+    show the final state while its node list is still the batch host alone.
+    """
+    if record.get("state") in NOT_FINAL or record.get("end_epoch") is None:
+        return False
+    if record.get("start_epoch") is None:
+        return True  # never ran: no nodes to wait for
+    nodes, count = record.get("nodes") or [], record.get("num_nodes")
+    return bool(nodes) and (count is None or len(nodes) == count)
 
 
 def final_payload(record: AccountingRecord, source: str) -> dict[str, object]:
@@ -49,35 +78,42 @@ def watch(
     job: str,
     job_id: int,
     run: int,
+    start: int | None = None,
     deadline_s: float = WATCH_SECONDS,
     poll_s: float = POLL_SECONDS,
 ) -> dict[str, object]:
-    """Poll until the job's state is final, write the final_state event and return it."""
+    """Poll until the run that started at ``start`` is final; write final_state, return it."""
     from slurm_hooks.slurm.slurmcli import SlurmCli
 
     info = SlurmCli(config.slurm_bin)
     deadline = time.monotonic() + deadline_s
     from_squeue: AccountingRecord | None = None
+    partial: AccountingRecord | None = None
     last_error = "no final state reported"
     while True:
         try:
-            record = info.job_accounting(job_id)
-            if record is not None and record.get("state") not in NOT_FINAL:
+            record = info.job_accounting(job_id, start)
+            if record is not None and settled(record):
                 return _record(config, job, job_id, run, final_payload(record, "sacct"))
+            if record is not None and record.get("state") not in NOT_FINAL:
+                partial = record
         except SlurmError as e:
             last_error = str(e)
         try:
             live = info.job_live(job_id)
-            if live is not None and live.get("state") not in NOT_FINAL:
+            if live is not None and settled(live) and start in (None, live.get("start_epoch")):
                 from_squeue = live
         except SlurmError as e:
             last_error = str(e)
         if time.monotonic() + poll_s > deadline:
             break
         time.sleep(poll_s)
+    # slurmdbd lagged: squeue's view is Slurm's own report of the final state too;
+    # failing that, the final state sacct gave before its record was whole.
     if from_squeue is not None:
-        # slurmdbd lagged: squeue's view is Slurm's own report of the final state too.
         return _record(config, job, job_id, run, final_payload(from_squeue, "squeue"))
+    if partial is not None:
+        return _record(config, job, job_id, run, final_payload(partial, "sacct_partial"))
     raise SlurmError(f"no final state for job {job_id} within {deadline_s:g} s: {last_error}")
 
 
@@ -89,7 +125,9 @@ def _record(
     return event
 
 
-def spawn_watcher(config: HookConfig, job: str, job_id: int, run: int) -> None:
+def spawn_watcher(
+    config: HookConfig, job: str, job_id: int, run: int, start: int | None = None
+) -> None:
     """Start ``watch`` in a detached grandchild; return at once (the epilog goes on)."""
     pid = os.fork()
     if pid:
@@ -100,21 +138,22 @@ def spawn_watcher(config: HookConfig, job: str, job_id: int, run: int) -> None:
         if os.fork():
             os._exit(0)
         _detach()
-        import _signal
+        import _signal  # type: ignore[import-not-found]
 
         _signal.alarm(int(WATCH_SECONDS) + 30)  # backstop for a hung Slurm command
         try:
-            watch(config, job, job_id, run)
+            watch(config, job, job_id, run, start)
         except ComputeProofError as e:
-            from slurm_hooks.slurm.hooks import count_failure, log
+            from slurm_hooks.slurm.hooks import count_failure, failure_line, log
 
             log("final_state", str(e), job_id)
-            count_failure(config.spool_dir)
+            count_failure(config.spool_dir, failure_line("final_state", str(e), job_id))
         except Exception as e:  # a bug must not leave a traceback on slurmctld's pipes
-            from slurm_hooks.slurm.hooks import count_failure, log
+            from slurm_hooks.slurm.hooks import count_failure, failure_line, log
 
-            log("final_state", f"{type(e).__name__}: {e}", job_id)
-            count_failure(config.spool_dir)
+            what = f"{type(e).__name__}: {e}"
+            log("final_state", what, job_id)
+            count_failure(config.spool_dir, failure_line("final_state", what, job_id))
     finally:
         os._exit(0)
 

@@ -41,6 +41,8 @@ DEFAULTS: dict[str, object] = {
     "progress_interval": 300,
     "agent_socket": "",
     "prometheus_port": 0,
+    "ratecard": "",
+    "grants": "",
 }
 
 _ENV = {"COMPUTEPROOF_SPOOL": "spool_dir", "COMPUTEPROOF_CLUSTER": "cluster"}
@@ -204,7 +206,7 @@ def parse_flat_toml(text: str) -> dict[str, object]:
         if j < len(line):
             if line[j] != "#":
                 raise _Subset("text after the value")
-            if any(c < " " and c != "\t" or c == "\x7f" for c in line[j:]):
+            if any((c < " " and c != "\t") or c == "\x7f" for c in line[j:]):
                 raise _Subset("control character in comment")
         values[key] = value
     return values

@@ -15,7 +15,6 @@ A hook never harms a job: any failure is logged to syslog and stderr, counted in
 
 from __future__ import annotations
 
-import _signal
 import os
 import sys
 
@@ -27,7 +26,10 @@ from slurm_hooks.slurm.hookconfig import DEFAULT_CONFIG_PATH, HookConfig, load_h
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import signal as _signal
     from types import FrameType
+else:
+    import _signal  # the C module: signal.py imports enum, ~8 ms
 
 HOOKS = ("prolog_slurmctld", "prolog", "epilog", "epilog_slurmctld")
 # Failures must end well inside a second; the watchdog is the backstop for a hung disk.
@@ -37,25 +39,33 @@ WATCHDOG_SECONDS = 3
 FAILURE_COUNTER = "hook-failures"
 
 
+def failure_line(kind: str, message: str, job_id: int | None = None) -> str:
+    """The one line a failure is reported as."""
+    return f"computeproof {kind}: job {job_id if job_id is not None else '?'}: {message}"
+
+
 def log(kind: str, message: str, job_id: int | None = None) -> None:
     """One line to syslog (daemon facility) and stderr; never raises."""
-    line = f"computeproof {kind}: job {job_id if job_id is not None else '?'}: {message}"
+    line = failure_line(kind, message, job_id)
     try:
         import syslog
 
         syslog.openlog("computeproof-hook", syslog.LOG_PID, syslog.LOG_DAEMON)
         syslog.syslog(syslog.LOG_ERR, line)
-    except Exception:  # noqa: S110 - logging must never fail the hook
+    except Exception:
         pass
     try:
         sys.stderr.write(line + "\n")
         sys.stderr.flush()
-    except Exception:  # noqa: S110
+    except Exception:
         pass
 
 
-def count_failure(spool_dir: str) -> None:
-    """Increment ``<spool>/hook-failures`` under an flock; best effort."""
+def count_failure(spool_dir: str, line: str = "") -> None:
+    """Increment ``<spool>/hook-failures`` under an flock, keep ``line`` as the last; best effort.
+
+    ``hook-failures.last`` holds the latest failure's line for hosts without syslog.
+    """
     try:
         import fcntl
 
@@ -67,6 +77,10 @@ def count_failure(spool_dir: str) -> None:
             os.lseek(fd, 0, 0)
             os.ftruncate(fd, 0)
             os.write(fd, b"%d\n" % n)
+            if line:
+                last = os.path.join(spool_dir, FAILURE_COUNTER + ".last")
+                with open(last, "w", encoding="utf-8", errors="replace") as f:
+                    f.write(line + "\n")
         finally:
             os.close(fd)
     except (OSError, ValueError):
@@ -101,10 +115,11 @@ def _scontrol(config: HookConfig, job_id: int) -> tuple[dict[str, str], list[dic
         [config.slurm_command("scontrol"), "show", "job", "-o", "-d", str(job_id)],
         timeout=SCONTROL_TIMEOUT,
     )
-    text = out.decode("utf-8", "replace").strip()
-    if not text:
-        raise SlurmError(f"scontrol returned nothing for job {job_id}")
-    return parse_show_job(text.splitlines()[0])
+    # An array or het job id prints one line per task or component: take this job's.
+    for line in out.decode("utf-8", "replace").splitlines():
+        if line.startswith(f"JobId={job_id} "):
+            return parse_show_job(line)
+    raise SlurmError(f"scontrol show job printed no record for job {job_id}")
 
 
 def _identity(
@@ -144,10 +159,14 @@ def _controller_record(
         return None, [], f"unavailable: {e}"
 
 
-def _run_of(env: dict[str, str], record: dict[str, str] | None) -> int:
+def _restarts(env: dict[str, str], record: dict[str, str] | None) -> int | None:
+    """The restart count: Slurm's hook variable, else the job record's Restarts=."""
+    from_env = slurmenv.restart_count(env)
+    if from_env is not None:
+        return from_env
     if record is not None and record.get("Restarts", "").isdigit():
         return int(record["Restarts"])
-    return slurmenv.env_int(env, "SLURM_RESTART_COUNT") or 0
+    return None
 
 
 def _gpu_indices_by_node(details: list[dict[str, str]]) -> dict[str, list[int]]:
@@ -199,14 +218,15 @@ def prolog_slurmctld(config: HookConfig, env: dict[str, str], job_id: int) -> No
         "tres_allocated": tres,
         "gpus": sc.gpu_count(tres),
         "gpu_indices": _gpu_indices_by_node(details),
-        "restarts": _run_of(env, record),
+        "restarts": _restarts(env, record),
         "controller": os.uname().nodename,
         "slurm_record": source,
         **ids,
     }
-    run = _run_of(env, record)
-    _write(config, new_event("scheduled", config.cluster, job, job_id, config.host, payload,
-                             run=run))
+    run = start_run(config, CONTROLLER, job_id, _restarts(env, record))
+    _write(
+        config, new_event("scheduled", config.cluster, job, job_id, config.host, payload, run=run)
+    )
 
 
 def epilog_slurmctld(config: HookConfig, env: dict[str, str], job_id: int) -> None:
@@ -253,12 +273,13 @@ def epilog_slurmctld(config: HookConfig, env: dict[str, str], job_id: int) -> No
         "slurm_record": source,
         **ids,
     }
-    run = _run_of(env, record)
-    _write(config, new_event("completed", config.cluster, job, job_id, config.host, payload,
-                             run=run))
+    run, payload["run_source"] = end_run(config, CONTROLLER, job_id, _restarts(env, record))
+    _write(
+        config, new_event("completed", config.cluster, job, job_id, config.host, payload, run=run)
+    )
     from slurm_hooks.slurm.finalstate import spawn_watcher
 
-    spawn_watcher(config, job, job_id, run)
+    spawn_watcher(config, job, job_id, run, start)
 
 
 def _value(rec: dict[str, str], key: str) -> str | None:
@@ -273,37 +294,69 @@ def _int(rec: dict[str, str], key: str) -> int | None:
     return int(value) if value.isdigit() else None
 
 
-def _run_file(config: HookConfig, node: str, job_id: int) -> str:
-    return os.path.join(config.spool_dir, "runs", node, str(job_id))
+CONTROLLER = "@slurmctld"  # run_dir entry of the controller hooks; "@" is in no node name
 
 
-def node_run(config: HookConfig, env: dict[str, str], node: str, job_id: int, new: bool) -> int:
-    """The run number a node hook uses (see conf/INSTALL.md, "Requeued jobs").
+def _run_file(config: HookConfig, where: str, job_id: int) -> str:
+    # Under run_dir (tmpfs on a real node): only a prolog -> epilog hand-over, per boot.
+    return os.path.join(config.run_dir, where, "runs", str(job_id))
 
-    Slurm 22.05 gives node hooks no restart count, so the node counts its own Prologs
-    of a job id in ``<spool>/runs/<node>/<job_id>``: 0 the first time, +1 on each
-    requeue that lands here again, so a rerun's events never collide with the first's.
-    """
-    from_env = slurmenv.env_int(env, "SLURM_RESTART_COUNT")
-    if from_env is not None:
-        return from_env
-    path = _run_file(config, node, job_id)
+
+def _read_run(path: str) -> int | None:
     try:
         with open(path, "rb") as f:
             raw = f.read().strip()
-        seen = int(raw) if raw.isdigit() else None
     except OSError:
-        seen = None
-    if not new:
-        return seen or 0
-    run = 0 if seen is None else seen + 1
+        return None
+    return int(raw) if raw.isdigit() else None
+
+
+def start_run(config: HookConfig, where: str, job_id: int, run: int | None) -> int:
+    """At a prolog: this run's number, kept in ``<run_dir>/<where>/runs/<job_id>``.
+
+    The matching epilog reads it back, because by then Slurm has already counted a
+    requeue (SLURM_JOB_RESTART_COUNT reads 1 in the epilogs of a requeued first run).
+    ``run`` None (a Slurm that gives no restart count) counts this host's prologs of
+    the job id since boot instead: 0, then +1 for each requeue that lands here again.
+    """
+    path = _run_file(config, where, job_id)
+    if run is None:
+        seen = _read_run(path)
+        run = 0 if seen is None else seen + 1
     try:
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        with open(path, "wb") as f:
-            f.write(b"%d\n" % run)
+        _write_small(path, b"%d\n" % run)
     except OSError as e:
         raise ComputeProofError(f"cannot record run number in {path}: {e.strerror}") from e
     return run
+
+
+def _write_small(path: str, data: bytes) -> None:
+    """Write a small root-only file, creating its directory (0700) only when missing."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        fd = os.open(path, flags, 0o600)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def end_run(config: HookConfig, where: str, job_id: int, fallback: int | None) -> tuple[int, str]:
+    """At an epilog: (run, source), the run its prolog recorded, else ``fallback``."""
+    path = _run_file(config, where, job_id)
+    run = _read_run(path)
+    if run is not None:
+        if fallback is not None:
+            # Slurm counts restarts itself, so the file is only needed until now.
+            try:  # noqa: SIM105 - contextlib costs an import on the hook path
+                os.unlink(path)
+            except OSError:
+                pass
+        return run, "prolog"
+    return (fallback, "env") if fallback is not None else (0, "default")
 
 
 def _node(env: dict[str, str]) -> str:
@@ -316,15 +369,9 @@ def _node(env: dict[str, str]) -> str:
 def _write_binding(path: str, binding: dict[str, object]) -> None:
     from slurm_hooks.receipts.canonical import canonical_bytes
 
-    directory = os.path.dirname(path)
-    os.makedirs(directory, mode=0o700, exist_ok=True)
     tmp = f"{path}.tmp.{os.getpid()}"
     # /run is tmpfs: atomic rename is what matters, fsync would buy nothing.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, canonical_bytes(binding) + b"\n")
-    finally:
-        os.close(fd)
+    _write_small(tmp, canonical_bytes(binding) + b"\n")
     os.rename(tmp, path)
 
 
@@ -334,7 +381,7 @@ def prolog(config: HookConfig, env: dict[str, str], job_id: int) -> None:
 
     node = _node(env)
     job = slurmenv.display_id_from_env(env, job_id)
-    run = node_run(config, env, node, job_id, new=True)
+    run = start_run(config, node, job_id, slurmenv.restart_count(env))
     indices = slurmenv.gpu_indices(env)
     resolution = "none"
     gpus: list[dict[str, object]] = []
@@ -375,12 +422,13 @@ def prolog(config: HookConfig, env: dict[str, str], job_id: int) -> None:
         "slurm_job_gpus": env.get("SLURM_JOB_GPUS"),
         "gpus": gpus,
         "gpu_resolution": resolution,
-        "run_source": "env" if "SLURM_RESTART_COUNT" in env else "node",
+        "run_source": "env" if slurmenv.restart_count(env) is not None else "node",
         "binding_path": config.binding_path(node, job_id),
     }
     # The event first: it is the durable fact; the binding only feeds the agent.
-    _write(config, new_event("started", config.cluster, job, job_id, node, payload, run=run,
-                             time=now))
+    _write(
+        config, new_event("started", config.cluster, job, job_id, node, payload, run=run, time=now)
+    )
     if uid is not None:
         _write_binding(config.binding_path(node, job_id), binding)
 
@@ -391,7 +439,7 @@ def epilog(config: HookConfig, env: dict[str, str], job_id: int) -> None:
 
     node = _node(env)
     job = slurmenv.display_id_from_env(env, job_id)
-    run = node_run(config, env, node, job_id, new=False)
+    run, run_source = end_run(config, node, job_id, slurmenv.restart_count(env))
     summary, source = node_summary(config, node, job_id, AGENT_TIMEOUT)
     exit_code = slurmenv.parse_exit_code(env.get("SLURM_JOB_EXIT_CODE2", ""))
     payload: dict[str, object] = {
@@ -403,7 +451,7 @@ def epilog(config: HookConfig, env: dict[str, str], job_id: int) -> None:
         "signal": exit_code[1] if exit_code else None,
         "gpu_summary": summary,
         "gpu_summary_source": source,
-        "run_source": "env" if "SLURM_RESTART_COUNT" in env else "node",
+        "run_source": run_source,
     }
     event = new_event("node_done", config.cluster, job, job_id, node, payload, run=run)
     try:
@@ -414,9 +462,8 @@ def epilog(config: HookConfig, env: dict[str, str], job_id: int) -> None:
         # An agent answer that canonical JSON refuses must not cost the node_done fact.
         payload["gpu_summary"] = None
         payload["gpu_summary_source"] = f"invalid: {e}"
-        _write(config, new_event("node_done", config.cluster, job, job_id, node, payload,
-                                 run=run))
-    try:
+        _write(config, new_event("node_done", config.cluster, job, job_id, node, payload, run=run))
+    try:  # noqa: SIM105 - contextlib costs an import on the hook path
         os.unlink(config.binding_path(node, job_id))
     except FileNotFoundError:
         pass
@@ -438,9 +485,10 @@ def main(kind: str, environ: dict[str, str] | None = None) -> int:
     strict = False
 
     def on_alarm(signum: int, frame: FrameType | None) -> None:
-        log(kind, f"watchdog: still running after {WATCHDOG_SECONDS} s, giving up", job_id)
+        what = f"watchdog: still running after {WATCHDOG_SECONDS} s, giving up"
+        log(kind, what, job_id)
         if config is not None:
-            count_failure(config.spool_dir)
+            count_failure(config.spool_dir, failure_line(kind, what, job_id))
         os._exit(1 if strict else 0)
 
     _signal.signal(_signal.SIGALRM, on_alarm)
@@ -456,16 +504,46 @@ def main(kind: str, environ: dict[str, str] | None = None) -> int:
             strict = _strict_hint(env)
             raise
         strict = config.strict
+        if kind.endswith("_slurmctld"):
+            _find_slurm_conf()
         handler(config, env, job_id)
         return 0
     except Exception as e:
         # Everything, not only our own errors: a bug here must not drain a node.
         what = str(e) if isinstance(e, ComputeProofError) else f"{type(e).__name__}: {e}"
         log(kind, what, job_id)
-        count_failure(config.spool_dir if config is not None else _default_spool(env))
+        count_failure(
+            config.spool_dir if config is not None else _default_spool(env),
+            failure_line(kind, what, job_id),
+        )
         return 1 if strict else 0
     finally:
         _signal.alarm(0)
+
+
+def _find_slurm_conf() -> None:
+    """Give scontrol/sacct slurmctld's SLURM_CONF: Slurm does not pass it to its hooks.
+
+    Without it the clients only find /etc/slurm/slurm.conf (or DNS SRV records); a site
+    whose slurmctld runs with SLURM_CONF or ``-f FILE`` would see them fail.
+    """
+    if os.environ.get("SLURM_CONF"):
+        return
+    ppid = os.getppid()
+    try:
+        with open(f"/proc/{ppid}/environ", "rb") as f:
+            for item in f.read().split(b"\0"):
+                if item.startswith(b"SLURM_CONF="):
+                    os.environ["SLURM_CONF"] = os.fsdecode(item[11:])
+                    return
+        with open(f"/proc/{ppid}/cmdline", "rb") as f:
+            args = f.read().split(b"\0")
+        for i, arg in enumerate(args[:-1]):
+            if arg == b"-f" and args[i + 1]:
+                os.environ["SLURM_CONF"] = os.fsdecode(args[i + 1])
+                return
+    except OSError:
+        pass
 
 
 def _default_spool(env: dict[str, str]) -> str:

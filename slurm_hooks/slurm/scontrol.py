@@ -76,7 +76,7 @@ def parse_size(text: str, default_unit: str = "M") -> int:
     whole, _, frac = text.partition(".")
     if not whole.isdigit() or (frac and not frac.isdigit()):
         raise SlurmError(f"bad size {text!r}")
-    mult = _UNITS[unit] if unit in _UNITS else 1
+    mult = _UNITS.get(unit, 1)
     # Integer arithmetic only: canonical events carry no floats.
     return int(whole) * mult + (int(frac) * mult // 10 ** len(frac) if frac else 0)
 

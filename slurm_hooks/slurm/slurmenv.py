@@ -3,11 +3,13 @@
 Pure functions over strings, standard library only (the hooks import this).
 
 What Slurm 22.05 really passes (dumped from the test cluster, see conf/INSTALL.md):
-node hooks get SLURM_JOB_ID, SLURMD_NODENAME, SLURM_CONF, SLURM_JOB_UID/GID/USER,
-SLURM_JOB_PARTITION, SLURM_JOB_GPUS, SLURM_HET_JOB_ID (leader only), but neither the
-array ids nor the restart count; controller hooks get SLURM_ARRAY_JOB_ID /
-SLURM_ARRAY_TASK_ID and the job's name, account, node list, but no GPU indices and no
-submit time (those come from one ``scontrol show job``).
+all four hooks get SLURM_JOB_ID, SLURM_JOB_RESTART_COUNT, SLURM_JOB_UID/GID/USER,
+SLURM_JOB_ACCOUNT, SLURM_JOB_PARTITION, SLURM_JOB_WORK_DIR. Node hooks add
+SLURMD_NODENAME, SLURM_CONF, SLURM_JOB_GPUS / CUDA_VISIBLE_DEVICES (this node's GRES
+indices) and SLURM_HET_JOB_ID, but no array ids and no het offset. Controller hooks add
+SLURM_ARRAY_JOB_ID / SLURM_ARRAY_TASK_ID, SLURM_HET_JOB_ID / SLURM_HET_JOB_OFFSET,
+SLURM_JOB_NAME, SLURM_JOB_NODELIST, but no SLURM_CONF, no GPU indices and no submit time
+(those come from one ``scontrol show job``). Epilogs add SLURM_JOB_EXIT_CODE2 "3:0".
 """
 
 from __future__ import annotations
@@ -31,6 +33,12 @@ def job_id_of(env: dict[str, str]) -> int:
     if job_id is None:
         raise SlurmError("SLURM_JOB_ID is missing or not a number: not run by Slurm?")
     return job_id
+
+
+def restart_count(env: dict[str, str]) -> int | None:
+    """The job's restart count (SLURM_JOB_RESTART_COUNT; SLURM_RESTART_COUNT in job envs)."""
+    n = env_int(env, "SLURM_JOB_RESTART_COUNT")
+    return n if n is not None else env_int(env, "SLURM_RESTART_COUNT")
 
 
 def display_id(

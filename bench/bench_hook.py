@@ -1,0 +1,124 @@
+#!/usr/bin/env python3
+"""Benchmark the node Prolog as Slurm runs it, against the bare interpreter's start.
+
+Runs prolog.d/computeproof-prolog N times with a real Slurm 22.05 Prolog environment
+(captured from the test cluster), no PATH, a temporary config, spool, run dir and
+gres.conf with fake GPU character devices (root: mknod), interleaved with
+``<interpreter> -S -c pass`` of the interpreter named in the hook's shebang. Prints JSON:
+median wall ms of each, their ratio (target <= 2.0) and the hook's peak RSS (target
+< 30 MiB). Per-child figures come from os.wait4, so the parent's own size never counts.
+
+    python3 bench/bench_hook.py [-n 200] [--hook prolog|epilog]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+ENV_DUMP = REPO / "tests" / "unit" / "slurm" / "fixtures" / "envdump"
+HOOKS = {
+    "prolog": (REPO / "prolog.d" / "computeproof-prolog", "prolog.9"),
+    "epilog": (REPO / "epilog.d" / "computeproof-epilog", "epilog.9"),
+}
+
+
+def shebang(path: Path) -> list[str]:
+    """The interpreter and flags of an executable script's #! line."""
+    first = path.read_text().splitlines()[0]
+    return first[2:].split()
+
+
+def spawn(argv: list[str], env: dict[str, str]) -> tuple[float, int, int]:
+    """Run argv; return (wall seconds, exit status, peak RSS in KiB) for that child alone."""
+    start = time.perf_counter()
+    pid = os.posix_spawn(argv[0], argv, env)
+    _, status, usage = os.wait4(pid, 0)
+    return time.perf_counter() - start, os.waitstatus_to_exitcode(status), usage.ru_maxrss
+
+
+def make_site(root: Path) -> dict[str, str]:
+    """Config, slurm.conf, gres.conf and /dev/nvidia* char devices under ``root``."""
+    etc, dev = root / "etc", root / "dev"
+    etc.mkdir()
+    dev.mkdir()
+    (etc / "slurm.conf").write_text("ClusterName=bench\n")
+    (etc / "gres.conf").write_text(
+        f"NodeName=c1 Name=gpu Type=a100 File={dev}/nvidia[0-3]\n"
+        f"NodeName=c2 Name=gpu Type=a100 File={dev}/nvidia[4-7]\n"
+    )
+    if os.geteuid() == 0:
+        for minor in range(8):
+            os.mknod(dev / f"nvidia{minor}", 0o600 | 0o020000, os.makedev(195, minor))
+    config = root / "config.toml"
+    config.write_text(f'cluster = "bench"\nspool_dir = "{root}/spool"\nrun_dir = "{root}/run"\n')
+    return {"COMPUTEPROOF_CONFIG": str(config), "SLURM_CONF": str(etc / "slurm.conf")}
+
+
+def main() -> int:
+    """Run the benchmark and print its figures as JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("-n", type=int, default=200, help="runs of each (default 200)")
+    parser.add_argument("--hook", choices=sorted(HOOKS), default="prolog")
+    parser.add_argument("--dir", help="work directory (default: a temporary one)")
+    args = parser.parse_args()
+    exe, dump = HOOKS[args.hook]
+    interpreter = shebang(exe)[0]
+    version = subprocess.run(
+        [interpreter, "-S", "-c", "import sys; print(sys.version.split()[0])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        root = Path(tmp)
+        site = make_site(root)
+        text = (ENV_DUMP / f"{dump}.env").read_text()
+        base_env = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+        base_env.update(site)
+        hook_ms, pass_ms, rss = [], [], []
+        failed = 0
+        for i in range(args.n + 5):
+            # A fresh job id per run, as on a real node; the first runs warm the caches.
+            env = dict(base_env, SLURM_JOB_ID=str(1000 + i), SLURM_JOBID=str(1000 + i))
+            wall, code, maxrss = spawn([str(exe)], env)
+            failed += code != 0
+            p_wall, _, _ = spawn([interpreter, "-S", "-c", "pass"], {})
+            if i >= 5:
+                hook_ms.append(wall * 1000)
+                pass_ms.append(p_wall * 1000)
+                rss.append(maxrss)
+        events = len(list((root / "spool" / "new").glob("*.json")))
+        failures_file = root / "spool" / "hook-failures"
+        hook_failures = int(failures_file.read_text()) if failures_file.exists() else 0
+    median_hook = statistics.median(hook_ms)
+    median_pass = statistics.median(pass_ms)
+    result = {
+        "hook": str(exe.relative_to(REPO)),
+        "interpreter": interpreter,
+        "python": version,
+        "runs": args.n,
+        "median_hook_ms": round(median_hook, 2),
+        "median_python_S_pass_ms": round(median_pass, 2),
+        "ratio": round(median_hook / median_pass, 2),
+        "p90_hook_ms": round(sorted(hook_ms)[int(len(hook_ms) * 0.9)], 2),
+        "peak_rss_mib": round(max(rss) / 1024, 1),
+        "events_written": events,
+        "nonzero_exits": failed,
+        "hook_failures": hook_failures,
+        "target": {"ratio_max": 2.0, "rss_mib_max": 30},
+    }
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""sacct/squeue --json parsing over output captured from the test cluster (22.05.8)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from slurm_hooks.errors import SlurmError
+from slurm_hooks.slurm import slurmcli
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def load(name: str) -> object:
+    return json.loads((FIXTURES / name).read_text())
+
+
+def by_id(records: list[slurmcli.AccountingRecord]) -> dict[int, slurmcli.AccountingRecord]:
+    return {r["job_id"]: r for r in records}
+
+
+def test_sacct_records() -> None:
+    recs = by_id(slurmcli.parse_sacct_json(load("sacct_18_19_22.json")))
+    failed = recs[18]
+    assert failed["job"] == "18"
+    assert failed["state"] == "FAILED"
+    assert failed["nodes"] == ["c1", "c2"]
+    assert failed["gpus"] == 4
+    assert failed["tres_allocated"]["mem"] == 1000 << 20
+    assert failed["tres_allocated"]["gres/gpu:a100"] == 4
+    assert (failed["start_epoch"], failed["end_epoch"], failed["elapsed_s"]) == (
+        1795625919,
+        1795625921,
+        2,
+    )
+    assert failed["start_time"] == "2026-11-25T16:58:39Z"
+    assert failed["user"] == "root" and failed["account"] == "root"
+    assert failed["array_job_id"] is None and failed["het_job_id"] is None
+    # The 22.05 JSON bug: the job record says 0 although the job exited 3.
+    assert failed["exit_code"] == 0
+    assert recs[19]["job"] == "19_2" and recs[23]["job"] == "19_1"
+    cancelled = recs[22]
+    assert cancelled["state"] == "CANCELLED"
+    assert cancelled["nodes"] == [] and cancelled["gpus"] == 0
+    assert cancelled["start_epoch"] is None
+
+
+def local(epoch: int) -> str:
+    """Epoch seconds as sacct prints them (local time, no zone)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(epoch))
+
+
+def test_sacct_exit_codes_from_text() -> None:
+    text = f"18|{local(1000)}|3:0\n18|{local(2000)}|0:0\n22|None|0:9\nbad\n23|x|1:0\n"
+    assert slurmcli.parse_sacct_exit_codes(text) == {
+        (18, 1000): (3, 0),
+        (18, 2000): (0, 0),
+        (22, None): (0, 9),
+    }
+
+
+def test_requeued_job_runs_are_picked_by_start() -> None:
+    runs: list[slurmcli.AccountingRecord] = [
+        {"job_id": 85, "state": "REQUEUED", "start_epoch": 100},
+        {"job_id": 85, "state": "COMPLETED", "start_epoch": 200},
+    ]
+    assert slurmcli.pick_run(runs, 100) == runs[0]
+    assert slurmcli.pick_run(runs, None) == runs[1]
+    assert slurmcli.pick_run(runs, 150) is None
+    assert slurmcli.pick_run([], None) is None
+
+
+def test_squeue_records() -> None:
+    recs = by_id(slurmcli.parse_squeue_json(load("squeue_all.json")))
+    assert recs[18]["state"] == "FAILED"
+    assert (recs[18]["exit_code"], recs[18]["signal"]) == (3, 0)  # wait status 768
+    assert recs[18]["reason"] == "NonZeroExitCode"
+    assert recs[18]["gpus"] == 4 and recs[18]["elapsed_s"] == 2
+    assert recs[21]["job"] == "20+1" and recs[20]["job"] == "20+0"
+    assert recs[23]["job"] == "19_1"
+    assert recs[13]["state"] == "RUNNING"
+
+
+def test_newer_integer_wrappers() -> None:
+    data = {
+        "jobs": [
+            {
+                "job_id": 7,
+                "array": {"job_id": 0, "task_id": {"set": False, "number": 0}},
+                "het": {"job_id": 0, "job_offset": {"set": False, "number": 0}},
+                "state": {"current": ["TIMEOUT"], "reason": "None"},
+                "exit_code": {
+                    "status": ["SIGNALED"],
+                    "return_code": {"set": True, "number": 0},
+                    "signal": {"id": {"set": True, "number": 15}, "name": "TERM"},
+                },
+                "time": {"start": 100, "end": 160, "elapsed": 60, "submission": 90},
+                "nodes": "c1",
+                "tres": {"allocated": [{"type": "gres", "name": "gpu", "count": 1}]},
+            }
+        ]
+    }
+    (rec,) = slurmcli.parse_sacct_json(data)
+    assert rec["state"] == "TIMEOUT"
+    assert rec["array_task_id"] is None
+    assert rec["gpus"] == 1 and rec["elapsed_s"] == 60
+
+
+def test_not_sacct_output() -> None:
+    with pytest.raises(SlurmError):
+        slurmcli.parse_sacct_json({"errors": []})
+    with pytest.raises(SlurmError):
+        slurmcli.parse_squeue_json([])
+
+
+def test_missing_binary_is_slurm_error(tmp_path: Path) -> None:
+    cli = slurmcli.SlurmCli(str(tmp_path), timeout=1)
+    with pytest.raises(SlurmError):
+        cli.job_live(1)
+
+
+def _fake_bin(tmp_path: Path, name: str, script: str) -> None:
+    path = tmp_path / name
+    path.write_text("#!/bin/sh\n" + script)
+    path.chmod(0o755)
+
+
+def test_cli_merges_text_exit_codes(tmp_path: Path) -> None:
+    fixture = FIXTURES / "sacct_18_19_22.json"
+    _fake_bin(
+        tmp_path,
+        "sacct",
+        f'case "$*" in *--json*) cat {fixture};; *) echo "18|{local(1795625919)}|3:0";; esac\n',
+    )
+    cli = slurmcli.SlurmCli(str(tmp_path), timeout=5)
+    rec = cli.job_accounting(18)
+    assert rec is not None and (rec["exit_code"], rec["signal"]) == (3, 0)
+    assert cli.job_accounting(999) is None
+
+
+def test_cli_purged_job_is_none(tmp_path: Path) -> None:
+    _fake_bin(
+        tmp_path, "squeue", 'echo "slurm_load_jobs error: Invalid job id specified" >&2; exit 1\n'
+    )
+    _fake_bin(tmp_path, "sacct", 'case "$*" in *--json*) echo \'{"jobs": []}\';; esac\n')
+    cli = slurmcli.SlurmCli(str(tmp_path), timeout=5)
+    assert cli.job_live(5) is None
+    assert cli.job_state(5) is None

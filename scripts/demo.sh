@@ -8,9 +8,11 @@
 # `docker-slurm/cluster down`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+START="$(date -u +%Y-%m-%dT%H:%M:%S)"
 REPO="$PWD"
 OUT="${DEMO_OUT:-$REPO/demo-out}"
-PY="${PYTHON:-python3}"
+PY="$("${PYTHON:-python3}" -c 'import sys; print(sys.executable)')" # the real interpreter, not a shim
+JOBTOOL="$REPO/bin/computeproof-job" # stdlib only: runs as any job user
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 say "bringing up the test cluster (docker-slurm/cluster up)"
@@ -27,15 +29,18 @@ sed -i -E 's/util=[0-9]+ mem_util=[0-9]+ mem_used=[0-9]+ power=[0-9]+/util=40 me
 mkdir -p "$OUT" && chmod 777 "$OUT"
 say "submitting GPU jobs as cpalice (physics), cpbob (biology), cpcarol (chemistry)"
 sub() { sbatch --parsable -D "$OUT" -o "$OUT/slurm-%j.out" "$@"; }
-train=$(sub --uid=cpalice -A physics -w c1 --gres=gpu:a100:2 -J train-llm \
-    --wrap 'computeproof_progress() { '"$PY"' -m slurm_hooks.cli progress "$@"; };
-            cd '"$REPO"'; echo epoch 1 > '"$OUT"'/model-$SLURM_JOB_ID.ckpt; sleep 6;
-            computeproof_progress --percent 50 --epoch 1/2 --message "loss 0.42";
-            sleep 6; '"$PY"' -m slurm_hooks.cli artifact '"$OUT"'/model-$SLURM_JOB_ID.ckpt')
+train=$(sub --uid=cpalice -A physics -w c1 --gres=gpu:a100:2 -J train-llm --wrap "
+    sleep 5; $JOBTOOL progress --percent 50 --epoch 1/2 --message 'loss 0.42'
+    echo weights-after-epoch-2 > $OUT/model-\$SLURM_JOB_ID.ckpt; sleep 5
+    $JOBTOOL progress --percent 100 --epoch 2/2 --message 'loss 0.17'
+    $JOBTOOL artifact $OUT/model-\$SLURM_JOB_ID.ckpt")
 multi=$(sub --uid=cpbob -A biology -N2 --gres=gpu:a100:1 -J fold-protein --wrap 'sleep 10')
 fail=$(sub --uid=cpcarol -A chemistry --gres=gpu:1 -J bad-input --wrap 'sleep 3; exit 3')
 array=$(sub --uid=cpalice -A biology --gres=gpu:1 --array=0-1 -J sweep --wrap 'sleep 4')
 echo "jobs: $train (2 GPUs), $multi (2 nodes), $fail (fails), ${array}_0 ${array}_1 (array)"
+
+say "a progress report from outside any job is refused (the agent ties callers to jobs)"
+su cpalice -s /bin/sh -c "SLURMD_NODENAME=c1 $JOBTOOL progress --percent 99" || true
 
 say "waiting for the jobs and for Slurm's final states"
 for _ in $(seq 1 90); do
@@ -52,8 +57,8 @@ for _ in 1 2 3 4 5; do
     sleep 3
 done
 
-say "jobs with receipts (computeproof jobs list --since today)"
-cp jobs list --since "$(date -u +%Y-%m-%d)"
+say "jobs with receipts (computeproof jobs list --since $START)"
+cp jobs list --since "$START"
 
 say "lifecycle of job $train (computeproof jobs show $train)"
 cp jobs show "$train"
@@ -70,16 +75,16 @@ cp ledger verify
 cp ledger checkpoint >"$OUT/checkpoint.txt"
 cat "$OUT/checkpoint.txt"
 
-say "usage report for today, by account and user (HTML + JSON), then verified"
-today="$(date -u +%Y-%m-%d)"
-cp report --from "$today" --to "$today" --group-by account,user \
+say "usage report for the demo's jobs, by account and user (HTML + JSON), then verified"
+END="$(date -u +%Y-%m-%dT%H:%M:%S -d '+1 minute')"
+cp report --from "$START" --to "$END" --group-by account,user \
     --ratecard conf/ratecard.toml --grants conf/grants.toml -o "$OUT/report.html"
-cp report --from "$today" --to "$today" --group-by account,user \
+cp report --from "$START" --to "$END" --group-by account,user \
     --ratecard conf/ratecard.toml --grants conf/grants.toml -o "$OUT/report.json"
 cp report verify "$OUT/report.json"
 
 say "reconcile against Slurm accounting (sacct)"
-cp reconcile --since "$today" || echo "(reconcile found differences: see above)"
+cp reconcile --since "$START" || echo "(reconcile found differences: see above)"
 
 say "done"
 echo "receipts, checkpoint and reports are in $OUT; open $OUT/report.html in a browser."

@@ -43,8 +43,12 @@ make_dirs() {
     mkdir -p -m 0700 "$CP_MUNGE_DIR"
     chmod 0700 "$CP_MUNGE_DIR"
     chmod 0755 "$CP_CLUSTER_DIR"
-    # The hooks' spool, run dir and keys are root-only, as on a real node.
-    mkdir -p -m 0700 "$CP_CPROOF_DIR/spool" "$CP_CPROOF_DIR/run" "$CP_CPROOF_DIR/enrolled"
+    # The hooks' spool and keys are root-only, as on a real node. The run dir stays
+    # traversable: job users reach the agent's socket in run/NODE/ (the job bindings in
+    # run/NODE/jobs/ are root-only).
+    mkdir -p -m 0700 "$CP_CPROOF_DIR/spool" "$CP_CPROOF_DIR/enrolled"
+    mkdir -p "$CP_CPROOF_DIR/run"
+    chmod 0755 "$CP_CPROOF_DIR/run"
 }
 
 make_munge_key() {

@@ -86,3 +86,37 @@ def open_artifacts(paths: Sequence[str]) -> tuple[list[str], list[int]]:
             os.close(fd)
         raise AgentError(f"cannot open {e.filename}: {e.strerror}") from e
     return absolute, fds
+
+
+def record_progress(
+    socket_path: str,
+    percent: int | None = None,
+    epoch: int | None = None,
+    epochs: int | None = None,
+    message: str | None = None,
+) -> dict[str, object]:
+    """Ask the agent to record the calling job's progress; return the recorded event."""
+    reply = request(
+        socket_path,
+        {"op": "progress", "percent": percent, "epoch": epoch, "epochs": epochs,
+         "message": message},
+    )  # fmt: skip
+    event = reply.get("event")
+    assert isinstance(event, dict)
+    return event
+
+
+def record_artifacts(socket_path: str, paths: Sequence[str]) -> dict[str, object]:
+    """Ask the agent to hash the calling job's output files; return the recorded event.
+
+    The files are opened here, as the caller, and passed as descriptors: the agent hashes
+    only what the job itself can read."""
+    absolute, fds = open_artifacts(paths)
+    try:
+        reply = request(socket_path, {"op": "artifact", "paths": absolute}, fds=fds, timeout=600)
+    finally:
+        for fd in fds:
+            os.close(fd)
+    event = reply.get("event")
+    assert isinstance(event, dict)
+    return event

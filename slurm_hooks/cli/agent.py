@@ -174,22 +174,16 @@ def progress(
     as_json: bool,
 ) -> None:
     """Record the job's progress (run inside the job)."""
-    from slurm_hooks.agent.client import request
+    from slurm_hooks.agent.client import record_progress
 
     config = state.config  # type: ignore[attr-defined]
     done, total = _epoch(epoch)
-    msg: dict[str, object] = {
-        "op": "progress",
-        "percent": percent,
-        "epoch": done,
-        "epochs": total,
-        "message": message,
-    }
-    reply = run(lambda: request(config.agent_socket_path(node or config.host), msg))
+    path = config.agent_socket_path(node or config.host)
+    event = run(lambda: record_progress(path, percent, done, total, message))
     if as_json:
-        echo_json(reply["event"])
+        echo_json(event)
     else:
-        click.echo(f"recorded progress (seq {reply['event']['seq']})")  # type: ignore[index]
+        click.echo(f"recorded progress (seq {event['seq']})")
 
 
 @main.command("artifact")
@@ -199,27 +193,11 @@ def progress(
 @pass_state
 def artifact(state: object, node: str | None, paths: tuple[str, ...], as_json: bool) -> None:
     """Record output files' SHA-256 and size (run inside the job)."""
-    import os
-
-    from slurm_hooks.agent.client import open_artifacts, request
+    from slurm_hooks.agent.client import record_artifacts
 
     config = state.config  # type: ignore[attr-defined]
-
-    def work() -> dict[str, object]:
-        absolute, fds = open_artifacts(paths)
-        try:
-            return request(
-                config.agent_socket_path(node or config.host),
-                {"op": "artifact", "paths": absolute},
-                fds=fds,
-                timeout=600,
-            )
-        finally:
-            for fd in fds:
-                os.close(fd)
-
-    reply = run(work)
-    event = reply["event"]
+    path = config.agent_socket_path(node or config.host)
+    event = run(lambda: record_artifacts(path, paths))
     if as_json:
         echo_json(event)
         return

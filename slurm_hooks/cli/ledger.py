@@ -571,7 +571,10 @@ def _event_detail(etype: str, payload: dict[str, Any]) -> str:
         bits = [f"{k}={payload[k]}" for k in ("percent", "epoch", "message") if k in payload]
         return " ".join(bits) or "GPU sample summary"
     if etype == "artifact":
-        return f"{payload.get('path', '?')} sha256 {str(payload.get('sha256', ''))[:16]}"
+        return "; ".join(
+            f"{a.get('path')} sha256 {str(a.get('sha256'))[:16]}... {a.get('size')} bytes"
+            for a in payload.get("artifacts") or []
+        )
     if etype == "node_done":
         src = payload.get("gpu_summary_source", "?")
         return f"GPU summary from {src}"
@@ -657,7 +660,7 @@ def receipt_verify(file: str, ledger_key: str | None, as_json: bool) -> None:
     else:
         life = ", ".join(f"{k} x{v}" for k, v in sorted(report.lifecycle.items()))
         click.echo(
-            f"VALID receipt for {report.job_key}: {len(report.events)} events "
+            f"VALID receipt for job {report.job} ({report.job_key}): {len(report.events)} events "
             f"({life}) included in checkpoint of size {report.checkpoint_size}"
         )
 

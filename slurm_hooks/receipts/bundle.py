@@ -105,6 +105,7 @@ class BundleReport:
 
     job_key: str
     checkpoint_size: int
+    job: str = ""  # Slurm's display id ("100_4")
     events: list[dict[str, object]] = field(default_factory=list)
     disclosed: dict[str, dict[str, object]] = field(default_factory=dict)
     lifecycle: dict[str, int] = field(default_factory=dict)
@@ -165,7 +166,9 @@ def verify_bundle(data: bytes | str, trusted_ledger_key: bytes | None = None) ->
     assert isinstance(entries, list)
     if not entries:
         raise BundleError("receipt has no entries")
-    report = BundleReport(job_key=want_key, checkpoint_size=cp.size)
+    report = BundleReport(
+        job_key=want_key, checkpoint_size=cp.size, job=str(_field(job, "job", str, "job"))
+    )
     seen: set[str] = set()
     last_index = -1
     for i, entry in enumerate(entries):

@@ -110,6 +110,12 @@ def load_config(
         data = {}
     except PermissionError as e:
         raise ConfigError(f"config file {path} is not readable: permission denied") from e
+    except IsADirectoryError as e:
+        raise ConfigError(f"config path {path} is a directory; point it at a TOML file") from e
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from e
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: invalid TOML: {e}") from e
     for name, value in data.items():

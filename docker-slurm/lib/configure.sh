@@ -232,7 +232,10 @@ link_etc_config() {
 # first checkpoint (load_or_create_signer), so only the host key is made here.
 init_keys() {
     local host_key="$CP_CPROOF_DIR/host.key"
-    cli() { (cd "$CP_REPO" && PYTHONPATH="$CP_REPO${PYTHONPATH:+:$PYTHONPATH}" python3 -m slurm_hooks.cli "$@"); }
+    # the package beside these scripts (CP_REPO may point elsewhere for the hooks' paths)
+    local pkg
+    pkg="$(cd "$CP_LIB_DIR/../.." && pwd)"
+    cli() { (cd "$pkg" && PYTHONPATH="$pkg${PYTHONPATH:+:$PYTHONPATH}" python3 -m slurm_hooks.cli "$@"); }
     if [[ ! -s "$host_key" ]]; then
         log "creating host key $host_key"
         cli keys init --out "$host_key" >/dev/null || die "'computeproof keys init --out $host_key' failed"

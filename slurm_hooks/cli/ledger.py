@@ -736,8 +736,8 @@ def spool_status(state: State, as_json: bool) -> None:
         hook_failures = 0
         try:
             with open(os.path.join(sp.path, "hook-failures")) as f:
-                hook_failures = sum(1 for _ in f)
-        except OSError:
+                hook_failures = int(f.read().strip() or 0)  # the hooks keep a counter
+        except (OSError, ValueError):
             pass
         return {
             "spool": sp.path,

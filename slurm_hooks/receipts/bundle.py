@@ -25,10 +25,11 @@ from typing import Any
 
 from slurm_hooks.errors import BundleError, ReceiptError
 from slurm_hooks.receipts import merkle
+from slurm_hooks.receipts.canonical import canonical_bytes
 from slurm_hooks.receipts.checkpoint import Checkpoint, open_checkpoint
-from slurm_hooks.receipts.envelope import verify_envelope
+from slurm_hooks.receipts.envelope import b64decode_strict, verify_envelope
 from slurm_hooks.receipts.event import job_key
-from slurm_hooks.receipts.keys import format_public_key, key_id, parse_public_key
+from slurm_hooks.receipts.keys import format_public_key, key_id, parse_public_key, verify
 from slurm_hooks.receipts.privacy import check_opening
 
 FORMAT = "computeproof.receipt/v1"
@@ -94,6 +95,14 @@ def export_bundle(ledger: object, job: str, disclose: bool = False) -> dict[str,
         "entries": entries,
         "anchors": [],
     }
+    bundle["index"] = sign_index(
+        ledger.signer(),
+        receipt_index(
+            bundle,
+            [leaf.index for leaf in leaves if leaf.index < cp.size],
+            [leaf.event_id for leaf in leaves if leaf.index < cp.size],
+        ),
+    )  # fmt: skip
     if disclosures:
         bundle["disclosures"] = disclosures
     return bundle
@@ -120,8 +129,45 @@ def _field(obj: object, name: str, kind: type, where: str) -> Any:
     return value
 
 
+INDEX_CONTEXT = b"computeproof receipt index v1\n"
+
+
+def receipt_index(
+    bundle: dict[str, Any], leaf_indices: list[int], event_ids: list[str]
+) -> dict[str, object]:
+    """The ledger's statement of which leaves are the job run's events at the checkpoint.
+
+    Signed by the ledger key, it makes a bundle complete: dropping an entry, or relabelling
+    the job, no longer verifies."""
+    job, log = bundle["job"], bundle["log"]
+    return {
+        "origin": log["origin"],
+        "checkpoint_size": log["size"],
+        "root": log["root"],
+        "job": {k: job[k] for k in ("cluster", "job", "job_id", "run", "job_key")},
+        "entries": [{"leaf_index": i, "event_id": e} for i, e in zip(leaf_indices, event_ids,
+                                                                      strict=True)],
+    }  # fmt: skip
+
+
+def sign_index(signer: Any, statement: dict[str, object]) -> dict[str, object]:
+    """The signed receipt index: the statement and the ledger's Ed25519 signature."""
+    sig = signer.sign(INDEX_CONTEXT + canonical_bytes(statement))
+    return {"statement": statement, "signature": base64.b64encode(sig).decode()}
+
+
 def verify_bundle(data: bytes | str, trusted_ledger_key: bytes | None = None) -> BundleReport:
     """Verify a receipt bundle offline; raise BundleError naming what and where."""
+    try:
+        return _verify_bundle(data, trusted_ledger_key)
+    except BundleError:
+        raise
+    except (ValueError, TypeError, AttributeError, KeyError, UnicodeError) as e:
+        # untrusted input: whatever slipped past the field checks is still one clear line
+        raise BundleError(f"malformed receipt: {type(e).__name__}: {e}") from e
+
+
+def _verify_bundle(data: bytes | str, trusted_ledger_key: bytes | None) -> BundleReport:
     try:
         bundle = json.loads(data)
     except (ValueError, UnicodeDecodeError) as e:
@@ -137,7 +183,7 @@ def verify_bundle(data: bytes | str, trusted_ledger_key: bytes | None = None) ->
     origin = str(_field(log, "origin", str, "log"))
     try:
         ledger_key = parse_public_key(str(_field(log, "ledger_key", str, "log")))
-        root = base64.b64decode(str(_field(log, "root", str, "log")), validate=True)
+        root = b64decode_strict(str(_field(log, "root", str, "log")), "log root")
     except (ReceiptError, binascii.Error) as e:
         raise BundleError(f"log: {e}") from e
     if trusted_ledger_key is not None and ledger_key != trusted_ledger_key:
@@ -178,11 +224,14 @@ def verify_bundle(data: bytes | str, trusted_ledger_key: bytes | None = None) ->
         if index <= last_index:
             raise BundleError(f"{where}: entries are not in increasing leaf order")
         last_index = index
-        envelope = str(_field(entry, "envelope", str, where)).encode("utf-8")
+        try:
+            envelope = str(_field(entry, "envelope", str, where)).encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise BundleError(f"{where}: envelope is not valid Unicode text") from e
         try:
             opened = verify_envelope(envelope, keys)
             proof = [
-                base64.b64decode(str(h), validate=True)
+                b64decode_strict(str(h), "inclusion proof hash")
                 for h in _field(entry, "inclusion_proof", list, where)
             ]
             merkle.verify_inclusion(merkle.leaf_hash(envelope), index, cp.size, proof, cp.root)
@@ -210,9 +259,44 @@ def verify_bundle(data: bytes | str, trusted_ledger_key: bytes | None = None) ->
         payload = by_id[eid]["payload"]
         assert isinstance(payload, dict)
         for name, opening in fields.items():
+            if not isinstance(opening, dict):
+                raise BundleError(f"disclosures[{eid}][{name}]: opening must be an object")
             try:
                 value = check_opening(payload.get(name), opening)
             except ReceiptError as e:
                 raise BundleError(f"disclosures[{eid}][{name}]: {e}") from e
             report.disclosed.setdefault(eid, {})[name] = value
+    _check_index(bundle, report, ledger_key)
     return report
+
+
+def _check_index(bundle: dict[str, Any], report: BundleReport, ledger_key: bytes) -> None:
+    """The signed index must name exactly this job and exactly these entries."""
+    index = _field(bundle, "index", dict, "receipt")
+    statement = _field(index, "statement", dict, "index")
+    try:
+        sig = b64decode_strict(str(_field(index, "signature", str, "index")), "index signature")
+    except ReceiptError as e:
+        raise BundleError(f"index: {e}") from e
+    if not verify(ledger_key, sig, INDEX_CONTEXT + canonical_bytes(statement)):
+        raise BundleError("index: the ledger's signature over the receipt index does not verify")
+    want = receipt_index(
+        bundle,
+        [int(e["leaf_index"]) for e in report.events],  # type: ignore[call-overload]
+        [str(e["id"]) for e in report.events],
+    )
+    for name in ("origin", "checkpoint_size", "root", "job"):
+        if statement.get(name) != want[name]:
+            raise BundleError(f"index: the signed {name} differs from the bundle's")
+    if statement.get("entries") != want["entries"]:
+        signed = {
+            e.get("leaf_index") for e in statement.get("entries") or [] if isinstance(e, dict)
+        }
+        have = {int(e["leaf_index"]) for e in report.events}  # type: ignore[call-overload]
+        missing = sorted(i for i in signed - have if isinstance(i, int))
+        raise BundleError(
+            "index: entries differ from the ledger's signed list of this job's events"
+            + (f" (missing leaves {missing})" if missing else "")
+        )
+    if bundle["job"]["job_key"] != report.job_key:
+        raise BundleError(f"job: job_key {bundle['job']['job_key']!r} is not {report.job_key!r}")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from slurm_hooks.errors import CanonicalError, SignatureError, UnknownKeyError
-from slurm_hooks.receipts.canonical import canonical_bytes
+from slurm_hooks.receipts.canonical import MAX_SAFE_INTEGER, canonical_bytes
 from slurm_hooks.receipts.event import check_event, job_key
 from slurm_hooks.receipts.keys import Signer, verify
 
@@ -84,7 +84,27 @@ def _reject_constant(text: str) -> float:
     raise CanonicalError(f"{text} is not valid canonical JSON")
 
 
-_DECODER = json.JSONDecoder(parse_float=_reject_float, parse_constant=_reject_constant)
+def _parse_int(text: str) -> int:
+    value = int(text)
+    if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+        raise CanonicalError(f"integer {text} is outside the I-JSON range +-(2**53-1)")
+    return value
+
+
+_DECODER = json.JSONDecoder(
+    parse_float=_reject_float, parse_constant=_reject_constant, parse_int=_parse_int
+)
+
+
+def b64decode_strict(text: str, what: str) -> bytes:
+    """Standard base64 with padding, in its one canonical spelling (unused bits zero)."""
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise CanonicalError(f"{what} is not valid base64: {e}") from e
+    if base64.b64encode(raw).decode("ascii") != text:
+        raise CanonicalError(f"{what} is not in canonical base64 form")
+    return raw
 
 
 def _loads(data: bytes, what: str) -> object:
@@ -95,10 +115,17 @@ def _loads(data: bytes, what: str) -> object:
 
 
 def _is_canonical(value: object, data: bytes) -> bool:
-    # json.dumps with sorted keys equals RFC 8785 for integer-only data unless keys hold
-    # characters above U+FFFF (UTF-16 order differs); the exact encoder decides then.
-    fast = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return fast.encode() == data or canonical_bytes(value) == data
+    # json.dumps with sorted keys equals RFC 8785 for this integer-only data when every
+    # character is in the BMP (code-point order = UTF-16 order); anything else, and any
+    # mismatch, goes through the exact encoder.
+    try:
+        if data.isascii():
+            fast = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+            if fast.encode() == data:
+                return True
+        return canonical_bytes(value) == data
+    except (UnicodeError, CanonicalError):
+        return False
 
 
 _HEX = frozenset("0123456789abcdef")
@@ -138,11 +165,8 @@ def open_envelope(data: bytes) -> Opened:
     payload_b64, kid, sig_b64 = parts
     if not _HEX.issuperset(kid):
         raise SignatureError("envelope signature key id is not a 64-digit hex SHA-256")
-    try:
-        payload = base64.b64decode(payload_b64, validate=True)
-        signature = base64.b64decode(sig_b64, validate=True)
-    except binascii.Error as e:
-        raise CanonicalError(f"envelope payload or signature is not valid base64: {e}") from e
+    payload = b64decode_strict(payload_b64, "envelope payload")
+    signature = b64decode_strict(sig_b64, "envelope signature")
     return _open_statement(payload, kid, signature)
 
 
@@ -163,11 +187,8 @@ def _open_envelope_json(data: bytes) -> Opened:
         raise SignatureError("envelope signature key id is not a 64-digit hex SHA-256")
     if not isinstance(sig_b64, str) or not isinstance(payload_b64, str):
         raise CanonicalError("envelope payload and signature must be base64 strings")
-    try:
-        payload = base64.b64decode(payload_b64, validate=True)
-        signature = base64.b64decode(sig_b64, validate=True)
-    except binascii.Error as e:
-        raise CanonicalError(f"envelope payload or signature is not valid base64: {e}") from e
+    payload = b64decode_strict(payload_b64, "envelope payload")
+    signature = b64decode_strict(sig_b64, "envelope signature")
     expected = (
         f'{{"payload":"{payload_b64}","payloadType":"{PAYLOAD_TYPE}",'
         f'"signatures":[{{"keyid":"{kid}","sig":"{sig_b64}"}}]}}'

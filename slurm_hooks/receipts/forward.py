@@ -63,10 +63,16 @@ def forward_spool(
         for path, event in events:
             payload = event["payload"]
             assert isinstance(payload, dict)
-            committed, opened = commit_fields(
-                payload, private_fields, str(event["id"]), signer.salt_secret
-            )
-            envelopes.append(sign_event({**event, "payload": committed}, signer))
+            try:
+                committed, opened = commit_fields(
+                    payload, private_fields, str(event["id"]), signer.salt_secret
+                )
+                envelopes.append(sign_event({**event, "payload": committed}, signer))
+            except ReceiptError as e:  # e.g. a float in the payload: never signable
+                spool.fail(path, f"cannot sign event: {e}")
+                result.failed += 1
+                result.errors.append(f"{os.path.basename(path)}: {e}")
+                continue
             openings.append(opened)
             kept.append(path)
         if not envelopes:

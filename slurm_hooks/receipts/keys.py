@@ -92,9 +92,15 @@ def write_key(path: str, signer: Signer, overwrite: bool = False) -> None:
     parent = os.path.dirname(os.path.abspath(path))
     try:
         os.makedirs(parent, mode=0o700, exist_ok=True)
+    except OSError as e:
+        raise KeyError_(f"cannot write key file {path}: cannot create directory {parent}: "
+                        f"{e.strerror}") from e  # fmt: skip
+    try:
         fd = os.open(path, flags, 0o600)
     except FileExistsError as e:
         raise KeyError_(f"key file {path} already exists; use --force to replace it") from e
+    except NotADirectoryError as e:
+        raise KeyError_(f"cannot write key file {path}: a parent path is not a directory") from e
     except OSError as e:
         raise KeyError_(f"cannot write key file {path}: {e.strerror}") from e
     with os.fdopen(fd, "wb") as f:

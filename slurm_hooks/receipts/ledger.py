@@ -10,6 +10,7 @@ envelope again is a no-op, a different envelope for an existing event id is refu
 from __future__ import annotations
 
 import base64
+import bisect
 import json
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -66,9 +67,11 @@ class VerifyReport:
     problems: list[str] = field(default_factory=list)
     checkpoints: int = 0
     signatures: int = 0
+    bad_leaves: list[int] = field(default_factory=list)
 
     def bad(self, index: int, problem: str) -> None:
         """Record a problem at a leaf index."""
+        self.bad_leaves.append(index)
         self.ok = False
         if self.first_bad_index is None or index < self.first_bad_index:
             self.first_bad_index = index
@@ -364,8 +367,8 @@ class Ledger:
         """
         signer = self.signer()
         size = self.size()
-        root = self.root(size)
         previous = self.store.checkpoints()
+        last_size = 0
         if previous:
             last = previous[-1]
             if last.size > size or self.root(last.size) != last.root:
@@ -375,10 +378,36 @@ class Ledger:
                 )
             if last.size == size:
                 return last
+            last_size = last.size
+        root = self._root_from_envelopes(last_size, size)
         note = sign_checkpoint(Checkpoint(self.origin, size, root), self.origin, signer.private_key)
         row = CheckpointRow(size, root, note, utc_now())
         self.store.add_checkpoint(row)
         return row
+
+    def _root_from_envelopes(self, start: int, size: int) -> bytes:
+        """The root at ``size`` from the checkpointed compact range of [0, start) and the
+        leaves after it re-hashed from their envelopes; every stored node those leaves
+        produce must match, so a tampered node is never signed into a checkpoint."""
+        keys = merkle.frontier_keys(start)
+        have = self.store.read_nodes(keys)
+        frontier = [have[k] for k in keys]
+        hashes = [merkle.leaf_hash(leaf.envelope) for leaf in self.store.leaves(start, size)]
+        if len(hashes) != size - start:
+            raise CheckpointError(
+                f"leaves {start}..{size - 1} are not all present: refusing to sign; "
+                "run `computeproof ledger verify`"
+            )
+        nodes, frontier = merkle.nodes_to_store(start, hashes, frontier)
+        stored = self.store.read_nodes([k for k, _ in nodes])
+        for (level, index), h in nodes:
+            if stored.get((level, index)) != h:
+                raise CheckpointError(
+                    f"stored Merkle node ({level}, {index}) over leaves from {index << level} "
+                    "does not match the envelopes: refusing to sign; run "
+                    "`computeproof ledger verify`"
+                )
+        return merkle.root_from_frontier(frontier)
 
     def latest_checkpoint(self) -> CheckpointRow:
         """The newest checkpoint that covers the whole log, signing one if needed."""
@@ -468,9 +497,11 @@ class Ledger:
                 progress(len(level0), size)
 
         for row in self.store.leaves():
-            while expect < row.index:  # a gap: keep positions aligned for the tree check
-                level0.append(b"")
-                expect += 1
+            if expect < row.index:  # a gap: keep positions aligned for the tree check
+                flush()
+                while expect < row.index:
+                    level0.append(b"")
+                    expect += 1
             batch.append(row)
             expect += 1
             if len(batch) >= CHUNK * max(1, self.workers) * 4:
@@ -493,23 +524,38 @@ class Ledger:
         rebuilt levels."""
         levels: list[list[bytes]] = []
         level, current = 0, level0
+        explained: list[int] = []  # leaf indices already reported, sorted
+
+        def unexplained(first: int, end: int) -> bool:
+            at = bisect.bisect_left(explained, first)
+            return at == len(explained) or explained[at] >= end
+
         while current:
+            explained = sorted(set(explained) | set(report.bad_leaves))
             levels.append(current)
             stored = dict(self.store.nodes_at_level(level))
             for i, h in enumerate(current):
-                if stored.get(i) != h:
+                if stored.get(i) != h and unexplained(i << level, (i + 1) << level):
                     where = "leaf hash" if level == 0 else f"node ({level}, {i})"
                     report.bad(
                         i << level,
                         f"{where} stored for leaf {i << level} does not match the recomputed hash",
                     )
             for i in stored:
-                if i >= len(current):
-                    report.bad(i << level, f"node ({level}, {i}) lies beyond the log's end")
+                if i >= len(current):  # reported at the first leaf past the end it claims
+                    report.bad(
+                        max(i << level, len(level0)),
+                        f"node ({level}, {i}) lies beyond the log's end",
+                    )
             current = [
                 merkle.node_hash(current[i], current[i + 1]) for i in range(0, len(current) - 1, 2)
             ]
             level += 1
+        for i, _ in self.store.nodes_at_level(level):  # the level above the top, or an empty log
+            report.bad(
+                max(i << level, len(level0)), f"node ({level}, {i}) lies beyond the log's end"
+            )
+            break
         return levels
 
     def _verify_checkpoints(self, levels: list[list[bytes]], report: VerifyReport) -> None:
@@ -539,7 +585,9 @@ class Ledger:
                     f"checkpoint {cp.size} covers more leaves than the "
                     f"log has ({size}): the log was truncated",
                 )
-            elif merkle.root(cp.size, read) != opened.root:
+            elif merkle.root(cp.size, read) != opened.root and not any(
+                i < cp.size for i in report.bad_leaves
+            ):  # a bad leaf below cp.size already explains the mismatch
                 report.bad(
                     previous, f"checkpoint {cp.size}: recomputed root differs from the signed root"
                 )

@@ -1,0 +1,553 @@
+"""Tests of slurm_hooks/receipts/ledger.py: append, dedupe, proofs, checkpoints, verify, and
+tampering with the SQLite file behind the ledger's back."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from slurm_hooks.errors import CheckpointError, KeyError_, ProofError, ReceiptError, SignatureError
+from slurm_hooks.receipts import merkle
+from slurm_hooks.receipts.checkpoint import open_checkpoint
+from slurm_hooks.receipts.envelope import sign_event
+from slurm_hooks.receipts.keys import Signer, format_public_key
+from slurm_hooks.receipts.ledger import PARALLEL_THRESHOLD, Ledger
+from slurm_hooks.receipts.privacy import commit_fields
+from slurm_hooks.receipts.store.sqlite import SQLiteStore
+
+ORIGIN = "computeproof.test.ledger"
+HOSTS = ("ctl", "node1", "node2")
+Sign = Callable[..., list[bytes]]
+
+
+def _open(
+    db: Path | str, key: Path | str | None = None, origin: str = ORIGIN, workers: int = 1
+) -> Ledger:
+    return Ledger(SQLiteStore(str(db)), origin, None if key is None else str(key), workers)
+
+
+# -- enrollment and append ---------------------------------------------------------------
+
+
+def test_enroll(ledger: Ledger, other_signer: Signer) -> None:
+    key = ledger.enroll(format_public_key(other_signer.public_raw), ["node9"])
+    assert key.key_id == other_signer.key_id and key.hosts == ("node9",)
+    assert ledger.store.enrolled()[key.key_id].public_raw == other_signer.public_raw
+    with pytest.raises(SignatureError, match="name the hosts"):
+        ledger.enroll(other_signer.public_raw, [])
+    with pytest.raises(KeyError_):
+        ledger.enroll("ed25519:AAAA", ["x"])
+
+
+def test_origin_is_fixed(tmp_path: Path) -> None:
+    _open(tmp_path / "l.db").close()
+    with pytest.raises(CheckpointError, match="origin"):
+        _open(tmp_path / "l.db", origin="another.origin")
+
+
+def test_append_accepts_in_order(ledger: Ledger, make_lifecycle: Callable, sign_all: Sign) -> None:
+    envs = sign_all(make_lifecycle())
+    r = ledger.append(envs)
+    assert [(p, leaf) for p, _, leaf in r.accepted] == [(i, i) for i in range(len(envs))]
+    assert r.duplicates == [] and r.rejected == []
+    assert ledger.size() == len(envs)
+    assert [row.envelope for row in ledger.store.leaves()] == envs
+    assert ledger.root() == merkle.root_from_leaf_hashes([merkle.leaf_hash(e) for e in envs])
+    assert ledger.append([]).accepted == []
+
+
+def test_job_index_and_queries(ledger: Ledger, make_lifecycle: Callable, sign_all: Sign) -> None:
+    ledger.append(sign_all(make_lifecycle("100", nodes=("node1", "node2"))))
+    ledger.append(sign_all(make_lifecycle("101", user="bob", state="FAILED")))
+    rows = {r.job: r for r in ledger.jobs()}
+    assert set(rows) == {"100", "101"}
+    row = rows["100"]
+    assert (row.user, row.account, row.state, row.gpus) == ("alice", "physics", "COMPLETED", 4)
+    assert row.nodes == "node1,node2" and row.events == 8
+    assert row.fields["gpu_totals"]["busy_gpu_ms"] == 2 * 3_600_000  # type: ignore[index]
+    assert rows["101"].state == "FAILED" and rows["101"].user == "bob"
+    assert ledger.resolve_job("101").job_key == "c1/101#0"
+    with pytest.raises(ReceiptError, match="no receipts for job 999"):
+        ledger.resolve_job("999")
+    events = ledger.job_events(row)
+    assert next(e["type"] for _, e in events) == "scheduled"
+    assert [leaf.index for leaf, _ in events] == list(range(8))
+
+
+def test_resolve_job_latest_run(ledger: Ledger, make_lifecycle: Callable, sign_all: Sign) -> None:
+    ledger.append(sign_all(make_lifecycle("100", run=0) + make_lifecycle("100", run=1)))
+    assert ledger.resolve_job("100").run == 1
+    assert ledger.resolve_job("c1/100#0").run == 0
+
+
+def test_same_envelope_is_a_duplicate(
+    ledger: Ledger, make_lifecycle: Callable, sign_all: Sign
+) -> None:
+    envs = sign_all(make_lifecycle())
+    ledger.append(envs[:3])
+    root = ledger.root()
+    r = ledger.append(envs)
+    assert [(p, leaf) for p, _, leaf in r.duplicates] == [(0, 0), (1, 1), (2, 2)]
+    assert [p for p, _, _ in r.accepted] == [3, 4]
+    r2 = ledger.append(envs)
+    assert len(r2.duplicates) == len(envs) and r2.accepted == [] and r2.rejected == []
+    assert ledger.size() == len(envs)
+    assert ledger.root(3) == root
+
+
+def test_duplicate_within_a_batch(ledger: Ledger, make_lifecycle: Callable, sign_all: Sign) -> None:
+    env = sign_all(make_lifecycle())[0]
+    r = ledger.append([env, env, env])
+    assert [(p, leaf) for p, _, leaf in r.accepted] == [(0, 0)]
+    assert [(p, leaf) for p, _, leaf in r.duplicates] == [(1, 0), (2, 0)]
+    assert ledger.size() == 1
+
+
+def test_different_envelope_same_event_id_is_rejected(
+    ledger: Ledger, make_lifecycle: Callable, sign_all: Sign
+) -> None:
+    events = make_lifecycle()
+    ledger.append(sign_all(events))
+    root, size = ledger.root(), ledger.size()
+    changed = {**events[-1], "payload": {"state": "FAILED"}}  # same identity, other content
+    r = ledger.append([sign_event(changed, _host_signer(ledger))])
+    assert r.accepted == [] and len(r.rejected) == 1
+    assert "already in the ledger at leaf" in r.rejected[0][1]
+    assert (ledger.root(), ledger.size()) == (root, size)
+    assert ledger.verify().ok
+    # and within one batch: the first copy wins, the second is refused
+    fresh = make_lifecycle("200")[0]
+    r = ledger.append(
+        [
+            sign_event(fresh, _host_signer(ledger)),
+            sign_event({**fresh, "time": "2030-01-01T00:00:00Z"}, _host_signer(ledger)),
+        ]
+    )
+    assert [p for p, _, _ in r.accepted] == [0]
+    assert r.rejected[0][0] == 1 and "appears twice in the batch" in r.rejected[0][1]
+
+
+def _host_signer(ledger: Ledger) -> Signer:
+    return Signer.from_seed(bytes([1]) * 32)
+
+
+def test_host_binding(
+    ledger: Ledger, other_signer: Signer, make_lifecycle: Callable, sign_all: Sign
+) -> None:
+    ledger.enroll(other_signer.public_raw, ["node1"])
+    events = make_lifecycle(nodes=("node1",))
+    r = ledger.append(sign_all(events, other_signer))
+    accepted_hosts = {events[p]["host"] for p, _, _ in r.accepted}
+    assert accepted_hosts == {"node1"}
+    # refused for its key alone: "untrusted" (the forwarder keeps such events in the spool)
+    untrusted_hosts = {events[p]["host"] for p, _ in r.untrusted}
+    assert untrusted_hosts == {"ctl"} and r.rejected == []
+    assert all("is enrolled for hosts node1, not ctl" in why for _, why in r.untrusted)
+    assert ledger.verify().ok
+
+
+def test_unenrolled_key_rejected(
+    ledger: Ledger, other_signer: Signer, make_lifecycle: Callable, sign_all: Sign
+) -> None:
+    r = ledger.append(sign_all(make_lifecycle(), other_signer))
+    assert r.accepted == [] and r.rejected == [] and len(r.untrusted) == 5
+    assert all("not enrolled" in why for _, why in r.untrusted)
+    assert ledger.size() == 0
+
+
+def test_revoked_key(
+    ledger: Ledger, other_signer: Signer, make_lifecycle: Callable, sign_all: Sign
+) -> None:
+    ledger.enroll(other_signer.public_raw, ["*"])
+    ledger.append(sign_all(make_lifecycle("100"), other_signer))
+    assert ledger.store.revoke(other_signer.key_id, "2026-02-01T00:00:00Z")
+    r = ledger.append(sign_all(make_lifecycle("101"), other_signer))
+    assert r.accepted == [] and len(r.untrusted) == 5
+    assert all("not enrolled" in why for _, why in r.untrusted)
+    report = ledger.verify()  # old events of a revoked key still verify
+    assert report.ok and report.signatures == ledger.size() == 5
+
+
+def test_rejected_append_keeps_earlier_content(
+    ledger: Ledger, other_signer: Signer, make_lifecycle: Callable, sign_all: Sign
+) -> None:
+    good = sign_all(make_lifecycle("100"))
+    ledger.append(good)
+    root = ledger.root()
+    bad = [good[0][:-5], b"not json", *sign_all(make_lifecycle("101"), other_signer)]
+    r = ledger.append(bad)
+    assert r.accepted == [] and [p for p, _ in r.rejected] == [0, 1]
+    assert [p for p, _ in r.untrusted] == list(range(2, len(bad)))
+    assert ledger.root() == root and ledger.verify().ok
+
+
+def test_openings_are_stored(ledger: Ledger, host_signer: Signer, make_lifecycle: Callable) -> None:
+    ev = make_lifecycle()[0]
+    payload, openings = commit_fields(ev["payload"], ("user",), ev["id"], host_signer.salt_secret)
+    ledger.append([sign_event({**ev, "payload": payload}, host_signer)], [openings])
+    stored = ledger.store.openings(str(ev["id"]))
+    assert stored == {"user": (openings["user"]["salt"], '"alice"')}
+    assert ledger.jobs()[0].user is None  # a commitment is never indexed as the user
+
+
+def test_parallel_workers(tmp_path: Path, host_signer: Signer, make_lifecycle: Callable) -> None:
+    events = []
+    job = 1000
+    while len(events) < PARALLEL_THRESHOLD + 8:
+        events += make_lifecycle(str(job), progress=3)
+        job += 1
+    envs = [sign_event(e, host_signer) for e in events]
+    with _open(tmp_path / "l.db", tmp_path / "k", workers=2) as led:
+        led.enroll(host_signer.public_raw, ["*"])
+        r = led.append([*envs, envs[0], b"garbage"])
+        assert len(r.accepted) == len(envs)
+        assert [p for p, _, _ in r.accepted] == list(range(len(envs)))
+        assert r.duplicates == [(len(envs), r.accepted[0][1], 0)]
+        assert r.rejected[0][0] == len(envs) + 1
+        assert led.root() == merkle.root_from_leaf_hashes([merkle.leaf_hash(e) for e in envs])
+        report = led.verify()
+        assert report.ok and report.signatures == len(envs)
+
+
+# -- proofs and checkpoints --------------------------------------------------------------
+
+
+def test_inclusion_and_consistency_proofs(
+    ledger: Ledger, make_lifecycle: Callable, sign_all: Sign
+) -> None:
+    envs = sign_all(make_lifecycle("100", progress=4))  # 8 events
+    hashes: list[bytes] = []
+    for e in [*envs[:5], b"", *envs[5:]]:  # two appends to exercise stored frontiers
+        if e == b"":
+            continue
+        ledger.append([e])
+        hashes.append(merkle.leaf_hash(e))
+    n = len(hashes)
+    roots = {size: merkle.root_from_leaf_hashes(hashes[:size]) for size in range(n + 1)}
+    for size in range(1, n + 1):
+        assert ledger.root(size) == roots[size]
+        for index in range(size):
+            proof = ledger.inclusion_proof(index, size)
+            merkle.verify_inclusion(hashes[index], index, size, proof, roots[size])
+            if size > 1:
+                with pytest.raises(ProofError):
+                    merkle.verify_inclusion(
+                        hashes[index - 1] if index else hashes[1], index, size, proof, roots[size]
+                    )
+        for old in range(1, size + 1):
+            proof = ledger.consistency_proof(old, size)
+            merkle.verify_consistency(old, size, proof, roots[old], roots[size])
+
+
+def test_checkpoint(ledger: Ledger, make_lifecycle: Callable, sign_all: Sign) -> None:
+    assert ledger.ledger_public_key() is None
+    ledger.append(sign_all(make_lifecycle()))
+    cp = ledger.checkpoint()
+    public = ledger.ledger_public_key()
+    assert public is not None
+    opened = open_checkpoint(cp.note, ORIGIN, public, origin=ORIGIN)
+    assert (opened.size, opened.root) == (5, ledger.root()) == (cp.size, cp.root)
+    assert ledger.checkpoint() == cp  # same size: the same checkpoint
+    assert ledger.open_checkpoint(cp.note).size == 5
+    ledger.append(sign_all(make_lifecycle("101")))
+    assert ledger.latest_checkpoint().size == 10
+    assert [c.size for c in ledger.store.checkpoints()] == [5, 10]
+    old, new, proof = ledger.prove_extends(cp.note)
+    assert (old.size, new.size) == (5, 10)
+    merkle.verify_consistency(5, 10, proof, old.root, new.root)
+
+
+def test_checkpoint_needs_a_key(tmp_path: Path) -> None:
+    with _open(tmp_path / "l.db") as led, pytest.raises(CheckpointError, match="no ledger key"):
+        led.checkpoint()
+
+
+def test_ledger_key_must_not_change(tmp_path: Path) -> None:
+    with _open(tmp_path / "l.db", tmp_path / "a.key") as led:
+        led.checkpoint()
+    with (
+        _open(tmp_path / "l.db", tmp_path / "b.key") as led,
+        pytest.raises(CheckpointError, match="not the key this ledger signs with"),
+    ):
+        led.checkpoint()
+
+
+def test_prove_extends_refuses_foreign_checkpoints(
+    tmp_path: Path, ledger: Ledger, make_lifecycle: Callable, sign_all: Sign
+) -> None:
+    ledger.append(sign_all(make_lifecycle()))
+    ledger.checkpoint()
+    with _open(tmp_path / "other.db", tmp_path / "other.key", origin="other.origin") as other:
+        foreign = other.checkpoint().note
+    with _open(tmp_path / "same.db", tmp_path / "same.key") as same:  # same origin, other key
+        impostor = same.checkpoint().note
+    with pytest.raises(CheckpointError, match=r"from log 'other\.origin'"):
+        ledger.prove_extends(foreign)
+    with pytest.raises(CheckpointError):
+        ledger.prove_extends(impostor)
+
+
+def test_checkpoint_refuses_after_tampering(
+    tmp_path: Path, ledger: Ledger, make_lifecycle: Callable, sign_all: Sign
+) -> None:
+    ledger.append(sign_all(make_lifecycle()))  # 5 leaves: nodes (2,0) and (0,4) give the root
+    ledger.checkpoint()
+    ledger.append(sign_all(make_lifecycle("101")))
+    db = sqlite3.connect(tmp_path / "ledger.db")
+    with db:
+        db.execute("UPDATE nodes SET hash = ? WHERE level = 2 AND idx = 0", (b"\x00" * 32,))
+    db.close()
+    with pytest.raises(CheckpointError, match="no longer matches checkpoint 5"):
+        ledger.checkpoint()
+    assert [c.size for c in ledger.store.checkpoints()] == [5]
+
+
+def test_checkpoint_refuses_tampered_new_nodes(
+    tmp_path: Path, ledger: Ledger, make_lifecycle: Callable, sign_all: Sign
+) -> None:
+    ledger.append(sign_all(make_lifecycle()))  # 5 leaves
+    ledger.checkpoint()
+    ledger.append(sign_all(make_lifecycle("101")))  # 10 leaves: root uses node (1, 4)
+    db = sqlite3.connect(tmp_path / "ledger.db")
+    with db:
+        db.execute("UPDATE nodes SET hash = ? WHERE level = 1 AND idx = 4", (b"\x00" * 32,))
+    db.close()
+    with pytest.raises(CheckpointError):
+        ledger.checkpoint()
+
+
+# -- whole-log verification and tampering ------------------------------------------------
+
+
+def test_verify_clean(ledger: Ledger, make_lifecycle: Callable, sign_all: Sign) -> None:
+    ledger.append(sign_all(make_lifecycle()))
+    ledger.checkpoint()
+    seen: list[tuple[int, int]] = []
+    report = ledger.verify(lambda done, total: seen.append((done, total)))
+    assert report.ok and report.first_bad_index is None and report.problems == []
+    assert (report.size, report.signatures, report.checkpoints) == (5, 5, 1)
+    assert seen[-1] == (5, 5)
+
+
+def test_verify_empty(ledger: Ledger) -> None:
+    report = ledger.verify()
+    assert report.ok and report.size == 0
+
+
+@pytest.fixture(scope="module")
+def template(
+    tmp_path_factory: pytest.TempPathFactory, host_signer: Signer, make_lifecycle: Callable
+) -> Path:
+    """A closed ledger of 7 leaves with checkpoints at 4 and 7 (copied by each test)."""
+    d = tmp_path_factory.mktemp("template")
+    events = make_lifecycle("100") + make_lifecycle("102", nodes=())  # 5 + 2 events
+    envs = [sign_event(e, host_signer) for e in events]
+    with _open(d / "ledger.db", d / "ledger.key") as led:
+        led.enroll(host_signer.public_raw, HOSTS)
+        led.append(envs[:4])
+        led.checkpoint()
+        led.append(envs[4:])
+        led.checkpoint()
+        assert led.verify().ok
+    return d
+
+
+def _copy(template: Path, dest: Path) -> Path:
+    for name in os.listdir(template):
+        shutil.copy(template / name, dest / name)
+    return dest / "ledger.db"
+
+
+def _tamper(template: Path, dest: Path, *statements: tuple[str, tuple[object, ...]]) -> Ledger:
+    db = _copy(template, dest)
+    con = sqlite3.connect(db)
+    with con:
+        for sql, args in statements:
+            con.execute(sql, args)
+    con.close()
+    return _open(db, dest / "ledger.key")
+
+
+def _envelope(template: Path, index: int) -> bytes:
+    con = sqlite3.connect(template / "ledger.db")
+    try:
+        row = con.execute("SELECT envelope FROM leaves WHERE idx = ?", (index,)).fetchone()
+        return bytes(row[0])
+    finally:
+        con.close()
+
+
+def _flip(data: bytes, pos: int) -> bytes:
+    return data[:pos] + bytes([data[pos] ^ 0x01]) + data[pos + 1 :]
+
+
+def _leaf_tamper(t: Path) -> list[tuple[str, tuple[object, ...]]]:
+    return [("UPDATE leaves SET envelope = ? WHERE idx = 3", (_flip(_envelope(t, 3), 200),))]
+
+
+def _sig_tamper(t: Path) -> list[tuple[str, tuple[object, ...]]]:
+    env = _envelope(t, 5)
+    return [("UPDATE leaves SET envelope = ? WHERE idx = 5", (_flip(env, len(env) - 8),))]
+
+
+def _swap(t: Path) -> list[tuple[str, tuple[object, ...]]]:
+    return [
+        ("UPDATE leaves SET envelope = ? WHERE idx = 1", (_envelope(t, 4),)),
+        ("UPDATE leaves SET envelope = ? WHERE idx = 4", (_envelope(t, 1),)),
+    ]
+
+
+def _node(level: int, idx: int) -> Callable[[Path], list[tuple[str, tuple[object, ...]]]]:
+    sql = "UPDATE nodes SET hash = ? WHERE level = ? AND idx = ?"
+    return lambda t: [(sql, (b"\x00" * 32, level, idx))]
+
+
+def _sql(statement: str, *args: object) -> Callable[[Path], list[tuple[str, tuple[object, ...]]]]:
+    return lambda t: [(statement, args)]
+
+
+TAMPERING = [
+    ("leaf envelope byte", _leaf_tamper, 3, "leaf 3:"),
+    ("leaf signature byte", _sig_tamper, 5, "leaf 5:"),
+    (
+        "leaf index column",
+        _sql("UPDATE leaves SET host = 'node2' WHERE idx = 2"),
+        2,
+        "leaf 2: index columns do not match",
+    ),
+    ("level-0 node", _node(0, 5), 5, "leaf hash stored for leaf 5 does not match"),
+    ("level-1 node", _node(1, 1), 2, "node (1, 1) stored for leaf 2 does not match"),
+    ("level-2 node", _node(2, 0), 0, "node (2, 0) stored for leaf 0 does not match"),
+    (
+        "middle leaf deleted",
+        _sql("DELETE FROM leaves WHERE idx = 3"),
+        3,
+        "leaf table has 6 rows for indices 0..6: rows are missing",
+    ),
+    (
+        "last leaf deleted",
+        _sql("DELETE FROM leaves WHERE idx = 6"),
+        6,
+        "node (0, 6) lies beyond the log's end",
+    ),
+    ("envelopes swapped", _swap, 1, "leaf 1: index columns do not match"),
+    (
+        "leaves truncated",
+        _sql("DELETE FROM leaves"),
+        0,
+        "checkpoint 4 covers more leaves than the log has (0)",
+    ),
+    (
+        "leaves truncated to 2",
+        _sql("DELETE FROM leaves WHERE idx >= 2"),
+        2,
+        "checkpoint 4 covers more leaves than the log has (2)",
+    ),
+    (
+        "checkpoint root edited",
+        _sql("UPDATE checkpoints SET root = ? WHERE size = 7", b"\x01" * 32),
+        4,
+        "checkpoint 7: stored size/root differ from its signed note",
+    ),
+    (
+        "checkpoint note edited",
+        _sql("UPDATE checkpoints SET note = replace(note, ?, ?) WHERE size = 4", "\n4\n", "\n3\n"),
+        0,
+        "checkpoint 4:",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "make", "first_bad", "needle"), TAMPERING)
+def test_tampering_is_detected_and_named(
+    template: Path, tmp_path: Path, name: str, make: Callable, first_bad: int, needle: str
+) -> None:
+    with _tamper(template, tmp_path, *make(template)) as led:
+        report = led.verify()
+    assert not report.ok, name
+    assert report.first_bad_index is not None and report.first_bad_index <= first_bad
+    assert any(needle in p for p in report.problems), report.problems
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "first_bad", "needle"),
+    [pytest.param(*t) for t in TAMPERING],
+)
+def test_tampering_first_bad_index(
+    template: Path, tmp_path: Path, name: str, make: Callable, first_bad: int, needle: str
+) -> None:
+    with _tamper(template, tmp_path, *make(template)) as led:
+        report = led.verify()
+    assert report.first_bad_index == first_bad, report.problems
+
+
+def test_foreign_checkpoint_is_detected(template: Path, tmp_path: Path) -> None:
+    (tmp_path / "other").mkdir()
+    with _open(tmp_path / "other" / "l.db", tmp_path / "other" / "k", origin="other.log") as o:
+        o.store.append(0, [], [], [], [])
+        foreign = o.checkpoint()
+    with _tamper(
+        template,
+        tmp_path,
+        ("INSERT INTO checkpoints VALUES (6, ?, ?, 't')", (foreign.root, foreign.note)),
+    ) as led:
+        report = led.verify()
+    assert not report.ok and report.first_bad_index == 4
+    assert any("checkpoint 6" in p and "other.log" in p for p in report.problems)
+
+
+def test_tampered_log_refuses_new_checkpoint(template: Path, tmp_path: Path) -> None:
+    with (
+        _tamper(
+            template, tmp_path, ("UPDATE checkpoints SET root = ? WHERE size = 7", (b"\x01" * 32,))
+        ) as led,
+        pytest.raises(CheckpointError, match="no longer matches checkpoint 7"),
+    ):
+        led.checkpoint()
+
+
+def test_truncation_without_checkpoint_is_detected(template: Path, tmp_path: Path) -> None:
+    with _tamper(
+        template, tmp_path, ("DELETE FROM checkpoints", ()), ("DELETE FROM leaves", ())
+    ) as led:
+        report = led.verify()
+    assert not report.ok
+
+
+def test_rejected_append_then_verify(
+    template: Path, tmp_path: Path, other_signer: Signer, make_lifecycle: Callable
+) -> None:
+    db = _copy(template, tmp_path)
+    with _open(db, tmp_path / "ledger.key") as led:
+        r = led.append([sign_event(e, other_signer) for e in make_lifecycle("300")])
+        assert r.accepted == [] and led.size() == 7
+        assert led.verify().ok
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 6), st.integers(0, 10_000), st.integers(1, 255))
+def test_any_single_byte_change_of_any_leaf_is_detected(
+    template: Path, index: int, offset: int, delta: int
+) -> None:
+    env = _envelope(template, index)
+    pos = offset % len(env)
+    mutated = env[:pos] + bytes([(env[pos] + delta) % 256]) + env[pos + 1 :]
+    with (
+        tempfile.TemporaryDirectory() as d,
+        _tamper(
+            template, Path(d), ("UPDATE leaves SET envelope = ? WHERE idx = ?", (mutated, index))
+        ) as led,
+    ):
+        report = led.verify()
+    assert not report.ok
+    assert any(p.startswith(f"leaf {index}: ") for p in report.problems), report.problems
+    # exact only once the first_bad_index bug (test_tampering_first_bad_index) is fixed
+    assert report.first_bad_index is not None and report.first_bad_index <= index

@@ -5,8 +5,10 @@ SHELL := /bin/bash
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 CLUSTER := docker-slurm/cluster
-DEB_PACKAGES := gcc make munge slurmctld slurmd slurm-client slurmdbd mariadb-server \
-	postgresql chromium
+DEB_PACKAGES := gcc make munge slurmctld slurmd slurm-client slurmdbd mariadb-server chromium
+# `make test` runs its own cluster from a clean directory, so nothing a developer left in
+# the demo cluster (/var/tmp/computeproof-cluster) can change a result.
+TEST_CLUSTER_DIR ?= /var/tmp/computeproof-test-cluster
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: deps deb-deps py-deps test unit lint demo bench cluster-up cluster-down clean
@@ -20,7 +22,7 @@ deb-deps:
 	fi
 
 py-deps:
-	$(PIP) install -q -e '.[gpu,postgres,dev]'
+	$(PIP) install -q -e '.[gpu,dev]'
 
 deps: deb-deps py-deps
 
@@ -35,9 +37,12 @@ unit: py-deps
 # The whole suite: unit tests, then the real-Slurm tests against the local cluster,
 # which is torn down afterwards whatever happened.
 test: deps
-	$(CLUSTER) up
-	status=0; $(PYTHON) -m pytest tests -q -p no:cacheprovider || status=$$?; \
-	$(CLUSTER) down; exit $$status
+	$(CLUSTER) down  # the demo cluster, if up, holds the same ports
+	CP_CLUSTER_DIR=$(TEST_CLUSTER_DIR) $(CLUSTER) clean
+	CP_CLUSTER_DIR=$(TEST_CLUSTER_DIR) $(CLUSTER) up
+	status=0; CP_CLUSTER_DIR=$(TEST_CLUSTER_DIR) $(PYTHON) -m pytest tests -q \
+		-p no:cacheprovider || status=$$?; \
+	CP_CLUSTER_DIR=$(TEST_CLUSTER_DIR) $(CLUSTER) down; exit $$status
 
 cluster-up: deps
 	$(CLUSTER) up

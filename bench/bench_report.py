@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import resource
 import subprocess
 import sys
 import time
@@ -115,22 +114,23 @@ params = ReportParams(from_ms=1767225600000, to_ms=1830297600000, include_synthe
 doc = build_report(ledger, params, check=check)
 with open(out, "w") as f:
     f.write(render_json(doc))
-print(time.perf_counter() - t0, doc["totals"]["jobs"], doc["ledger_check"]["envelopes_checked"])
+import resource
+print(time.perf_counter() - t0, doc["totals"]["jobs"], doc["ledger_check"]["envelopes_checked"],
+      resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """.replace("ORIGIN_TEXT", repr(ORIGIN))
 
 
 def measure(path: str, check: str) -> tuple[float, float, int, int]:
     """(wall s, peak RSS MiB, jobs counted, envelopes checked) of one report in a child."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     proc = subprocess.run(
         [sys.executable, "-c", _CHILD, path, check, path + ".report.json"],
         capture_output=True,
         text=True,
         check=True,
     )
-    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    wall, jobs, envelopes = proc.stdout.split()
-    return float(wall), max(rss, before) / 1024, int(jobs), int(envelopes)
+    # the child's own peak: RUSAGE_CHILDREN would include the ledger-building workers
+    wall, jobs, envelopes, rss_kib = proc.stdout.split()
+    return float(wall), int(rss_kib) / 1024, int(jobs), int(envelopes)
 
 
 def main() -> None:

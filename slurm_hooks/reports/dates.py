@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 
 from slurm_hooks.errors import ReportError
 
@@ -50,8 +51,22 @@ def parse_period(start: str, end: str) -> tuple[dt.datetime, dt.datetime]:
     return lo, hi
 
 
+@functools.lru_cache(maxsize=4096)
+def _epoch_day(year: int, month: int, day: int) -> int:
+    return dt.date(year, month, day).toordinal() - _EPOCH_ORDINAL
+
+
 def rfc3339_ms(text: str) -> int:
     """Epoch milliseconds of an RFC 3339 time as stored in events ("...Z", offsets, fractions)."""
+    if len(text) == 20 and text[19] == "Z" and text[10] == "T":  # the hooks' own form, fast
+        try:
+            days = _epoch_day(int(text[0:4]), int(text[5:7]), int(text[8:10]))
+            h, m, s = int(text[11:13]), int(text[14:16]), int(text[17:19])
+        except ValueError:
+            pass
+        else:
+            if h < 24 and m < 60 and s < 60:
+                return ((days * 24 + h) * 60 + m) * 60_000 + s * 1000
     value = dt.datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
     if value.tzinfo is not None:
         value = value.astimezone(dt.UTC).replace(tzinfo=None)
@@ -68,3 +83,4 @@ def ms_rfc3339(ms: int) -> str:
 
 
 _EPOCH = dt.datetime(1970, 1, 1)
+_EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()

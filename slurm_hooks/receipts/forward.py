@@ -77,7 +77,13 @@ def forward_spool(
             kept.append(path)
         if not envelopes:
             continue
-        outcome = ledger.append(envelopes, openings)
+        try:
+            outcome = ledger.append(envelopes, openings)
+        except ReceiptError as e:  # ledger unreachable or locked: everything stays spooled
+            spool.record_forward_status(
+                f"{utc_now()} FAILED: {e}; {spool.count_pending()} events wait in the spool"
+            )
+            raise
         for pos, _, _ in outcome.accepted:
             spool.done(kept[pos])
             result.forwarded += 1

@@ -87,19 +87,25 @@ def count_failure(spool_dir: str, line: str = "") -> None:
         pass
 
 
-def _strict_hint(environ: dict[str, str]) -> bool:
-    """Whether an unparsable config file still says ``strict = true`` on a line of its own."""
+def _config_hint(environ: dict[str, str], name: str) -> str | None:
+    """The raw value of ``name = value`` on a line of its own in a config file that does
+    not parse (so a broken config still says where its spool is and whether it is strict)."""
     path = environ.get("COMPUTEPROOF_CONFIG") or DEFAULT_CONFIG_PATH
     try:
         with open(path, "rb") as f:
             lines = f.read().decode("utf-8", "replace").splitlines()
     except OSError:
-        return False
+        return None
     for line in lines:
         key, sep, value = line.partition("=")
-        if sep and key.strip() == "strict" and value.split("#")[0].strip() == "true":
-            return True
-    return False
+        if sep and key.strip() == name:
+            return value.split("#")[0].strip().strip('"')
+    return None
+
+
+def _strict_hint(environ: dict[str, str]) -> bool:
+    """Whether an unparsable config file still says ``strict = true`` on a line of its own."""
+    return _config_hint(environ, "strict") == "true"
 
 
 def _write(config: HookConfig, event: dict[str, object]) -> None:
@@ -547,6 +553,12 @@ def _find_slurm_conf() -> None:
 
 
 def _default_spool(env: dict[str, str]) -> str:
+    """Where to count a failure when the config did not load: its spool_dir line if it has
+    one (the counter admins alert on lives there), else the default spool."""
     from slurm_hooks.slurm.hookconfig import DEFAULTS
 
-    return env.get("COMPUTEPROOF_SPOOL") or str(DEFAULTS["spool_dir"])
+    return (
+        env.get("COMPUTEPROOF_SPOOL")
+        or _config_hint(env, "spool_dir")
+        or str(DEFAULTS["spool_dir"])
+    )

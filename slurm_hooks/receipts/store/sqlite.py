@@ -117,6 +117,10 @@ class SQLiteStore(Store):
                 self.set_meta("schema_version", SCHEMA_VERSION)
         except sqlite3.DatabaseError as e:
             raise StoreError(f"cannot open ledger database {path}: {e}") from e
+        except FileExistsError as e:
+            raise StoreError(
+                f"cannot create ledger directory {parent}: a file of that name is in the way"
+            ) from e
         except OSError as e:
             raise StoreError(f"cannot create ledger directory {parent}: {e.strerror}") from e
 

@@ -12,12 +12,13 @@ START="$(date -u +%Y-%m-%dT%H:%M:%S)"
 REPO="$PWD"
 OUT="${DEMO_OUT:-$REPO/demo-out}"
 PY="$("${PYTHON:-python3}" -c 'import sys; print(sys.executable)')" # the real interpreter, not a shim
-JOBTOOL="$REPO/bin/computeproof-job" # stdlib only: runs as any job user
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 say "bringing up the test cluster (docker-slurm/cluster up)"
 docker-slurm/cluster up
 eval "$(docker-slurm/cluster env)"
+# bin/computeproof-job as the cluster installed it for job users: stdlib only, world-readable
+JOBTOOL="$CP_CLUSTER_DIR/bin/computeproof-job"
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 cp() { "$PY" -m slurm_hooks.cli "$@"; }
 FAKE="${CP_CLUSTER_DIR:-/var/tmp/computeproof-cluster}/fakenvml"
@@ -26,14 +27,17 @@ say "scripting GPU load in the fake NVML: c1 busy at 85 %, c2 at 40 %"
 sed -i -E 's/util=[0-9]+ mem_util=[0-9]+ mem_used=[0-9]+ power=[0-9]+/util=85 mem_util=50 mem_used=34359738368 power=320000/; s/energy_rate=[0-9]+/energy_rate=320000/' "$FAKE/c1.nvml"
 sed -i -E 's/util=[0-9]+ mem_util=[0-9]+ mem_used=[0-9]+ power=[0-9]+/util=40 mem_util=20 mem_used=8589934592 power=180000/; s/energy_rate=[0-9]+/energy_rate=180000/' "$FAKE/c2.nvml"
 
-mkdir -p "$OUT" && chmod 777 "$OUT"
+mkdir -p "$OUT"
+# jobs run as the test users: they work in a directory they can reach, not the checkout
+JOBDIR="$CP_CLUSTER_DIR/demo-jobs"
+mkdir -p "$JOBDIR" && chmod 1777 "$JOBDIR"
 say "submitting GPU jobs as cpalice (physics), cpbob (biology), cpcarol (chemistry)"
-sub() { sbatch --parsable -D "$OUT" -o "$OUT/slurm-%j.out" "$@"; }
+sub() { sbatch --parsable -D "$JOBDIR" -o "$JOBDIR/slurm-%j.out" "$@"; }
 train=$(sub --uid=cpalice -A physics -w c1 --gres=gpu:a100:2 -J train-llm --wrap "
     sleep 5; $JOBTOOL progress --percent 50 --epoch 1/2 --message 'loss 0.42'
-    echo weights-after-epoch-2 > $OUT/model-\$SLURM_JOB_ID.ckpt; sleep 5
+    echo weights-after-epoch-2 > $JOBDIR/model-\$SLURM_JOB_ID.ckpt; sleep 5
     $JOBTOOL progress --percent 100 --epoch 2/2 --message 'loss 0.17'
-    $JOBTOOL artifact $OUT/model-\$SLURM_JOB_ID.ckpt")
+    $JOBTOOL artifact $JOBDIR/model-\$SLURM_JOB_ID.ckpt")
 multi=$(sub --uid=cpbob -A biology -N2 --gres=gpu:a100:1 -J fold-protein --wrap 'sleep 10')
 fail=$(sub --uid=cpcarol -A chemistry --gres=gpu:1 -J bad-input --wrap 'sleep 3; exit 3')
 array=$(sub --uid=cpalice -A biology --gres=gpu:1 --array=0-1 -J sweep --wrap 'sleep 4')

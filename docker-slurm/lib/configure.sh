@@ -245,8 +245,24 @@ init_keys() {
     cli keys enroll "$host_key" --host '*' >/dev/null || die "cannot enroll $host_key in the ledger"
 }
 
+# The in-job tool, installed as a site would (conf/INSTALL.md): a world-readable copy of the
+# package and bin/computeproof-job with its import path rewritten to that copy. Job users
+# cannot rely on reading the checkout itself (CI clones into a private temp directory).
+install_job_tool() {
+    local pkg lib="$CP_CLUSTER_DIR/lib" bin="$CP_CLUSTER_DIR/bin"
+    pkg="$(cd "$CP_LIB_DIR/../.." && pwd)"
+    rm -rf "$lib.new"
+    mkdir -p "$lib.new" "$bin"
+    (cd "$pkg" && tar --exclude=__pycache__ -cf - slurm_hooks) | tar -C "$lib.new" -xf -
+    rm -rf "$lib" && mv "$lib.new" "$lib"
+    sed "s|^sys.path.insert(0, .*|sys.path.insert(0, \"$lib\")|" "$pkg/bin/computeproof-job" |
+        put_file "$bin/computeproof-job" 0755
+    chmod -R a+rX "$lib" "$bin"
+}
+
 check_hooks
 make_dirs
+install_job_tool
 make_munge_key
 make_devices
 write_slurm_conf

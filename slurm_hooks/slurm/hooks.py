@@ -99,7 +99,7 @@ def _config_hint(environ: dict[str, str], name: str) -> str | None:
     for line in lines:
         key, sep, value = line.partition("=")
         if sep and key.strip() == name:
-            return value.split("#")[0].strip().strip('"')
+            return value.split("#")[0].strip()
     return None
 
 
@@ -557,8 +557,8 @@ def _default_spool(env: dict[str, str]) -> str:
     one (the counter admins alert on lives there), else the default spool."""
     from slurm_hooks.slurm.hookconfig import DEFAULTS
 
-    return (
-        env.get("COMPUTEPROOF_SPOOL")
-        or _config_hint(env, "spool_dir")
-        or str(DEFAULTS["spool_dir"])
-    )
+    hint = _config_hint(env, "spool_dir") or ""
+    # only a plain quoted absolute path counts; anything else is part of the breakage
+    if not (len(hint) > 3 and hint[0] == hint[-1] == '"' and hint[1] == "/" and "\\" not in hint):
+        hint = ""
+    return env.get("COMPUTEPROOF_SPOOL") or hint[1:-1] or str(DEFAULTS["spool_dir"])

@@ -30,7 +30,13 @@ pytestmark = pytest.mark.slurm
 
 CLI = [sys.executable, "-m", "slurm_hooks.cli"]
 REPO = Path(__file__).resolve().parents[2]
-JOBTOOL = REPO / "bin" / "computeproof-job"
+
+
+def job_tool(cluster: SlurmCluster) -> Path:
+    """bin/computeproof-job as the cluster installed it for job users (world-readable)."""
+    return cluster.dir / "bin" / "computeproof-job"
+
+
 GIB = 2**30
 
 
@@ -80,11 +86,12 @@ def loaded_job(slurm_cluster: SlurmCluster) -> Iterator[dict[str, Any]]:
     job_dir = Path(tempfile.mkdtemp(prefix="cp-agent-", dir="/tmp"))
     job_dir.chmod(0o777)
     artifact = job_dir / "model.ckpt"
+    tool = job_tool(c)
     body = (
         f"sleep 5\n"
-        f"{JOBTOOL} progress --percent 50 --epoch 1/2 --message hi || exit 10\n"
+        f"{tool} progress --percent 50 --epoch 1/2 --message hi || exit 10\n"
         f"head -c 100000 /dev/urandom > {artifact}\n"
-        f"{JOBTOOL} artifact {artifact} || exit 11\n"
+        f"{tool} artifact {artifact} || exit 11\n"
         f"sleep 7\n"
     )
     try:
@@ -206,7 +213,7 @@ def test_job_tool_outside_a_job_is_refused(slurm_cluster: SlurmCluster) -> None:
     """A user's process that belongs to no job cannot report progress for one."""
     proc = subprocess.run(
         ["su", "cpalice", "-s", "/bin/sh", "-c",
-         f"SLURMD_NODENAME=c1 {JOBTOOL} progress --percent 1"],
+         f"SLURMD_NODENAME=c1 {job_tool(slurm_cluster)} progress --percent 1"],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert proc.returncode == 2, proc.stdout + proc.stderr

@@ -13,10 +13,10 @@ import base64
 import bisect
 import json
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from slurm_hooks.errors import (
     CheckpointError,
@@ -240,18 +240,47 @@ class Ledger:
         openings: Sequence[dict[str, dict[str, object]]] | None = None,
     ) -> AppendResult:
         """Verify and append a batch of envelopes; see the module docstring for dedupe."""
-        result = AppendResult()
-        if not envelopes:
-            return result
+        return self._complete(envelopes, openings, *self._submit(envelopes))
+
+    def append_stream(
+        self,
+        batches: Iterable[tuple[Sequence[bytes], Sequence[dict[str, dict[str, object]]] | None]],
+    ) -> Iterator[AppendResult]:
+        """Append (envelopes, openings) batches in order, one result each. The next batch's
+        signatures are checked by the workers while this process commits the current one."""
+        pending: tuple[Sequence[bytes], Any, dict[str, EnrolledKey], Any] | None = None
+        for envelopes, openings in batches:
+            submitted = self._submit(envelopes)
+            if pending is not None:
+                yield self._complete(pending[0], pending[1], pending[2], pending[3])
+            pending = (envelopes, openings, *submitted)
+        if pending is not None:
+            yield self._complete(pending[0], pending[1], pending[2], pending[3])
+
+    def _submit(
+        self, envelopes: Sequence[bytes]
+    ) -> tuple[dict[str, EnrolledKey], Iterable[list[Checked | Refused]]]:
+        """Start checking a batch's signatures; results arrive lazily, in order."""
         enrolled = self.store.enrolled()
         active = {k: v.public_raw for k, v in enrolled.items() if v.revoked is None}
         n = len(envelopes)
-        size = CHUNK if n >= PARALLEL_THRESHOLD else n
+        size = CHUNK if n >= PARALLEL_THRESHOLD else max(n, 1)
         chunks = [envelopes[i : i + size] for i in range(0, n, size)]
+        return enrolled, self._map(chunks, active)
+
+    def _complete(
+        self,
+        envelopes: Sequence[bytes],
+        openings: Sequence[dict[str, dict[str, object]]] | None,
+        enrolled: dict[str, EnrolledKey],
+        checked: Iterable[list[Checked | Refused]],
+    ) -> AppendResult:
+        """Dedupe, check host enrollment and commit one submitted batch."""
+        result = AppendResult()
         seen: dict[str, int] = {}
         fresh: list[tuple[int, Checked]] = []
         pos = 0
-        for part in self._map(chunks, active):
+        for part in checked:
             candidates: list[tuple[int, Checked]] = []
             for item in part:
                 if isinstance(item, Refused):

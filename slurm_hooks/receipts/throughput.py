@@ -106,8 +106,8 @@ def run_ingest_bench(
     say(f"ingesting {len(envelopes)} events")
     batch = 8192
     start = time.perf_counter()
-    for i in range(0, len(envelopes), batch):
-        result = ledger.append(envelopes[i : i + batch])
+    batches = ((envelopes[i : i + batch], None) for i in range(0, len(envelopes), batch))
+    for result in ledger.append_stream(batches):
         if result.rejected:
             raise ReceiptError(f"benchmark event rejected: {result.rejected[0][1]}")
     ingest_s = time.perf_counter() - start

@@ -22,7 +22,7 @@ put_file() {
 }
 
 check_hooks() {
-    [[ "$CP_HOOKS" == 0 ]] && return 0
+    [[ "$CP_HOOKS" == 0 || "$CP_HOOKS" == noop ]] && return 0
     local hook missing=()
     for hook in "$CP_HOOK_PROLOG" "$CP_HOOK_EPILOG" "$CP_HOOK_PROLOG_CTLD" "$CP_HOOK_EPILOG_CTLD"; do
         [[ -x "$hook" ]] || missing+=("$hook")
@@ -81,6 +81,13 @@ write_slurm_conf() {
     local node i hooks
     if [[ "$CP_HOOKS" == 0 ]]; then
         hooks="# ComputeProof hooks left out (CP_HOOKS=0)"
+    elif [[ "$CP_HOOKS" == noop ]]; then
+        # the same four hook slots, each a no-op: the baseline of the throughput benchmark
+        # (configured hooks change when slurmctld schedules; a no-op isolates our cost)
+        hooks="Prolog=/bin/true
+Epilog=/bin/true
+PrologSlurmctld=/bin/true
+EpilogSlurmctld=/bin/true"
     else
         hooks="Prolog=$CP_HOOK_PROLOG
 Epilog=$CP_HOOK_EPILOG
@@ -123,6 +130,9 @@ KillWait=5
 Waittime=0
 MessageTimeout=10
 SchedulerType=sched/backfill
+# Schedule every second: a test cluster should not wait for 60 s periodic passes, and the
+# hooks-on/off throughput benchmark must compare hook cost, not scheduler timing.
+SchedulerParameters=sched_interval=1,bf_interval=1
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=500

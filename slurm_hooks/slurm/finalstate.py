@@ -3,9 +3,11 @@
 In EpilogSlurmctld the job is still COMPLETING; its final state (COMPLETED, FAILED,
 CANCELLED, TIMEOUT, NODE_FAIL, OUT_OF_MEMORY, PREEMPTED...) appears in sacct a moment
 later (and in squeue until MinJobAge). The epilog must not wait for it, so it
-double-forks a detached watcher (own session, no inherited descriptors) that polls
-sacct --json, then squeue --json, for at most WATCH_SECONDS and writes one
-``final_state`` event to the spool. Failures are logged and counted like a hook's.
+leaves a marker per job run in <spool>/final-pending/ and starts, unless one is running,
+the controller's single detached collector (own session, no inherited descriptors). It
+polls sacct --json for all pending jobs at once every POLL_SECONDS, falls back to squeue
+--json at a job's deadline (WATCH_SECONDS), and writes one ``final_state`` event per run.
+Failures are logged and counted like a hook's.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import os
 import time
 
-from slurm_hooks.errors import ComputeProofError, SlurmError
+from slurm_hooks.errors import SlurmError
 from slurm_hooks.receipts.event import new_event
 from slurm_hooks.receipts.spool import Spool
 
@@ -73,48 +75,178 @@ def final_payload(record: AccountingRecord, source: str) -> dict[str, object]:
     return payload
 
 
-def watch(
-    config: HookConfig,
-    job: str,
-    job_id: int,
-    run: int,
-    start: int | None = None,
-    deadline_s: float = WATCH_SECONDS,
-    poll_s: float = POLL_SECONDS,
-) -> dict[str, object]:
-    """Poll until the run that started at ``start`` is final; write final_state, return it."""
-    from slurm_hooks.slurm.slurmcli import SlurmCli
+PENDING_DIR = "final-pending"
+LOCK_NAME = ".collector.lock"
+IDLE_EXIT_SECONDS = 3.0  # the collector exits after this long with nothing pending
+BATCH = 200  # job ids per sacct/squeue call
+
+
+def pending_dir(config: HookConfig) -> str:
+    """Where EpilogSlurmctld leaves one marker per job run awaiting its final state."""
+    return os.path.join(config.spool_dir, PENDING_DIR)
+
+
+def queue_final_state(
+    config: HookConfig, job: str, job_id: int, run: int, start: int | None = None
+) -> None:
+    """Leave a marker for this run and make sure one collector is running; return at once.
+
+    One collector per controller polls Slurm for every pending job together (one sacct call
+    a second), instead of one poller per job: a burst of short jobs must not turn into a
+    burst of sacct processes on the controller.
+    """
+    from slurm_hooks.receipts.canonical import canonical_bytes
+
+    directory = pending_dir(config)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    marker = {"job": job, "job_id": job_id, "run": run, "start": start,
+              "deadline": int(time.time() + WATCH_SECONDS)}  # fmt: skip
+    final = os.path.join(directory, f"{job_id}.{run}.json")
+    tmp = final + f".{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, canonical_bytes(marker))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, final)  # written before the lock is tried: see collect()
+    _spawn_collector(config)
+
+
+def _try_lock(directory: str) -> int | None:
+    import fcntl
+
+    fd = os.open(os.path.join(directory, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _markers(directory: str) -> list[tuple[str, dict[str, object]]]:
+    import json
+
+    out = []
+    for name in sorted(os.listdir(directory)):
+        if not name.endswith(".json"):
+            continue
+        path = os.path.join(directory, name)
+        try:
+            with open(path, "rb") as f:
+                out.append((path, json.loads(f.read())))
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def collect(config: HookConfig, poll_s: float = POLL_SECONDS) -> int:
+    """Be the controller's one collector while markers are pending; return events written.
+
+    Exits when nothing has been pending for IDLE_EXIT_SECONDS. Before exiting it releases
+    the lock and looks once more: a marker written meanwhile is either seen here (and the
+    lock re-taken) or its writer took the lock and collects it. Nothing is left behind.
+    """
+    directory = pending_dir(config)
+    lock = _try_lock(directory)
+    if lock is None:
+        return 0  # another collector runs; it will see our marker
+    written = 0
+    idle_since = time.monotonic()
+    try:
+        while True:
+            markers = _markers(directory)
+            if markers:
+                written += _collect_once(config, markers)
+                idle_since = time.monotonic()
+            elif time.monotonic() - idle_since >= IDLE_EXIT_SECONDS:
+                os.close(lock)
+                lock = None
+                if not _markers(directory) or (lock := _try_lock(directory)) is None:
+                    return written
+                idle_since = time.monotonic()
+                continue
+            time.sleep(poll_s)
+    finally:
+        if lock is not None:
+            os.close(lock)
+
+
+def _collect_once(config: HookConfig, markers: list[tuple[str, dict[str, object]]]) -> int:
+    """One pass: one sacct (and, for stragglers, one squeue) call for every pending job."""
+    from slurm_hooks.slurm.slurmcli import SlurmCli, parse_squeue_json, pick_run
 
     info = SlurmCli(config.slurm_bin)
-    deadline = time.monotonic() + deadline_s
-    from_squeue: AccountingRecord | None = None
-    partial: AccountingRecord | None = None
-    last_error = "no final state reported"
-    while True:
+    ids = sorted({int(m["job_id"]) for _, m in markers})  # type: ignore[call-overload]
+    by_job: dict[int, list[AccountingRecord]] = {}
+    error = ""
+    for i in range(0, len(ids), BATCH):
+        chunk = ",".join(str(j) for j in ids[i : i + BATCH])
         try:
-            record = info.job_accounting(job_id, start)
-            if record is not None and settled(record):
-                return _record(config, job, job_id, run, final_payload(record, "sacct"))
-            if record is not None and record.get("state") not in NOT_FINAL:
-                partial = record
+            for rec in info._sacct("-j", chunk):
+                by_job.setdefault(rec["job_id"], []).append(rec)
         except SlurmError as e:
-            last_error = str(e)
+            error = str(e)
+    written = 0
+    now = time.time()
+    late: list[tuple[str, dict[str, object]]] = []
+    for path, m in markers:
+        job_id, run = int(m["job_id"]), int(m["run"])  # type: ignore[call-overload]
+        start = m.get("start") if isinstance(m.get("start"), int) else None
+        record = pick_run(by_job.get(job_id, []), start)  # type: ignore[arg-type]
+        if record is not None and settled(record):
+            _record(config, str(m["job"]), job_id, run, final_payload(record, "sacct"))
+            _unlink(path)
+            written += 1
+        elif now >= int(m.get("deadline") or 0):  # type: ignore[call-overload]
+            late.append((path, {**m, "partial": record}))
+    if late:
+        live: dict[int, AccountingRecord] = {}
         try:
-            live = info.job_live(job_id)
-            if live is not None and settled(live) and start in (None, live.get("start_epoch")):
-                from_squeue = live
+            late_ids = ",".join(str(m["job_id"]) for _, m in late)
+            for rec in parse_squeue_json(info._json("squeue", "--json", "-j", late_ids)):
+                live[rec["job_id"]] = rec
         except SlurmError as e:
-            last_error = str(e)
-        if time.monotonic() + poll_s > deadline:
-            break
-        time.sleep(poll_s)
+            error = str(e)
+        for path, m in late:
+            written += _give_up(config, path, m, live, error)
+    return written
+
+
+def _give_up(
+    config: HookConfig,
+    path: str,
+    marker: dict[str, object],
+    live: dict[int, AccountingRecord],
+    error: str,
+) -> int:
     # slurmdbd lagged: squeue's view is Slurm's own report of the final state too;
     # failing that, the final state sacct gave before its record was whole.
-    if from_squeue is not None:
-        return _record(config, job, job_id, run, final_payload(from_squeue, "squeue"))
-    if partial is not None:
-        return _record(config, job, job_id, run, final_payload(partial, "sacct_partial"))
-    raise SlurmError(f"no final state for job {job_id} within {deadline_s:g} s: {last_error}")
+    job_id, run, job = int(marker["job_id"]), int(marker["run"]), str(marker["job"])  # type: ignore[call-overload]
+    rec = live.get(job_id)
+    start = marker.get("start")
+    partial = marker.get("partial")
+    _unlink(path)
+    if rec is not None and settled(rec) and start in (None, rec.get("start_epoch")):
+        _record(config, job, job_id, run, final_payload(rec, "squeue"))
+        return 1
+    if isinstance(partial, dict) and partial.get("state") not in NOT_FINAL:
+        _record(config, job, job_id, run, final_payload(partial, "sacct_partial"))  # type: ignore[arg-type]
+        return 1
+    from slurm_hooks.slurm.hooks import count_failure, failure_line, log
+
+    why = f"no final state within {WATCH_SECONDS:g} s: {error or 'not reported'}"
+    log("final_state", why, job_id)
+    count_failure(config.spool_dir, failure_line("final_state", why, job_id))
+    return 0
+
+
+def _unlink(path: str) -> None:
+    try:  # noqa: SIM105 - contextlib costs imports on the hook path
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def _record(
@@ -125,10 +257,8 @@ def _record(
     return event
 
 
-def spawn_watcher(
-    config: HookConfig, job: str, job_id: int, run: int, start: int | None = None
-) -> None:
-    """Start ``watch`` in a detached grandchild; return at once (the epilog goes on)."""
+def _spawn_collector(config: HookConfig) -> None:
+    """Run :func:`collect` in a detached grandchild; return at once (the epilog goes on)."""
     pid = os.fork()
     if pid:
         os.waitpid(pid, 0)  # the middle child exits at once
@@ -138,22 +268,14 @@ def spawn_watcher(
         if os.fork():
             os._exit(0)
         _detach()
-        import _signal  # type: ignore[import-not-found]
-
-        _signal.alarm(int(WATCH_SECONDS) + 30)  # backstop for a hung Slurm command
         try:
-            watch(config, job, job_id, run, start)
-        except ComputeProofError as e:
-            from slurm_hooks.slurm.hooks import count_failure, failure_line, log
-
-            log("final_state", str(e), job_id)
-            count_failure(config.spool_dir, failure_line("final_state", str(e), job_id))
+            collect(config)
         except Exception as e:  # a bug must not leave a traceback on slurmctld's pipes
             from slurm_hooks.slurm.hooks import count_failure, failure_line, log
 
             what = f"{type(e).__name__}: {e}"
-            log("final_state", what, job_id)
-            count_failure(config.spool_dir, failure_line("final_state", what, job_id))
+            log("final_state", what, None)
+            count_failure(config.spool_dir, failure_line("final_state", what, None))
     finally:
         os._exit(0)
 

@@ -236,7 +236,7 @@ def prolog_slurmctld(config: HookConfig, env: dict[str, str], job_id: int) -> No
 
 
 def epilog_slurmctld(config: HookConfig, env: dict[str, str], job_id: int) -> None:
-    """Record ``completed`` and start the detached final_state watcher."""
+    """Record ``completed`` and queue the run for the final_state collector."""
     from slurm_hooks.slurm import scontrol as sc
 
     record, _details, source = _controller_record(config, job_id)
@@ -283,9 +283,9 @@ def epilog_slurmctld(config: HookConfig, env: dict[str, str], job_id: int) -> No
     _write(
         config, new_event("completed", config.cluster, job, job_id, config.host, payload, run=run)
     )
-    from slurm_hooks.slurm.finalstate import spawn_watcher
+    from slurm_hooks.slurm.finalstate import queue_final_state
 
-    spawn_watcher(config, job, job_id, run, start)
+    queue_final_state(config, job, job_id, run, start)
 
 
 def _value(rec: dict[str, str], key: str) -> str | None:

@@ -141,7 +141,9 @@ def _markers(directory: str) -> list[tuple[str, dict[str, object]]]:
     return out
 
 
-def collect(config: HookConfig, poll_s: float = POLL_SECONDS) -> int:
+def collect(
+    config: HookConfig, poll_s: float = POLL_SECONDS, idle_exit_s: float = IDLE_EXIT_SECONDS
+) -> int:
     """Be the controller's one collector while markers are pending; return events written.
 
     Exits when nothing has been pending for IDLE_EXIT_SECONDS. Before exiting it releases
@@ -160,7 +162,7 @@ def collect(config: HookConfig, poll_s: float = POLL_SECONDS) -> int:
             if markers:
                 written += _collect_once(config, markers)
                 idle_since = time.monotonic()
-            elif time.monotonic() - idle_since >= IDLE_EXIT_SECONDS:
+            elif time.monotonic() - idle_since >= idle_exit_s:
                 os.close(lock)
                 lock = None
                 if not _markers(directory) or (lock := _try_lock(directory)) is None:

@@ -1,0 +1,86 @@
+"""The final_state collector: one poller per controller, batched sacct calls, no lost runs."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from slurm_hooks.slurm import finalstate
+from slurm_hooks.slurm.hookconfig import load_hook_config
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def _site(tmp_path: Path) -> tuple[object, Path]:
+    """A hook config whose slurm_bin holds a stub sacct that logs each call."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls.log"
+    fixture = FIXTURES / "sacct_18_19_22.json"
+    sacct = bin_dir / "sacct"
+    sacct.write_text(
+        "#!/bin/sh\n"
+        f'echo "$*" >> {calls}\n'
+        f'case "$*" in *--json*) cat {fixture};; *) echo "18|2026-11-25T16:18:39|3:0";; esac\n'
+    )
+    sacct.chmod(0o755)
+    squeue = bin_dir / "squeue"
+    squeue.write_text("#!/bin/sh\necho '{\"jobs\": []}'\n")
+    squeue.chmod(0o755)
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(
+        f'cluster = "cptest"\nspool_dir = "{tmp_path}/spool"\nslurm_bin = "{bin_dir}"\n'
+        'host = "ctl"\n'
+    )
+    return load_hook_config({"COMPUTEPROOF_CONFIG": str(cfg)}), calls
+
+
+def _marker(config: object, job_id: int, deadline: int = 2**40) -> None:
+    directory = finalstate.pending_dir(config)  # type: ignore[arg-type]
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, f"{job_id}.0.json"), "w") as f:
+        json.dump({"job": str(job_id), "job_id": job_id, "run": 0, "start": None,
+                   "deadline": deadline}, f)  # fmt: skip
+
+
+def _events(config: object) -> list[dict[str, object]]:
+    new = Path(config.spool_dir) / "new"  # type: ignore[attr-defined]
+    return [json.loads(p.read_text()) for p in sorted(new.glob("*.json"))]
+
+
+def test_one_sacct_call_per_pass_for_all_pending_jobs(tmp_path: Path) -> None:
+    config, calls = _site(tmp_path)
+    for job_id in (18, 19, 22):
+        _marker(config, job_id)
+    written = finalstate.collect(config, poll_s=0.01, idle_exit_s=0.05)  # type: ignore[arg-type]
+    assert written == 3
+    states = {e["job_id"]: e["payload"]["state"] for e in _events(config)}  # type: ignore[index]
+    assert states == {18: "FAILED", 19: "COMPLETED", 22: "CANCELLED"}
+    json_calls = [c for c in calls.read_text().splitlines() if "--json" in c]
+    assert len(json_calls) == 1 and "-j 18,19,22" in json_calls[0]
+    assert not list(Path(finalstate.pending_dir(config)).glob("*.json"))  # type: ignore[arg-type]
+    assert all(e["type"] == "final_state" and e["host"] == "ctl" for e in _events(config))
+
+
+def test_a_second_collector_defers_to_the_running_one(tmp_path: Path) -> None:
+    config, calls = _site(tmp_path)
+    _marker(config, 19)
+    lock = finalstate._try_lock(finalstate.pending_dir(config))  # type: ignore[arg-type]
+    assert lock is not None
+    try:
+        assert finalstate.collect(config, poll_s=0.01, idle_exit_s=0.05) == 0  # type: ignore[arg-type]
+        assert not calls.exists()  # it did not poll Slurm at all
+    finally:
+        os.close(lock)
+    assert finalstate.collect(config, poll_s=0.01, idle_exit_s=0.05) == 1  # type: ignore[arg-type]
+
+
+def test_unknown_job_past_its_deadline_is_counted_not_invented(tmp_path: Path) -> None:
+    config, _ = _site(tmp_path)
+    _marker(config, 77, deadline=0)  # sacct and squeue know nothing of job 77
+    assert finalstate.collect(config, poll_s=0.01, idle_exit_s=0.05) == 0  # type: ignore[arg-type]
+    assert _events(config) == []
+    counter = Path(config.spool_dir) / "hook-failures"  # type: ignore[attr-defined]
+    assert counter.read_text().strip() == "1"
+    assert not list(Path(finalstate.pending_dir(config)).glob("*.json"))  # type: ignore[arg-type]

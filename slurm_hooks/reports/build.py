@@ -29,8 +29,13 @@ from slurm_hooks.receipts.checkpoint import Checkpoint
 from slurm_hooks.receipts.event import utc_now
 from slurm_hooks.receipts.ledger import Ledger
 from slurm_hooks.receipts.store.interface import LeafRow
-from slurm_hooks.reports.receiptcheck import check_receipts
-from slurm_hooks.reports.source import candidate_jobs
+from slurm_hooks.reports.receiptcheck import check_receipts, usage_of
+from slurm_hooks.reports.source import (
+    Candidate,
+    candidate_jobs,
+    sqlite_candidates_range,
+    sqlite_rowid_span,
+)
 from slurm_hooks.reports.usage import Aggregator, JobUsage, ReportParams
 
 REPORT_FORMAT = "computeproof-usage-report/v1"
@@ -92,6 +97,58 @@ def _batches(
         yield items[i : i + CHECK_BATCH]
 
 
+PARALLEL_MIN_JOBS = 50_000  # below this one process folds faster than two plus the merge
+
+Folded = tuple[Aggregator, list[tuple[str, list[int]]], list[tuple[str, JobUsage, list[int]]]]
+
+
+def _fold(params: ReportParams, candidates: Iterator[Candidate], size: int) -> Folded:
+    """Fold candidates into an aggregator; jobs with events past the checkpoint go aside."""
+    agg = Aggregator(params)
+    receipts: list[tuple[str, list[int]]] = []
+    late: list[tuple[str, JobUsage, list[int]]] = []
+    for usage, leaves, last_leaf in candidates:
+        if last_leaf >= size:  # events appended after the checkpoint: count it as of then
+            late.append((usage.job_key, usage, [i for i in leaves if i < size]))
+        elif agg.add(usage):
+            receipts.append((usage.job_key, leaves))
+    return agg, receipts, late
+
+
+def _fold_range(args: tuple[str, ReportParams, int, int, int]) -> Folded:
+    path, params, lo, hi, size = args
+    return _fold(params, sqlite_candidates_range(path, params, lo, hi), size)
+
+
+def _parallel_fold(
+    ledger: Ledger, params: ReportParams, size: int, workers: int | None
+) -> Folded | None:
+    """Fold a large SQLite job index on every core, one rowid range each; None when a
+    single process is the better choice (other stores, small ledgers, one core)."""
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    from slurm_hooks.receipts.store.sqlite import SQLiteStore
+
+    n = workers or os.cpu_count() or 1
+    if n <= 1 or not isinstance(ledger.store, SQLiteStore):
+        return None
+    lo, hi = sqlite_rowid_span(ledger.store)
+    if hi - lo + 1 < PARALLEL_MIN_JOBS:
+        return None
+    step = (hi - lo + n) // n
+    ranges = [(ledger.store.path, params, lo + i * step, lo + (i + 1) * step, size)
+              for i in range(n)]  # fmt: skip
+    with ProcessPoolExecutor(n) as pool:
+        parts = list(pool.map(_fold_range, ranges))
+    agg, receipts, late = parts[0]
+    for other_agg, other_receipts, other_late in parts[1:]:
+        agg.merge(other_agg)
+        receipts.extend(other_receipts)
+        late.extend(other_late)
+    return agg, receipts, late
+
+
 def build_report(
     ledger: Ledger,
     params: ReportParams,
@@ -102,25 +159,34 @@ def build_report(
 ) -> dict[str, object]:
     """Count the ledger's jobs for ``params`` at a checked checkpoint; the report document."""
     cp, note, problems = check_checkpoints(ledger)
-    agg = Aggregator(params)
-    receipts: list[tuple[str, list[int]]] = []
-    to_check: list[tuple[str, JobUsage, list[int]]] = []
     rng = random.Random(cp.root)
-    late: list[tuple[str, JobUsage, list[int]]] = []
-    for usage, leaves, last_leaf in candidate_jobs(ledger, params):
-        if last_leaf >= cp.size:  # events appended after the checkpoint: count it as of then
-            late.append((usage.job_key, usage, [i for i in leaves if i < cp.size]))
-            continue
-        if not agg.add(usage):
-            continue
-        receipts.append((usage.job_key, leaves))
-        item = (usage.job_key, usage, leaves)
-        if check == "receipts" or len(to_check) < sample_size:
-            to_check.append(item)
-        else:  # reservoir sample, reproducible from the checkpoint root
-            j = rng.randrange(len(receipts))
-            if j < sample_size:
-                to_check[j] = item
+    folded = None if check == "receipts" else _parallel_fold(ledger, params, cp.size, workers)
+    if folded is not None:
+        agg, receipts, late = folded
+        # the sample, reproducible from the checkpoint root, is drawn after the merge
+        picks = sorted(rng.sample(range(len(receipts)), min(sample_size, len(receipts))))
+        chosen = [receipts[i] for i in picks]
+        rows = ledger.store.get_jobs([jk for jk, _ in chosen])
+        to_check = [(jk, usage_of(rows[jk]), leaves) for jk, leaves in chosen if jk in rows]
+    else:
+        agg = Aggregator(params)
+        receipts = []
+        to_check = []
+        late = []
+        for usage, leaves, last_leaf in candidate_jobs(ledger, params):
+            if last_leaf >= cp.size:  # events appended after the checkpoint: count as of then
+                late.append((usage.job_key, usage, [i for i in leaves if i < cp.size]))
+                continue
+            if not agg.add(usage):
+                continue
+            receipts.append((usage.job_key, leaves))
+            item = (usage.job_key, usage, leaves)
+            if check == "receipts" or len(to_check) < sample_size:
+                to_check.append(item)
+            else:  # reservoir sample, reproducible from the checkpoint root
+                j = rng.randrange(len(receipts))
+                if j < sample_size:
+                    to_check[j] = item
     if late:
         refold = check_receipts(
             ledger,

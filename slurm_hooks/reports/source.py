@@ -36,7 +36,32 @@ def candidate_jobs(ledger: Ledger, params: ReportParams) -> Iterator[Candidate]:
         yield usage_of(row), leaves, row.last_leaf if row.last_leaf is not None else -1
 
 
-def _sqlite_candidates(store: object, params: ReportParams) -> Iterator[Candidate]:
+def sqlite_rowid_span(store: object) -> tuple[int, int]:
+    """(lowest, highest) rowid of a SQLite ledger's job index, to split a scan."""
+    from slurm_hooks.receipts.store.sqlite import SQLiteStore
+
+    assert isinstance(store, SQLiteStore)
+    lo, hi = store.db.execute("SELECT coalesce(min(rowid), 0), coalesce(max(rowid), -1) "
+                              "FROM jobs").fetchone()  # fmt: skip
+    return int(lo), int(hi)
+
+
+def sqlite_candidates_range(
+    path: str, params: ReportParams, lo: int, hi: int
+) -> Iterator[Candidate]:
+    """The candidates of job-index rows lo <= rowid < hi, on a connection of its own."""
+    from slurm_hooks.receipts.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(path)
+    try:
+        yield from _sqlite_candidates(store, params, (lo, hi))
+    finally:
+        store.close()
+
+
+def _sqlite_candidates(
+    store: object, params: ReportParams, rowids: tuple[int, int] | None = None
+) -> Iterator[Candidate]:
     import sqlite3
 
     from slurm_hooks.errors import StoreError
@@ -52,12 +77,15 @@ def _sqlite_candidates(store: object, params: ReportParams) -> Iterator[Candidat
             args.extend(values)
     if not params.include_synthetic:
         where.append("synthetic = 0")
+    if rowids is not None:
+        where.append("j.rowid >= ? AND j.rowid < ?")
+        args.extend(rowids)
     sql = (
         'SELECT j.job_key, account, user, partition, gpu_model, state, gpus, start, "end", '
         "elapsed_s, json_extract(fields, '$.gpu_totals.busy_gpu_ms'), "
         "json_extract(fields, '$.gpu_totals.energy_mj'), synthetic, last_leaf, "
         "(SELECT group_concat(idx) FROM leaves l WHERE l.job_key = j.job_key) "
-        f"FROM jobs j WHERE {' AND '.join(where)}"
+        f"FROM jobs j WHERE {' AND '.join(where)} ORDER BY j.rowid"
     )
     try:
         cur = store.db.execute(sql, args)

@@ -221,6 +221,23 @@ class Aggregator:
         self._split.append(([k for k, _, _ in pieces], failed | (cancelled << 1)))
         return True
 
+    def merge(self, other: Aggregator) -> None:
+        """Add another aggregator's jobs (same parameters) to this one: exact sums."""
+        self.counted += other.counted
+        for why, n in other.skipped.items():
+            self.skipped[why] = self.skipped.get(why, 0) + n
+        self.seen_accounts |= other.seen_accounts
+        self.seen_users |= other.seen_users
+        for key, values in other._ints.items():
+            row = self._ints.setdefault(key, [0] * _SLOTS)
+            for i, v in enumerate(values):
+                row[i] += v
+        for key, fractions in other._fracs.items():
+            frow = self._fracs.setdefault(key, [Fraction(0)] * _SLOTS)
+            for i, f in enumerate(fractions):
+                frow[i] += f
+        self._split.extend(other._split)
+
     def _project(self, key: tuple[str, ...], dims: tuple[str, ...]) -> tuple[str, ...]:
         out = []
         for d in dims:

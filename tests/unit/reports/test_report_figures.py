@@ -183,3 +183,23 @@ def test_ratecard_and_grant_errors_name_file_and_line(tmp_path) -> None:
     card = load_ratecard(write(tmp_path, "ok.toml", RATECARD))
     assert card.price("a100", "debug") == Decimal("0.10")
     assert card.price("h100", "gpu") == Decimal("1.00")
+
+
+def test_parallel_fold_equals_sequential(
+    ledger: Ledger, add_job: AddJob, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Large SQLite ledgers are folded on every core; the figures and the counted receipts
+    must be exactly those of one process (jobs crossing a month boundary included)."""
+    from slurm_hooks.reports import build
+
+    for i in range(1, 13):
+        add_job(i, f"2026-01-{10 + i}T10:00:00Z", f"2026-01-{10 + i}T12:00:00Z",
+                gpus=1 + i % 3, user=("alice", "bob")[i % 2], busy_ms=i * 1_000_000)  # fmt: skip
+    add_job(13, "2026-01-31T20:00:00Z", "2026-02-01T04:00:00Z", gpus=2)  # spans the month
+    p = params("2026-01-01", "2026-02-28", group_by=("account", "user", "month"))
+    single = build.build_report(ledger, p, check="sample", workers=1)
+    monkeypatch.setattr(build, "PARALLEL_MIN_JOBS", 1)
+    split = build.build_report(ledger, p, check="sample", workers=2)
+    assert split["ledger_check"]["ok"] and split["ledger_check"]["jobs_checked"] == 13
+    for key in ("totals", "groups", "receipts", "notes"):
+        assert split[key] == single[key], key

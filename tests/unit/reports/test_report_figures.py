@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 from decimal import Decimal
 
 import pytest
@@ -186,7 +187,7 @@ def test_ratecard_and_grant_errors_name_file_and_line(tmp_path) -> None:
 
 
 def test_parallel_fold_equals_sequential(
-    ledger: Ledger, add_job: AddJob, monkeypatch: pytest.MonkeyPatch
+    ledger: Ledger, add_job: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Large SQLite ledgers are folded on every core; the figures and the counted receipts
     must be exactly those of one process (jobs crossing a month boundary included)."""

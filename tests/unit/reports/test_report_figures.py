@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-from typing import Any
 from decimal import Decimal
+from typing import Any
 
 import pytest
 

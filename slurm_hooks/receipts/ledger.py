@@ -486,12 +486,28 @@ class Ledger:
         expect = 0
         batch: list[LeafRow] = []
 
-        def flush() -> None:
+        # one batch in flight: the workers check batch k+1 while this process reads the log
+        # and checks batch k's results
+        in_flight: list[tuple[list[LeafRow], Iterable[list[Checked | Refused]]]] = []
+
+        def submit() -> None:
             chunks: list[Sequence[bytes]] = [
                 [r.envelope for r in batch[i : i + CHUNK]] for i in range(0, len(batch), CHUNK)
             ]
-            results = (r for part in self._map(chunks, keys) for r in part)
-            for row, c in zip(batch, results, strict=True):
+            in_flight.append((list(batch), self._map(chunks, keys)))
+            batch.clear()
+
+        def drain(keep: int) -> None:
+            while len(in_flight) > keep:
+                rows, parts = in_flight.pop(0)
+                check(rows, (r for part in parts for r in part))
+
+        def flush() -> None:
+            submit()
+            drain(0)
+
+        def check(rows: list[LeafRow], results: Iterable[Checked | Refused]) -> None:
+            for row, c in zip(rows, results, strict=True):
                 if isinstance(c, Refused):
                     level0.append(merkle.leaf_hash(row.envelope))
                     report.bad(row.index, f"leaf {row.index}: {c.reason}")
@@ -521,7 +537,6 @@ class Ledger:
                         f"leaf {seen_ids[row.event_id]}",
                     )
                 seen_ids[row.event_id] = row.index
-            batch.clear()
             if progress is not None:
                 progress(len(level0), size)
 
@@ -534,7 +549,8 @@ class Ledger:
             batch.append(row)
             expect += 1
             if len(batch) >= CHUNK * max(1, self.workers) * 4:
-                flush()
+                submit()
+                drain(1)
         flush()
         levels = self._verify_nodes(level0, report)
         self._verify_checkpoints(levels, report)

@@ -44,3 +44,32 @@ def test_stream_dedupes_across_batches(tmp_path: Path) -> None:
     assert len(second.accepted) == len(envelopes) - half
     assert ledger.size() == len(envelopes)
     ledger.close()
+
+
+def test_pipelined_verify_finds_a_tampered_leaf_deep_in_the_log(tmp_path: Path) -> None:
+    """`ledger verify` overlaps batches across workers; it still names the exact bad leaf."""
+    import sqlite3
+
+    envelopes = list(signed_jobs(1, 500, 3))
+    assert len(envelopes) > 3000  # several verify batches of 2,048 leaves with 2 workers
+    ledger = _ledger(tmp_path / "l.db", workers=2)
+    for result in ledger.append_stream(
+        (envelopes[i : i + 1000], None) for i in range(0, len(envelopes), 1000)
+    ):
+        assert not result.rejected
+    ledger.checkpoint()
+    report = ledger.verify()
+    assert report.ok and report.signatures == len(envelopes)
+    bad = 2500
+    db = sqlite3.connect(tmp_path / "l.db")
+    env = db.execute("SELECT envelope FROM leaves WHERE idx = ?", (bad,)).fetchone()[0]
+    db.execute(
+        "UPDATE leaves SET envelope = ? WHERE idx = ?",
+        (env.replace(b'"sig":"', b'"sig":"A', 1), bad),
+    )
+    db.commit()
+    db.close()
+    report = ledger.verify()
+    assert not report.ok and report.first_bad_index == bad
+    assert report.signatures == len(envelopes) - 1
+    ledger.close()

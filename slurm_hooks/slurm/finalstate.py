@@ -196,7 +196,13 @@ def _collect_once(config: HookConfig, markers: list[tuple[str, dict[str, object]
     for path, m in markers:
         job_id, run = int(m["job_id"]), int(m["run"])  # type: ignore[call-overload]
         start = m.get("start") if isinstance(m.get("start"), int) else None
-        record = pick_run(by_job.get(job_id, []), start)  # type: ignore[arg-type]
+        runs = by_job.get(job_id, [])
+        if start is not None:
+            record = pick_run(runs, start)  # type: ignore[arg-type]
+        else:
+            # EpilogSlurmctld could not read the start time (scontrol failed or timed out):
+            # sacct lists a requeued job's runs oldest first, so the run number picks it
+            record = runs[run] if run < len(runs) else None
         if record is not None and settled(record):
             _record(config, str(m["job"]), job_id, run, final_payload(record, "sacct"))
             _unlink(path)

@@ -84,3 +84,30 @@ def test_unknown_job_past_its_deadline_is_counted_not_invented(tmp_path: Path) -
     counter = Path(config.spool_dir) / "hook-failures"  # type: ignore[attr-defined]
     assert counter.read_text().strip() == "1"
     assert not list(Path(finalstate.pending_dir(config)).glob("*.json"))  # type: ignore[arg-type]
+
+
+def test_requeued_runs_without_start_time_are_told_apart_by_run_number(tmp_path: Path) -> None:
+    """When EpilogSlurmctld had no start time, run N takes sacct's N-th record of the job."""
+    import copy
+
+    config, _ = _site(tmp_path)
+    data = json.loads((FIXTURES / "sacct_18_19_22.json").read_text())
+    rec = next(j for j in data["jobs"] if j["job_id"] == 19)
+    first = copy.deepcopy(rec)
+    first["state"]["current"] = "REQUEUED"
+    first["time"]["start"] -= 100
+    first["time"]["end"] = first["time"]["start"] + 10
+    data["jobs"] = [first, rec]
+    two_runs = tmp_path / "two_runs.json"
+    two_runs.write_text(json.dumps(data))
+    sacct = Path(config.slurm_bin) / "sacct"  # type: ignore[attr-defined]
+    sacct.write_text(f'#!/bin/sh\ncase "$*" in *--json*) cat {two_runs};; esac\n')
+    for run in (0, 1):
+        directory = finalstate.pending_dir(config)  # type: ignore[arg-type]
+        os.makedirs(directory, exist_ok=True)
+        with open(os.path.join(directory, f"19.{run}.json"), "w") as f:
+            json.dump({"job": "19", "job_id": 19, "run": run, "start": None,
+                       "deadline": 2**40}, f)  # fmt: skip
+    assert finalstate.collect(config, poll_s=0.01, idle_exit_s=0.05) == 2  # type: ignore[arg-type]
+    states = {e["run"]: e["payload"]["state"] for e in _events(config)}  # type: ignore[index]
+    assert states == {0: "REQUEUED", 1: "COMPLETED"}

@@ -87,7 +87,12 @@ def pending_dir(config: HookConfig) -> str:
 
 
 def queue_final_state(
-    config: HookConfig, job: str, job_id: int, run: int, start: int | None = None
+    config: HookConfig,
+    job: str,
+    job_id: int,
+    run: int,
+    start: int | None = None,
+    batch: bool | None = None,
 ) -> None:
     """Leave a marker for this run and make sure one collector is running; return at once.
 
@@ -99,7 +104,7 @@ def queue_final_state(
 
     directory = pending_dir(config)
     os.makedirs(directory, mode=0o700, exist_ok=True)
-    marker = {"job": job, "job_id": job_id, "run": run, "start": start,
+    marker = {"job": job, "job_id": job_id, "run": run, "start": start, "batch": batch,
               "deadline": int(time.time() + WATCH_SECONDS)}  # fmt: skip
     final = os.path.join(directory, f"{job_id}.{run}.json")
     tmp = final + f".{os.getpid()}.tmp"
@@ -203,7 +208,9 @@ def _collect_once(config: HookConfig, markers: list[tuple[str, dict[str, object]
             # EpilogSlurmctld could not read the start time (scontrol failed or timed out):
             # sacct lists a requeued job's runs oldest first, so the run number picks it
             record = runs[run] if run < len(runs) else None
-        if record is not None and settled(record):
+        # a batch job's exit code and signal reach slurmdbd with its batch step's end
+        whole = m.get("batch") is not True or record is None or bool(record.get("batch_step_end"))
+        if record is not None and settled(record) and (whole or record.get("start_epoch") is None):
             _record(config, str(m["job"]), job_id, run, final_payload(record, "sacct"))
             _unlink(path)
             written += 1

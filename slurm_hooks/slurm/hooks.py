@@ -285,7 +285,8 @@ def epilog_slurmctld(config: HookConfig, env: dict[str, str], job_id: int) -> No
     )
     from slurm_hooks.slurm.finalstate import queue_final_state
 
-    queue_final_state(config, job, job_id, run, start)
+    batch = {"1": True, "0": False}.get(rec.get("BatchFlag", ""))
+    queue_final_state(config, job, job_id, run, start, batch)
 
 
 def _value(rec: dict[str, str], key: str) -> str | None:

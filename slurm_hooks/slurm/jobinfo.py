@@ -49,6 +49,7 @@ class AccountingRecord(TypedDict, total=False):
     gpus: int
     tres_allocated: dict[str, int]
     restarts: int | None
+    batch_step_end: int | None  # sacct only: end of the "batch" step, None until recorded
 
 
 class JobInfo(Protocol):

@@ -109,6 +109,15 @@ def _finish(rec: AccountingRecord) -> AccountingRecord:
     return rec
 
 
+def _batch_step_end(steps: object) -> int | None:
+    """When the job's batch step ended, per sacct; None while it is not recorded as ended."""
+    for step in steps if isinstance(steps, list) else ():
+        if isinstance(step, dict) and (step.get("step") or {}).get("name") == "batch":
+            end = (step.get("time") or {}).get("end")
+            return _opt_id(end)
+    return None
+
+
 def parse_sacct_json(data: object) -> list[AccountingRecord]:
     """Accounting records from ``sacct --json`` output (already decoded)."""
     if not isinstance(data, dict) or not isinstance(data.get("jobs"), list):
@@ -149,6 +158,7 @@ def parse_sacct_json(data: object) -> list[AccountingRecord]:
             "num_nodes": _num(job.get("allocation_nodes")),
             "tres_allocated": _tres_list(tres.get("allocated")),
             "restarts": _num(job.get("restart_cnt")),
+            "batch_step_end": _batch_step_end(job.get("steps")),
         }
         out.append(_finish(rec))
     return out
@@ -190,6 +200,7 @@ def parse_squeue_json(data: object) -> list[AccountingRecord]:
             "num_nodes": _num(job.get("node_count")),
             "tres_allocated": _tres_str(job.get("tres_alloc_str")),
             "restarts": _num(job.get("restart_cnt")),
+            "batch_step_end": _batch_step_end(job.get("steps")),
         }
         out.append(_finish(rec))
     return out

@@ -111,3 +111,31 @@ def test_requeued_runs_without_start_time_are_told_apart_by_run_number(tmp_path:
     assert finalstate.collect(config, poll_s=0.01, idle_exit_s=0.05) == 2  # type: ignore[arg-type]
     states = {e["run"]: e["payload"]["state"] for e in _events(config)}  # type: ignore[index]
     assert states == {0: "REQUEUED", 1: "COMPLETED"}
+
+
+def test_batch_job_waits_for_its_batch_step(tmp_path: Path) -> None:
+    """A batch job is final in accounting only once its batch step ended (with the exit
+    code and signal); until then the collector keeps polling."""
+    import copy
+
+    config, _ = _site(tmp_path)
+    data = json.loads((FIXTURES / "sacct_18_19_22.json").read_text())
+    rec = next(j for j in data["jobs"] if j["job_id"] == 19)
+    early = copy.deepcopy(rec)
+    early["steps"] = []  # slurmdbd has the job's end but not yet its batch step
+    state = tmp_path / "sacct.json"
+    state.write_text(json.dumps({**data, "jobs": [early]}))
+    sacct = Path(config.slurm_bin) / "sacct"  # type: ignore[attr-defined]
+    sacct.write_text(f'#!/bin/sh\ncase "$*" in *--json*) cat {state};; esac\n')
+    directory = finalstate.pending_dir(config)  # type: ignore[arg-type]
+    os.makedirs(directory, exist_ok=True)
+    marker = os.path.join(directory, "19.0.json")
+    with open(marker, "w") as f:
+        json.dump({"job": "19", "job_id": 19, "run": 0, "start": None, "batch": True,
+                   "deadline": 2**40}, f)  # fmt: skip
+    markers = finalstate._markers(directory)
+    assert finalstate._collect_once(config, markers) == 0  # type: ignore[arg-type]
+    assert os.path.exists(marker) and _events(config) == []
+    state.write_text(json.dumps({**data, "jobs": [rec]}))  # the batch step arrived
+    assert finalstate._collect_once(config, finalstate._markers(directory)) == 1  # type: ignore[arg-type]
+    assert not os.path.exists(marker)

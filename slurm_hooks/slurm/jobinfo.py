@@ -50,6 +50,8 @@ class AccountingRecord(TypedDict, total=False):
     tres_allocated: dict[str, int]
     restarts: int | None
     batch_step_end: int | None  # sacct only: end of the "batch" step, None until recorded
+    batch_exit_code: int | None  # sacct only: the batch step's exit code and signal
+    batch_signal: int | None
 
 
 class JobInfo(Protocol):

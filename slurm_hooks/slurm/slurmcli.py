@@ -109,13 +109,25 @@ def _finish(rec: AccountingRecord) -> AccountingRecord:
     return rec
 
 
-def _batch_step_end(steps: object) -> int | None:
-    """When the job's batch step ended, per sacct; None while it is not recorded as ended."""
+def _batch_step(steps: object) -> dict[str, object] | None:
     for step in steps if isinstance(steps, list) else ():
         if isinstance(step, dict) and (step.get("step") or {}).get("name") == "batch":
-            end = (step.get("time") or {}).get("end")
-            return _opt_id(end)
+            return step
     return None
+
+
+def _batch_step_end(steps: object) -> int | None:
+    """When the job's batch step ended, per sacct; None while it is not recorded as ended."""
+    step = _batch_step(steps)
+    times = step.get("time") if step is not None else None
+    return _opt_id(times.get("end")) if isinstance(times, dict) else None
+
+
+def _batch_exit(steps: object) -> tuple[int | None, int | None]:
+    """(exit code, signal) of the batch step. For a cancelled job Slurm records 0:0 on the
+    job and the signal (0:15) on its batch step, so the receipt keeps both."""
+    step = _batch_step(steps)
+    return _exit(step.get("exit_code")) if step is not None else (None, None)
 
 
 def parse_sacct_json(data: object) -> list[AccountingRecord]:
@@ -160,6 +172,7 @@ def parse_sacct_json(data: object) -> list[AccountingRecord]:
             "restarts": _num(job.get("restart_cnt")),
             "batch_step_end": _batch_step_end(job.get("steps")),
         }
+        rec["batch_exit_code"], rec["batch_signal"] = _batch_exit(job.get("steps"))
         out.append(_finish(rec))
     return out
 
@@ -202,6 +215,7 @@ def parse_squeue_json(data: object) -> list[AccountingRecord]:
             "restarts": _num(job.get("restart_cnt")),
             "batch_step_end": _batch_step_end(job.get("steps")),
         }
+        rec["batch_exit_code"], rec["batch_signal"] = _batch_exit(job.get("steps"))
         out.append(_finish(rec))
     return out
 

@@ -168,7 +168,9 @@ def test_cancelled_job_signal(slurm_cluster: Any, spool: SpoolWatcher, job_dir: 
         assert cp["signal"] == 15
     final = _by_type(events, "final_state")[0]["payload"]
     assert final["state"] == acct["state"]["current"]
-    assert final["signal"] == 15  # sacct's ExitCode 0:15, recorded whatever scontrol did
+    # Slurm accounts a cancelled job as 0:0 and its batch step as 0:15; both are recorded
+    assert (final["exit_code"], final["signal"]) == (0, 0)
+    assert final["batch_signal"] == 15
     assert acct["state"]["current"] == "CANCELLED"
 
 

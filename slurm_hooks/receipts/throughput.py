@@ -37,17 +37,21 @@ def _verify_many(args: tuple[bytes, list[tuple[bytes, bytes]]]) -> int:
     return len(pairs)
 
 
-def verify_ceiling(workers: int, per_worker: int = 3000) -> float:
-    """Ed25519 verifications per second on ``workers`` processes (1.2 kB messages)."""
+def verify_ceiling(workers: int, per_worker: int = 4000, rounds: int = 3) -> float:
+    """Ed25519 verifications per second on ``workers`` processes (1.2 kB messages): the best
+    of ``rounds`` runs, so the ratios printed against it are conservative."""
     signer = host_signers(1)["synth-n0"]
     msgs = [os.urandom(1200) for _ in range(500)]
     pairs = [(signer.sign(m), m) for m in msgs]
     work = [(signer.public_raw, pairs * (per_worker // len(pairs))) for _ in range(workers)]
     with ProcessPoolExecutor(workers) as pool:
         list(pool.map(_verify_many, [(signer.public_raw, pairs[:50])] * workers))  # warm up
-        start = time.perf_counter()
-        done = sum(pool.map(_verify_many, work))
-        return done / (time.perf_counter() - start)
+        best = 0.0
+        for _ in range(rounds):
+            start = time.perf_counter()
+            done = sum(pool.map(_verify_many, work))
+            best = max(best, done / (time.perf_counter() - start))
+        return best
 
 
 def _fill_proof_store(path: str, size: int, say: Say) -> SQLiteStore:

@@ -97,7 +97,7 @@ def test_dockerfile_copies_existing_files(compose: dict) -> None:
     assert copies
     for line in copies:
         for source in line.split()[:-1]:
-            assert (context / source).is_file(), f"Dockerfile copies missing {source}"
+            assert (context / source).exists(), f"Dockerfile copies missing {source}"
 
 
 def test_setup_scripts_parse() -> None:

@@ -9,7 +9,6 @@ envelope again is a no-op, a different envelope for an existing event id is refu
 
 from __future__ import annotations
 
-import base64
 import bisect
 import json
 import os
@@ -27,7 +26,7 @@ from slurm_hooks.errors import (
 )
 from slurm_hooks.receipts import merkle
 from slurm_hooks.receipts.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
-from slurm_hooks.receipts.envelope import verify_envelope
+from slurm_hooks.receipts.envelope import open_envelope, verify_envelope
 from slurm_hooks.receipts.event import job_key, utc_now
 from slurm_hooks.receipts.jobindex import apply_event, index_payload, new_row
 from slurm_hooks.receipts.keys import Signer, format_public_key, key_id, parse_public_key
@@ -653,8 +652,5 @@ class Ledger:
 
     def job_events(self, row: JobRow) -> list[tuple[LeafRow, dict[str, object]]]:
         """The job run's leaves with their parsed events, in log order."""
-        out = []
-        for leaf in self.store.job_leaves(row.job_key):
-            st = json.loads(base64.b64decode(json.loads(leaf.envelope)["payload"]))
-            out.append((leaf, st["predicate"]))
-        return out
+        return [(leaf, open_envelope(leaf.envelope).event)
+                for leaf in self.store.job_leaves(row.job_key)]  # fmt: skip

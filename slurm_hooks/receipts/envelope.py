@@ -16,7 +16,9 @@ import base64
 import binascii
 import hashlib
 import json
+import re
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 from slurm_hooks.errors import CanonicalError, SignatureError, UnknownKeyError
@@ -91,18 +93,34 @@ def _parse_int(text: str) -> int:
     return value
 
 
+try:  # orjson is the fast path for already-canonical statements; the stdlib is the exact one
+    import orjson as _orjson_module
+
+    _orjson: ModuleType | None = _orjson_module
+    _ORJSON_CANONICAL = _orjson_module.OPT_SORT_KEYS | _orjson_module.OPT_STRICT_INTEGER
+except ImportError:  # pragma: no cover - orjson is a dependency; stay correct without it
+    _orjson = None
+    _ORJSON_CANONICAL = 0
+
+# a number token with a fraction or exponent (how orjson writes every float), between
+# the structural characters around a value; it can also match inside a string (":1.5,"),
+# which only sends that statement down the exact path. Times (":05.123456Z") do not match.
+_FLOAT_TOKEN = re.compile(rb"[:,\[]-?[0-9]+[.eE][-+.0-9eE]*[,\]}]")
+
 _DECODER = json.JSONDecoder(
     parse_float=_reject_float, parse_constant=_reject_constant, parse_int=_parse_int
 )
 
 
-def b64decode_strict(text: str, what: str) -> bytes:
+def b64decode_strict(text: str | bytes, what: str) -> bytes:
     """Standard base64 with padding, in its one canonical spelling (unused bits zero)."""
     try:
-        raw = base64.b64decode(text, validate=True)
+        raw = binascii.a2b_base64(text, strict_mode=True)
     except (binascii.Error, ValueError) as e:
         raise CanonicalError(f"{what} is not valid base64: {e}") from e
-    if base64.b64encode(raw).decode("ascii") != text:
+    if binascii.b2a_base64(raw, newline=False) != (
+        text if isinstance(text, bytes) else text.encode("ascii")
+    ):
         raise CanonicalError(f"{what} is not in canonical base64 form")
     return raw
 
@@ -112,6 +130,27 @@ def _loads(data: bytes, what: str) -> object:
         return _DECODER.decode(data.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
         raise CanonicalError(f"{what} is not JSON: {e}") from e
+
+
+def _loads_canonical(data: bytes) -> Any | None:
+    """The parsed value when ``data`` is provably RFC 8785 already, else None.
+
+    orjson's sorted, 53-bit-strict output equals RFC 8785 for ASCII text without floats
+    (ASCII keys sort the same by code point and by UTF-16 unit; its escapes are JCS's):
+    so a round trip that gives back ``data`` byte for byte proves it canonical. Only
+    objects are taken (inside one, every number follows ``:``, ``,`` or ``[``, which
+    ``_FLOAT_TOKEN`` relies on). Anything else (None) takes the exact standard-library
+    path, with its precise error messages.
+    """
+    if _orjson is None or data[:1] != b"{" or not data.isascii() or _FLOAT_TOKEN.search(data):
+        return None
+    try:
+        value = _orjson.loads(data)
+        if _orjson.dumps(value, option=_ORJSON_CANONICAL) != data:
+            return None
+    except (TypeError, ValueError):  # orjson's decode and encode errors subclass these
+        return None
+    return value
 
 
 def _is_canonical(value: object, data: bytes) -> bool:
@@ -137,7 +176,7 @@ _ENV_SIG = b'","sig":"'
 _ENV_SUFFIX = b'"}]}'
 
 
-def _split_envelope(data: bytes) -> tuple[str, str, str] | None:
+def _split_envelope(data: bytes) -> tuple[bytes, str, bytes] | None:
     """(payload b64, key id, sig b64) when ``data`` has the one canonical envelope shape."""
     if not (data.startswith(_ENV_PREFIX) and data.endswith(_ENV_SUFFIX)):
         return None
@@ -147,12 +186,11 @@ def _split_envelope(data: bytes) -> tuple[str, str, str] | None:
     rest = data[mid + len(_ENV_MID) : -len(_ENV_SUFFIX)]
     if rest[64 : 64 + len(_ENV_SIG)] != _ENV_SIG:
         return None
+    payload, sig = data[len(_ENV_PREFIX) : mid], rest[64 + len(_ENV_SIG) :]
+    if not (payload.isascii() and sig.isascii()):
+        return None
     try:
-        return (
-            data[len(_ENV_PREFIX) : mid].decode("ascii"),
-            rest[:64].decode("ascii"),
-            rest[64 + len(_ENV_SIG) :].decode("ascii"),
-        )
+        return payload, rest[:64].decode("ascii"), sig
     except UnicodeDecodeError:
         return None
 
@@ -199,7 +237,10 @@ def _open_envelope_json(data: bytes) -> Opened:
 
 
 def _open_statement(payload: bytes, kid: str, signature: bytes) -> Opened:
-    st = _loads(payload, "envelope payload")
+    st = _loads_canonical(payload)
+    canonical = st is not None
+    if not canonical:
+        st = _loads(payload, "envelope payload")
     if not isinstance(st, dict) or st.get("_type") != STATEMENT_TYPE:
         raise CanonicalError("envelope payload is not an in-toto Statement v1")
     if set(st) != {"_type", "subject", "predicateType", "predicate"}:
@@ -211,7 +252,7 @@ def _open_statement(payload: bytes, kid: str, signature: bytes) -> Opened:
     want_subject = [{"name": name, "digest": {"sha256": hashlib.sha256(name.encode()).hexdigest()}}]
     if st["subject"] != want_subject:
         raise CanonicalError(f"statement subject does not name its event's job ({name})")
-    if not _is_canonical(st, payload):
+    if not canonical and not _is_canonical(st, payload):
         raise CanonicalError("statement bytes are not canonical JSON (RFC 8785)")
     return Opened(event, kid, signature, pae(PAYLOAD_TYPE, payload))
 

@@ -35,8 +35,10 @@ EVENT_TYPES = (
     "completed",
     "final_state",
 )
+_TYPES = frozenset(EVENT_TYPES)
 IDENTITY_FIELDS = ("schema", "cluster", "job", "job_id", "run", "type", "host", "seq")
 FIELDS = ("schema", "id", "type", "cluster", "job", "job_id", "run", "host", "seq", "time")
+_REQUIRED = frozenset((*FIELDS, "payload"))
 
 
 def event_id(cluster: str, job: str, job_id: int, run: int, type: str, host: str, seq: int) -> str:
@@ -45,16 +47,22 @@ def event_id(cluster: str, job: str, job_id: int, run: int, type: str, host: str
     The tuple is [SCHEMA, cluster, job, job_id, run, type, host, seq] in RFC 8785 form,
     written out directly because this runs for every event on the hook and ingest paths.
     """
-    identity = '["%s","%s","%s",%d,%d,"%s","%s",%d]' % (  # noqa: UP031 - fastest form
-        SCHEMA,
-        cluster.translate(_ESCAPES),
-        job.translate(_ESCAPES),
-        job_id,
-        run,
-        type.translate(_ESCAPES),
-        host.translate(_ESCAPES),
-        seq,
-    )
+    plain = cluster + job + type + host
+    if plain.isprintable() and '"' not in plain and "\\" not in plain:
+        # nothing to escape (isprintable is False for every control character)
+        identity = '["%s","%s","%s",%d,%d,"%s","%s",%d]' % (  # noqa: UP031 - fastest form
+            SCHEMA, cluster, job, job_id, run, type, host, seq)  # fmt: skip
+    else:
+        identity = '["%s","%s","%s",%d,%d,"%s","%s",%d]' % (  # noqa: UP031
+            SCHEMA,
+            cluster.translate(_ESCAPES),
+            job.translate(_ESCAPES),
+            job_id,
+            run,
+            type.translate(_ESCAPES),
+            host.translate(_ESCAPES),
+            seq,
+        )
     digest: str = sha256(identity.encode("utf-8", "surrogatepass")).hexdigest()
     return digest
 
@@ -99,19 +107,21 @@ def check_event(event: object) -> dict[str, Any]:
     """Validate an event's shape and recompute its id; return it or raise CanonicalError."""
     if not isinstance(event, dict):
         raise CanonicalError("event is not a JSON object")
-    for name in (*FIELDS, "payload"):
-        if name not in event:
-            raise CanonicalError(f"event lacks field {name!r}")
+    if not _REQUIRED.issubset(event):
+        for name in (*FIELDS, "payload"):
+            if name not in event:
+                raise CanonicalError(f"event lacks field {name!r}")
     if event["schema"] != SCHEMA:
         raise CanonicalError(f"event schema {event['schema']!r} is not {SCHEMA!r}")
-    if event["type"] not in EVENT_TYPES:
+    if not isinstance(event["type"], str) or event["type"] not in _TYPES:
         raise CanonicalError(f"unknown event type {event['type']!r}")
-    for name in ("cluster", "job", "host", "time", "type"):
-        if not isinstance(event[name], str) or not event[name]:
+    for name in ("cluster", "job", "host", "time"):
+        value = event[name]
+        if not (value and isinstance(value, str)):
             raise CanonicalError(f"event field {name!r} must be a non-empty string")
     for name in ("job_id", "run", "seq"):
         value = event[name]
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        if not (type(value) is int and value >= 0):  # bool is not a count
             raise CanonicalError(f"event field {name!r} must be a non-negative integer")
     if not isinstance(event["payload"], dict):
         raise CanonicalError("event payload must be a JSON object")

@@ -137,10 +137,22 @@ def load_or_create_signer(path: str) -> Signer:
     return load_signer(path)
 
 
+_PUBLIC_KEYS: dict[bytes, Ed25519PublicKey] = {}
+
+
+def _public_key(public_raw: bytes) -> Ed25519PublicKey:
+    key = _PUBLIC_KEYS.get(public_raw)
+    if key is None:
+        key = Ed25519PublicKey.from_public_bytes(public_raw)
+        if len(_PUBLIC_KEYS) < 4096:  # a ledger enrolls one key a host
+            _PUBLIC_KEYS[public_raw] = key
+    return key
+
+
 def verify(public_raw: bytes, signature: bytes, message: bytes) -> bool:
     """True when ``signature`` is a valid Ed25519 signature of ``message``."""
     try:
-        Ed25519PublicKey.from_public_bytes(public_raw).verify(signature, message)
+        _public_key(public_raw).verify(signature, message)
     except (InvalidSignature, ValueError):
         return False
     return True

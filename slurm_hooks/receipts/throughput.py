@@ -2,7 +2,9 @@
 receipt-library issue sets targets for, measured in one run on this machine.
 
 - verify_ceiling_per_s: Ed25519 verifications per second on all cores (the floor of
-  ingest and `ledger verify`: every event's signature must be checked).
+  ingest and `ledger verify`: every event's signature must be checked); measured before
+  ingest, between ingest and verify, and after verify (``verify_ceilings_per_s``); each
+  ratio is taken against the higher of the two measurements around its phase.
 - events_per_s: signature check + Merkle append + commit, batched.
 - proof_us_median_at_N: inclusion proof build (from the store) + verify, at N leaves.
 - ledger_verify_per_s: `ledger verify` over the ingested log.
@@ -98,8 +100,6 @@ def run_ingest_bench(
     if os.path.exists(db_path):
         raise ReceiptError(f"{db_path} exists; the benchmark needs a new database file")
     workers = os.cpu_count() or 1
-    say(f"measuring the Ed25519 verify ceiling on {workers} cores")
-    ceiling = verify_ceiling(workers)
     say(f"signing {n_jobs} synthetic jobs")
     envelopes = signed_jobs_parallel(n_jobs, n_hosts, workers)
     ledger = Ledger(
@@ -107,6 +107,11 @@ def run_ingest_bench(
     )
     for host, signer in host_signers(n_hosts).items():
         ledger.enroll(signer.public_raw, [host])
+    # The ceiling is measured right before and right after each timed phase (best of three
+    # each time) and each phase is compared with the higher of its two: a VM's speed drifts
+    # over a run, and this keeps every ratio conservative.
+    say(f"measuring the Ed25519 verify ceiling on {workers} cores")
+    ceilings = [verify_ceiling(workers)]
     say(f"ingesting {len(envelopes)} events")
     batch = 8192
     start = time.perf_counter()
@@ -116,10 +121,16 @@ def run_ingest_bench(
             raise ReceiptError(f"benchmark event rejected: {result.rejected[0][1]}")
     ingest_s = time.perf_counter() - start
     ledger.checkpoint()
+    say("measuring the verify ceiling again")
+    ceilings.append(verify_ceiling(workers))
     say("verifying the whole ledger")
     start = time.perf_counter()
     report = ledger.verify()
     verify_s = time.perf_counter() - start
+    say("measuring the verify ceiling again")
+    ceilings.append(verify_ceiling(workers))
+    ingest_ceiling = max(ceilings[0], ceilings[1])
+    verify_ceiling_ = max(ceilings[1], ceilings[2])
     if not report.ok:
         raise ReceiptError(f"benchmark ledger failed verification: {report.problems[:1]}")
     size = ledger.size()
@@ -127,11 +138,12 @@ def run_ingest_bench(
         "jobs": n_jobs,
         "events": size,
         "cores": workers,
-        "verify_ceiling_per_s": round(ceiling),
+        "verify_ceiling_per_s": round(max(ceilings)),
+        "verify_ceilings_per_s": [round(c) for c in ceilings],
         "events_per_s": round(size / ingest_s),
-        "ingest_ratio_to_ceiling": round(size / ingest_s / ceiling, 3),
+        "ingest_ratio_to_ceiling": round(size / ingest_s / ingest_ceiling, 3),
         "ledger_verify_per_s": round(size / verify_s),
-        "ledger_verify_ratio_to_ceiling": round(size / verify_s / ceiling, 3),
+        "ledger_verify_ratio_to_ceiling": round(size / verify_s / verify_ceiling_, 3),
         "proof_us_median_at_ledger_size": round(proof_median_us(ledger.store, size), 1),  # type: ignore[arg-type]
     }
     ledger.close()

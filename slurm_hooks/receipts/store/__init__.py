@@ -6,7 +6,7 @@ and runs the same contract tests (tests/unit/receipts/store_contract.py).
 
 from __future__ import annotations
 
-from slurm_hooks.receipts.store.interface import Store
+from slurm_hooks.receipts.store.interface import LeafRow, Store
 
 
 def open_store(url: str) -> Store:
@@ -19,3 +19,11 @@ def open_store(url: str) -> Store:
     from slurm_hooks.receipts.store.sqlite import SQLiteStore
 
     return SQLiteStore(url)
+
+
+def read_leaves(url: str, start: int, stop: int) -> list[LeafRow]:
+    """Leaves start <= index < stop through a store's :meth:`Store.reader_url`, read-only
+    (for ledger worker processes)."""
+    from slurm_hooks.receipts.store.sqlite import read_leaves as read_sqlite
+
+    return read_sqlite(url, start, stop)

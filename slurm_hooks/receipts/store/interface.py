@@ -136,6 +136,12 @@ class Store(ABC):
     def leaves(self, start: int = 0, stop: int | None = None) -> Iterator[LeafRow]:
         """Leaves with start <= index < stop, in index order."""
 
+    def reader_url(self) -> str | None:
+        """A URL that :func:`slurm_hooks.receipts.store.read_leaves` in another process
+        can read this log's leaves through, concurrently and read-only; None when the
+        backend has none (then the ledger passes leaves to its workers itself)."""
+        return None
+
     @abstractmethod
     def leaf_count_rows(self) -> tuple[int, int, int]:
         """(row count, min index, max index) of the leaf table, for integrity checks."""

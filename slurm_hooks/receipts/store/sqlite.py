@@ -100,6 +100,28 @@ def _job_to_row(job: JobRow) -> tuple[object, ...]:
     )
 
 
+_READERS: dict[str, sqlite3.Connection] = {}
+
+
+def read_leaves(path: str, start: int, stop: int) -> list[LeafRow]:
+    """Leaves start <= index < stop of the ledger file ``path``, through a read-only
+    connection kept for the life of the process (a ledger worker's)."""
+    db = _READERS.get(path)
+    try:
+        if db is None:
+            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+            db.execute("PRAGMA busy_timeout=30000")
+            _READERS[path] = db
+        rows = db.execute(
+            "SELECT idx, event_id, job_key, type, host, time, envelope FROM leaves "
+            "WHERE idx >= ? AND idx < ? ORDER BY idx",
+            (start, stop),
+        ).fetchall()
+    except sqlite3.DatabaseError as e:
+        raise StoreError(f"ledger database {path}: {e}") from e
+    return [LeafRow(r[0], r[1], r[2], r[3], r[4], r[5], bytes(r[6])) for r in rows]
+
+
 class SQLiteStore(Store):
     """A ledger in one SQLite file."""
 
@@ -235,6 +257,11 @@ class SQLiteStore(Store):
                     yield LeafRow(r[0], r[1], r[2], r[3], r[4], r[5], bytes(r[6]))
         except sqlite3.DatabaseError as e:
             raise StoreError(f"ledger database {self.path}: {e}") from e
+
+    def reader_url(self) -> str | None:
+        """The database file: workers open it read-only (WAL lets them read while this
+        connection writes)."""
+        return os.path.abspath(self.path)
 
     def leaf_count_rows(self) -> tuple[int, int, int]:
         """(count, min index, max index) of the leaf table."""

@@ -73,3 +73,33 @@ def test_pipelined_verify_finds_a_tampered_leaf_deep_in_the_log(tmp_path: Path) 
     assert not report.ok and report.first_bad_index == bad
     assert report.signatures == len(envelopes) - 1
     ledger.close()
+
+
+def test_parallel_verify_workers_read_the_file_and_report_each_tampering(tmp_path: Path) -> None:
+    """Workers read their own chunks of the file: a deleted row, a rewritten index column and
+    two swapped envelopes are still each named at their leaf."""
+    import sqlite3
+
+    envelopes = list(signed_jobs(1, 400, 3))
+    ledger = _ledger(tmp_path / "l.db", workers=2)
+    for result in ledger.append_stream([(envelopes, None)]):
+        assert not result.rejected
+    ledger.checkpoint()
+    assert ledger.store.reader_url() is not None
+    db = sqlite3.connect(tmp_path / "l.db")
+    db.execute("DELETE FROM leaves WHERE idx = 1700")
+    db.execute("UPDATE leaves SET host = 'elsewhere' WHERE idx = 2100")
+    a, b = (db.execute("SELECT envelope FROM leaves WHERE idx = ?", (i,)).fetchone()[0]
+            for i in (2400, 2401))  # fmt: skip
+    db.execute("UPDATE leaves SET envelope = ? WHERE idx = 2400", (b,))
+    db.execute("UPDATE leaves SET envelope = ? WHERE idx = 2401", (a,))
+    db.commit()
+    db.close()
+    report = ledger.verify()
+    assert not report.ok and report.first_bad_index == 1700
+    text = "\n".join(report.problems)
+    assert "rows are missing" in text
+    assert "leaf 2100: index columns do not match the signed event" in text
+    assert "leaf 2401: index columns do not match the signed event" in text
+    assert {1700, 2100, 2400, 2401} <= set(report.bad_leaves)
+    ledger.close()

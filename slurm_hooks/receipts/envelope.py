@@ -16,7 +16,6 @@ import base64
 import binascii
 import hashlib
 import json
-import re
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -102,14 +101,32 @@ except ImportError:  # pragma: no cover - orjson is a dependency; stay correct w
     _orjson = None
     _ORJSON_CANONICAL = 0
 
-# a number token with a fraction or exponent (how orjson writes every float), between
-# the structural characters around a value; it can also match inside a string (":1.5,"),
-# which only sends that statement down the exact path. Times (":05.123456Z") do not match.
-_FLOAT_TOKEN = re.compile(rb"[:,\[]-?[0-9]+[.eE][-+.0-9eE]*[,\]}]")
+
+def _has_float(value: object) -> bool:
+    """Whether a parsed JSON value holds a float anywhere."""
+    stack = [value]
+    pop, push = stack.pop, stack.extend
+    while stack:
+        item = pop()
+        kind = type(item)
+        if kind is dict:
+            push(item.values())  # type: ignore[attr-defined]
+        elif kind is list:
+            push(item)  # type: ignore[arg-type]
+        elif kind is float:
+            return True
+    return False
+
 
 _DECODER = json.JSONDecoder(
     parse_float=_reject_float, parse_constant=_reject_constant, parse_int=_parse_int
 )
+
+
+_PAD = ("=", 61)  # as str and as bytes item
+# last data character before "=" (2 bits over) and before "==" (4 bits over), bits zero
+_ZERO_TAIL = (frozenset("AEIMQUYcgkosw048") | frozenset(b"AEIMQUYcgkosw048"),
+              frozenset("AQgw") | frozenset(b"AQgw"))  # fmt: skip
 
 
 def b64decode_strict(text: str | bytes, what: str) -> bytes:
@@ -118,8 +135,12 @@ def b64decode_strict(text: str | bytes, what: str) -> bytes:
         raw = binascii.a2b_base64(text, strict_mode=True)
     except (binascii.Error, ValueError) as e:
         raise CanonicalError(f"{what} is not valid base64: {e}") from e
-    if binascii.b2a_base64(raw, newline=False) != (
-        text if isinstance(text, bytes) else text.encode("ascii")
+    # canonical: padded to a multiple of 4, and the bits the padding leaves over are zero
+    n = len(text)
+    if n != (len(raw) + 2) // 3 * 4 or (
+        n
+        and text[-1] in _PAD
+        and text[-3 if text[-2] in _PAD else -2] not in _ZERO_TAIL[text[-2] in _PAD]
     ):
         raise CanonicalError(f"{what} is not in canonical base64 form")
     return raw
@@ -137,16 +158,15 @@ def _loads_canonical(data: bytes) -> Any | None:
 
     orjson's sorted, 53-bit-strict output equals RFC 8785 for ASCII text without floats
     (ASCII keys sort the same by code point and by UTF-16 unit; its escapes are JCS's):
-    so a round trip that gives back ``data`` byte for byte proves it canonical. Only
-    objects are taken (inside one, every number follows ``:``, ``,`` or ``[``, which
-    ``_FLOAT_TOKEN`` relies on). Anything else (None) takes the exact standard-library
-    path, with its precise error messages.
+    so a round trip that gives back ``data`` byte for byte proves it canonical (integers
+    past 2**53, and past 2**64, which orjson reads as floats, fail it). Anything else
+    (None) takes the exact standard-library path, with its precise error messages.
     """
-    if _orjson is None or data[:1] != b"{" or not data.isascii() or _FLOAT_TOKEN.search(data):
+    if _orjson is None or not data.isascii():
         return None
     try:
         value = _orjson.loads(data)
-        if _orjson.dumps(value, option=_ORJSON_CANONICAL) != data:
+        if _has_float(value) or _orjson.dumps(value, option=_ORJSON_CANONICAL) != data:
             return None
     except (TypeError, ValueError):  # orjson's decode and encode errors subclass these
         return None

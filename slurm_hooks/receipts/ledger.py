@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from hashlib import sha256
 from typing import Any, NamedTuple
 
 from slurm_hooks.errors import (
@@ -28,7 +29,7 @@ from slurm_hooks.errors import (
 from slurm_hooks.receipts import merkle
 from slurm_hooks.receipts.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from slurm_hooks.receipts.envelope import open_envelope, verify_envelope
-from slurm_hooks.receipts.event import job_key, utc_now
+from slurm_hooks.receipts.event import utc_now
 from slurm_hooks.receipts.jobindex import apply_event, index_payload, new_row
 from slurm_hooks.receipts.keys import Signer, format_public_key, key_id, parse_public_key
 from slurm_hooks.receipts.store import read_leaves
@@ -94,11 +95,7 @@ class Checked(NamedTuple):
     key_id: str
     leaf_hash: bytes
     index_fields: dict[str, object]  # jobindex.index_payload
-
-    @property
-    def job_key(self) -> str:
-        """``cluster/job#run``."""
-        return job_key(self.cluster, self.job_id, self.run)
+    job_key: str  # event.job_key: ``cluster/job_id#run``
 
 
 class Refused(NamedTuple):
@@ -120,8 +117,11 @@ def _unpack(items: list[tuple[Any, ...]]) -> list[Checked | Refused]:
     return [Refused(*t) if len(t) == 2 else make(t) for t in items]
 
 
-def _check_envelopes(envelopes: Sequence[bytes], keys: dict[str, bytes]) -> list[Checked | Refused]:
-    """Worker: open and verify each envelope -> Checked, or why it was refused."""
+def _check_envelopes(
+    envelopes: Sequence[bytes], keys: dict[str, bytes], index: bool = True
+) -> list[Checked | Refused]:
+    """Worker: open and verify each envelope -> Checked, or why it was refused;
+    ``index=False`` leaves ``index_fields`` empty (`ledger verify` does not need them)."""
     out: list[Checked | Refused] = []
     for data in envelopes:
         try:
@@ -132,21 +132,23 @@ def _check_envelopes(envelopes: Sequence[bytes], keys: dict[str, bytes]) -> list
         except ReceiptError as err:
             out.append(Refused(str(err)))
             continue
-        ev = e.event
-        etype = str(ev["type"])
+        ev = e.event  # check_event vouched for every field's type
+        etype = ev["type"]
+        cluster, job_id, run = ev["cluster"], ev["job_id"], ev["run"]
         out.append(
             Checked(
-                str(ev["id"]),
-                str(ev["cluster"]),
-                str(ev["job"]),
-                int(ev["job_id"]),
-                int(ev["run"]),
+                ev["id"],
+                cluster,
+                ev["job"],
+                job_id,
+                run,
                 etype,
-                str(ev["host"]),
-                str(ev["time"]),
+                ev["host"],
+                ev["time"],
                 e.key_id,
-                merkle.leaf_hash(data),
-                index_payload(etype, ev["payload"]),
+                sha256(b"\x00" + data).digest(),  # merkle.leaf_hash
+                index_payload(etype, ev["payload"]) if index else {},
+                f"{cluster}/{job_id}#{run}",  # event.job_key
             )
         )
     return out
@@ -160,7 +162,8 @@ envelope was refused (problem says why)."""
 def _verify_rows(rows: Sequence[LeafRow], keys: dict[str, bytes]) -> list[VerifiedLeaf]:
     """Check stored leaves: signature, envelope, and the index columns against the event."""
     out: list[VerifiedLeaf] = []
-    for row, c in zip(rows, _check_envelopes([r.envelope for r in rows], keys), strict=True):
+    checked = _check_envelopes([r.envelope for r in rows], keys, index=False)
+    for row, c in zip(rows, checked, strict=True):
         if type(c) is Refused:
             out.append((row.index, merkle.leaf_hash(row.envelope), row.event_id, None, None,
                         c.reason))  # fmt: skip

@@ -9,15 +9,16 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 NodeKey = tuple[int, int]  # (level, index): perfect subtree over [index*2^level, (index+1)*2^level)
 
 
-@dataclass(frozen=True)
-class LeafRow:
-    """One log entry: its index, the event's id and job, and the envelope bytes."""
+class LeafRow(NamedTuple):
+    """One log entry: its index, the event's id and job, and the envelope bytes (a named
+    tuple in the leaves table's column order, so it binds to SQL as it is)."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # the field shadows tuple.index, on purpose
     event_id: str
     job_key: str
     type: str

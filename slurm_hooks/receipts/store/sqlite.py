@@ -131,6 +131,9 @@ class SQLiteStore(Store):
         try:
             os.makedirs(parent, exist_ok=True)
             self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            # a new file only (ignored once it has pages): 1.2 kB envelopes fill 16 kB pages
+            # far better than 4 kB ones, and each WAL frame is one write
+            self.db.execute("PRAGMA page_size=16384")
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.execute("PRAGMA busy_timeout=30000")
@@ -207,10 +210,7 @@ class SQLiteStore(Store):
                 db.executemany(
                     "INSERT INTO leaves (idx, event_id, job_key, type, host, time, envelope) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        (r.index, r.event_id, r.job_key, r.type, r.host, r.time, r.envelope)
-                        for r in leaves
-                    ],
+                    leaves,  # LeafRow is a tuple in this column order
                 )
                 db.executemany(
                     "INSERT OR REPLACE INTO nodes (level, idx, hash) VALUES (?, ?, ?)",

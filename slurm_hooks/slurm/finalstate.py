@@ -115,6 +115,10 @@ def queue_final_state(
     finally:
         os.close(fd)
     os.rename(tmp, final)  # written before the lock is tried: see collect()
+    lock = _try_lock(directory)
+    if lock is None:
+        return  # a collector runs: it sees this marker before it can exit (see collect())
+    os.close(lock)
     _spawn_collector(config)
 
 

@@ -6,6 +6,8 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 from slurm_hooks.slurm import finalstate
 from slurm_hooks.slurm.hookconfig import load_hook_config
 
@@ -74,6 +76,27 @@ def test_a_second_collector_defers_to_the_running_one(tmp_path: Path) -> None:
     finally:
         os.close(lock)
     assert finalstate.collect(config, poll_s=0.01, idle_exit_s=0.05) == 1  # type: ignore[arg-type]
+
+
+def test_an_epilog_does_not_fork_while_a_collector_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the collector's lock held, queue_final_state only leaves its marker (no fork
+    per job in a burst); with the lock free it starts a collector."""
+    config, _ = _site(tmp_path)
+    spawned: list[object] = []
+    monkeypatch.setattr(finalstate, "_spawn_collector", spawned.append)
+    directory = finalstate.pending_dir(config)  # type: ignore[arg-type]
+    os.makedirs(directory, exist_ok=True)
+    lock = finalstate._try_lock(directory)
+    try:
+        finalstate.queue_final_state(config, "19", 19, 0)  # type: ignore[arg-type]
+        assert spawned == [] and (Path(directory) / "19.0.json").exists()
+    finally:
+        os.close(lock)  # type: ignore[arg-type]
+    finalstate.queue_final_state(config, "22", 22, 0)  # type: ignore[arg-type]
+    assert spawned == [config]
+    assert finalstate.collect(config, poll_s=0.01, idle_exit_s=0.05) == 2  # type: ignore[arg-type]
 
 
 def test_unknown_job_past_its_deadline_is_counted_not_invented(tmp_path: Path) -> None:

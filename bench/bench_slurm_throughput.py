@@ -8,6 +8,8 @@ Why /bin/true and not an empty slurm.conf: configured controller hooks change *w
 slurmctld schedules (it re-schedules once EpilogSlurmctld has run and the node is free), so
 against a hook-less slurm.conf the hooks look several times *faster*; that measures Slurm's
 scheduling triggers, not our cost. `--baseline none` runs that comparison too.
+Also printed per round: jobs/s, the CPU the whole machine spent per job, and how many of
+its cores were busy (hooks on is CPU-bound on a small machine; hooks off is not).
 Run as root with the cluster's packages installed:
 
     python3 bench/bench_slurm_throughput.py [--jobs 200] [--rounds 1]
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import tempfile
 import time
@@ -41,6 +44,13 @@ def cluster_env(hooks: str) -> dict[str, str]:
         name, _, value = line.removeprefix("export ").partition("=")
         env[name] = value.strip("'\"")
     return env
+
+
+def busy_jiffies() -> tuple[int, int]:
+    """(all, busy) CPU jiffies of the whole machine so far, from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    return sum(fields), sum(fields) - fields[3] - fields[4]  # minus idle and iowait
 
 
 def run_batch(env: dict[str, str], n: int, workdir: str) -> float:
@@ -78,6 +88,8 @@ def main() -> None:
     workdir = tempfile.mkdtemp(prefix="cp-bench-")
     os.chmod(workdir, 0o777)
     results: dict[str, list[float]] = {"off": [], "on": []}
+    cpu_ms: dict[str, list[float]] = {"off": [], "on": []}
+    busy_cores: dict[str, list[float]] = {"off": [], "on": []}
     try:
         for _ in range(args.rounds):
             for mode in ("off", "on"):
@@ -85,7 +97,15 @@ def main() -> None:
                     "1" if mode == "on" else "noop" if args.baseline == "noop" else "0"
                 )
                 time.sleep(2)  # let slurmd pick up the reconfigured hooks
-                results[mode].append(args.jobs / run_batch(env, args.jobs, workdir))
+                all0, busy0 = busy_jiffies()
+                seconds = run_batch(env, args.jobs, workdir)
+                all1, busy1 = busy_jiffies()
+                results[mode].append(args.jobs / seconds)
+                # CPU the whole machine spent per job (cluster, hooks, agents, ledger and
+                # this script's sbatch/squeue calls), and how many of its cores were busy
+                hz = os.sysconf("SC_CLK_TCK")
+                cpu_ms[mode].append((busy1 - busy0) / hz / args.jobs * 1000)
+                busy_cores[mode].append((busy1 - busy0) / max(1, all1 - all0) * os.cpu_count())  # type: ignore[operator]
     finally:
         cluster_env("1")
     off, on = max(results["off"]), max(results["on"])
@@ -93,6 +113,12 @@ def main() -> None:
         "jobs": args.jobs, "rounds": args.rounds, "baseline": args.baseline,
         "jobs_per_s_hooks_off": round(off, 2), "jobs_per_s_hooks_on": round(on, 2),
         "ratio_on_to_off": round(on / off, 3), "target_ratio": 0.9,
+        "ratio_of_medians": round(statistics.median(results["on"])
+                                  / statistics.median(results["off"]), 3),
+        "rounds_jobs_per_s": {m: [round(x, 2) for x in v] for m, v in results.items()},
+        "rounds_cpu_ms_per_job": {m: [round(x, 1) for x in v] for m, v in cpu_ms.items()},
+        "rounds_busy_cores": {m: [round(x, 2) for x in v] for m, v in busy_cores.items()},
+        "cores": os.cpu_count(),
     }))  # fmt: skip
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -92,14 +93,15 @@ def _parse_int(text: str) -> int:
     return value
 
 
-try:  # orjson is the fast path for already-canonical statements; the stdlib is the exact one
-    import orjson as _orjson_module
-
-    _orjson: ModuleType | None = _orjson_module
-    _ORJSON_CANONICAL = _orjson_module.OPT_SORT_KEYS | _orjson_module.OPT_STRICT_INTEGER
-except ImportError:  # pragma: no cover - orjson is a dependency; stay correct without it
-    _orjson = None
-    _ORJSON_CANONICAL = 0
+@functools.cache
+def _fast_json() -> tuple[ModuleType, int] | None:
+    """orjson and its canonical-output options, imported on first use (it is the fast path
+    for statements that are canonical already; the standard library is the exact one)."""
+    try:
+        import orjson
+    except ImportError:  # pragma: no cover - orjson is a dependency; stay correct without it
+        return None
+    return orjson, orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
 
 
 def _has_float(value: object) -> bool:
@@ -162,11 +164,13 @@ def _loads_canonical(data: bytes) -> Any | None:
     past 2**53, and past 2**64, which orjson reads as floats, fail it). Anything else
     (None) takes the exact standard-library path, with its precise error messages.
     """
-    if _orjson is None or not data.isascii():
+    fast = _fast_json()
+    if fast is None or not data.isascii():
         return None
+    orjson, canonical = fast
     try:
-        value = _orjson.loads(data)
-        if _has_float(value) or _orjson.dumps(value, option=_ORJSON_CANONICAL) != data:
+        value = orjson.loads(data)
+        if _has_float(value) or orjson.dumps(value, option=canonical) != data:
             return None
     except (TypeError, ValueError):  # orjson's decode and encode errors subclass these
         return None

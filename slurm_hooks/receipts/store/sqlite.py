@@ -131,9 +131,6 @@ class SQLiteStore(Store):
         try:
             os.makedirs(parent, exist_ok=True)
             self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            # a new file only (ignored once it has pages): 1.2 kB envelopes fill 16 kB pages
-            # far better than 4 kB ones, and each WAL frame is one write
-            self.db.execute("PRAGMA page_size=16384")
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.execute("PRAGMA busy_timeout=30000")

@@ -1,12 +1,16 @@
-"""The final_state watcher: records a job's terminal state once Slurm reports it.
+"""The controller's collector: writes ``completed`` and ``final_state`` for ended jobs.
 
 In EpilogSlurmctld the job is still COMPLETING; its final state (COMPLETED, FAILED,
 CANCELLED, TIMEOUT, NODE_FAIL, OUT_OF_MEMORY, PREEMPTED...) appears in sacct a moment
-later (and in squeue until MinJobAge). The epilog must not wait for it, so it
-leaves a marker per job run in <spool>/final-pending/ and starts, unless one is running,
-the controller's single detached collector (own session, no inherited descriptors). It
-polls sacct --json for all pending jobs at once every POLL_SECONDS, falls back to squeue
---json at a job's deadline (WATCH_SECONDS), and writes one ``final_state`` event per run.
+later (and in squeue until MinJobAge). The epilog must not wait for it, and makes no Slurm
+RPC at all: it leaves a marker per job run in <spool>/final-pending/ (with its environment
+and time) and starts, unless one is running, the controller's single detached collector
+(own session, no inherited descriptors). Every POLL_SECONDS the collector makes one
+``squeue --json`` call for the runs still owed a ``completed`` event (their times, TRES,
+exit code and signal, read while slurmctld still holds them) and one ``sacct --json`` call
+for all pending runs, falls back to squeue at a run's deadline (WATCH_SECONDS), and writes
+``completed`` (stamped with the epilog's time) and then one ``final_state`` per run.
+A burst of short jobs costs the controller one query a second, not one per job.
 Failures are logged and counted like a hook's.
 """
 
@@ -75,6 +79,76 @@ def final_payload(record: AccountingRecord, source: str) -> dict[str, object]:
     return payload
 
 
+# EpilogSlurmctld's variables that ``completed`` is built from (with the squeue record)
+COMPLETED_ENV = (
+    "SLURM_JOB_EXIT_CODE2",
+    "SLURM_JOB_DERIVED_EC",
+    "SLURM_JOB_NODELIST",
+    "SLURM_JOB_USER",
+    "SLURM_JOB_ACCOUNT",
+    "SLURM_JOB_PARTITION",
+)
+# states in which a job run has not ended: its record cannot fill ``completed`` yet
+NOT_ENDED = frozenset({"PENDING", "RUNNING", "CONFIGURING", "SUSPENDED", "RESIZING", ""})
+
+
+def ended(record: AccountingRecord) -> bool:
+    """Whether a record shows its run over (COMPLETING counts: its end time is set)."""
+    return record.get("state") not in NOT_ENDED and record.get("end_epoch") is not None
+
+
+def completed_payload(
+    env: dict[str, str],
+    ids: dict[str, object],
+    record: AccountingRecord | None,
+    source: str,
+    run_source: str,
+) -> dict[str, object]:
+    """The ``completed`` payload from EpilogSlurmctld's environment and Slurm's record of
+    the run (None when Slurm never reported it: then only what the environment says)."""
+    from slurm_hooks.slurm.scontrol import rfc3339
+    from slurm_hooks.slurm.slurmenv import expand_hostlist, parse_exit_code
+
+    rec: AccountingRecord = record or {}
+    env_exit = parse_exit_code(env.get("SLURM_JOB_EXIT_CODE2", ""))
+    code, sig = rec.get("exit_code"), rec.get("signal")
+    slurm_exit = (code, sig) if code is not None and sig is not None else None
+    # SLURM_JOB_EXIT_CODE2 reads 0:0 for a cancelled or timed-out job; Slurm's record
+    # carries the signal then, so prefer whichever is non-zero.
+    exit_code, signal = env_exit or slurm_exit or (None, None)
+    if env_exit == (0, 0) and slurm_exit is not None and slurm_exit != (0, 0):
+        exit_code, signal = slurm_exit
+    start, end = rec.get("start_epoch"), rec.get("end_epoch")
+    elapsed = end - start if start is not None and end is not None and end >= start else None
+    gpus = rec.get("gpus") if record is not None else None
+    nodelist = env.get("SLURM_JOB_NODELIST")
+    return {
+        "exit_code": exit_code,
+        "signal": signal,
+        "exit_code_env": env.get("SLURM_JOB_EXIT_CODE2"),
+        "exit_code_slurm": f"{code}:{sig}" if slurm_exit is not None else None,
+        "derived_exit_code": env.get("SLURM_JOB_DERIVED_EC"),
+        "state_seen": rec.get("state"),
+        "reason": rec.get("reason"),
+        "start_time": rfc3339(start),
+        "end_time": rfc3339(end),
+        "start_epoch": start,
+        "end_epoch": end,
+        "elapsed_s": elapsed,
+        "nodes": expand_hostlist(nodelist) if nodelist else rec.get("nodes", []),
+        "tres_allocated": rec.get("tres_allocated") if record is not None else None,
+        "gpus": gpus,
+        "gpu_seconds": gpus * elapsed if gpus is not None and elapsed is not None else None,
+        "user": env.get("SLURM_JOB_USER") or rec.get("user"),
+        "account": env.get("SLURM_JOB_ACCOUNT") or rec.get("account"),
+        "partition": env.get("SLURM_JOB_PARTITION") or rec.get("partition"),
+        "controller": os.uname().nodename,
+        "slurm_record": source,
+        "run_source": run_source,
+        **ids,
+    }
+
+
 PENDING_DIR = "final-pending"
 LOCK_NAME = ".collector.lock"
 IDLE_EXIT_SECONDS = 3.0  # the collector exits after this long with nothing pending
@@ -93,33 +167,44 @@ def queue_final_state(
     run: int,
     start: int | None = None,
     batch: bool | None = None,
+    completed: dict[str, object] | None = None,
 ) -> None:
     """Leave a marker for this run and make sure one collector is running; return at once.
 
     One collector per controller polls Slurm for every pending job together (one sacct call
     a second), instead of one poller per job: a burst of short jobs must not turn into a
-    burst of sacct processes on the controller.
+    burst of sacct processes on the controller. ``completed`` (the epilog's time,
+    environment, ids and run source) asks the collector to write that run's ``completed``
+    event first.
     """
-    from slurm_hooks.receipts.canonical import canonical_bytes
-
     directory = pending_dir(config)
     os.makedirs(directory, mode=0o700, exist_ok=True)
-    marker = {"job": job, "job_id": job_id, "run": run, "start": start, "batch": batch,
-              "deadline": int(time.time() + WATCH_SECONDS)}  # fmt: skip
-    final = os.path.join(directory, f"{job_id}.{run}.json")
-    tmp = final + f".{os.getpid()}.tmp"
+    deadline = int(time.time() + WATCH_SECONDS)
+    marker: dict[str, object] = {"job": job, "job_id": job_id, "run": run, "start": start,
+                                 "batch": batch, "deadline": deadline}  # fmt: skip
+    if completed is not None:
+        marker["completed"] = completed
+    # written before the lock is tried: see collect()
+    _write_marker(os.path.join(directory, f"{job_id}.{run}.json"), marker)
+    lock = _try_lock(directory)
+    if lock is None:
+        return  # a collector runs: it sees this marker before it can exit (see collect())
+    os.close(lock)
+    _spawn_collector(config)
+
+
+def _write_marker(path: str, marker: dict[str, object]) -> None:
+    """Write a marker whole or not at all (tmp, fsync, rename)."""
+    from slurm_hooks.receipts.canonical import canonical_bytes
+
+    tmp = path + f".{os.getpid()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.write(fd, canonical_bytes(marker))
         os.fsync(fd)
     finally:
         os.close(fd)
-    os.rename(tmp, final)  # written before the lock is tried: see collect()
-    lock = _try_lock(directory)
-    if lock is None:
-        return  # a collector runs: it sees this marker before it can exit (see collect())
-    os.close(lock)
-    _spawn_collector(config)
+    os.rename(tmp, path)
 
 
 def _try_lock(directory: str) -> int | None:
@@ -185,13 +270,23 @@ def collect(
 
 
 def _collect_once(config: HookConfig, markers: list[tuple[str, dict[str, object]]]) -> int:
-    """One pass: one sacct (and, for stragglers, one squeue) call for every pending job."""
+    """One pass: one squeue call for the runs owed ``completed``, one sacct call for every
+    pending run (and, for stragglers, one squeue call)."""
     from slurm_hooks.slurm.slurmcli import SlurmCli, parse_squeue_json, pick_run
 
     info = SlurmCli(config.slurm_bin)
+    error = ""
+    owed = sorted({int(m["job_id"]) for _, m in markers if isinstance(m.get("completed"), dict)})  # type: ignore[call-overload]
+    live_now: dict[int, AccountingRecord] = {}
+    for i in range(0, len(owed), BATCH):
+        chunk = ",".join(str(j) for j in owed[i : i + BATCH])
+        try:
+            for rec in parse_squeue_json(info._json("squeue", "--json", "-j", chunk)):
+                live_now[rec["job_id"]] = rec
+        except SlurmError as e:
+            error = str(e)
     ids = sorted({int(m["job_id"]) for _, m in markers})  # type: ignore[call-overload]
     by_job: dict[int, list[AccountingRecord]] = {}
-    error = ""
     for i in range(0, len(ids), BATCH):
         chunk = ",".join(str(j) for j in ids[i : i + BATCH])
         try:
@@ -204,8 +299,21 @@ def _collect_once(config: HookConfig, markers: list[tuple[str, dict[str, object]
     late: list[tuple[str, dict[str, object]]] = []
     for path, m in markers:
         job_id, run = int(m["job_id"]), int(m["run"])  # type: ignore[call-overload]
-        start = m.get("start") if isinstance(m.get("start"), int) else None
         runs = by_job.get(job_id, [])
+        owed_event = m.get("completed")
+        if isinstance(owed_event, dict):
+            seen, source = _completed_record(m, live_now.get(job_id), runs, now, error)
+            if source is None:
+                continue  # not reported yet: the next pass asks again
+            _record_completed(config, m, owed_event, seen, source)
+            written += 1
+            m = {k: v for k, v in m.items() if k != "completed"}
+            if m.get("start") is None and seen is not None:
+                m["start"] = seen.get("start_epoch")
+            if m.get("batch") is None and seen is not None:
+                m["batch"] = seen.get("batch")
+            _write_marker(path, m)
+        start = m.get("start") if isinstance(m.get("start"), int) else None
         if start is not None:
             record = pick_run(runs, start)  # type: ignore[arg-type]
         else:
@@ -231,6 +339,49 @@ def _collect_once(config: HookConfig, markers: list[tuple[str, dict[str, object]
         for path, m in late:
             written += _give_up(config, path, m, live, error)
     return written
+
+
+def _completed_record(
+    marker: dict[str, object],
+    live: AccountingRecord | None,
+    runs: list[AccountingRecord],
+    now: float,
+    error: str,
+) -> tuple[AccountingRecord | None, str | None]:
+    """Slurm's record of the run a ``completed`` event is owed for, and where it came from;
+    (None, None) to wait for the next pass, (None, "unavailable: ...") at the deadline."""
+    run = int(marker["run"])  # type: ignore[call-overload]
+    # squeue shows the job's latest run: this one unless it was requeued since
+    if live is not None and ended(live) and live.get("restarts") in (None, run):
+        return live, "squeue"
+    # sacct lists a requeued job's runs oldest first, so the run number picks this one
+    record = runs[run] if run < len(runs) else None
+    if record is not None and ended(record):
+        return record, "sacct"
+    if now >= int(marker.get("deadline") or 0):  # type: ignore[call-overload]
+        return None, f"unavailable: {error or 'not reported by squeue or sacct'}"
+    return None, None
+
+
+def _record_completed(
+    config: HookConfig,
+    marker: dict[str, object],
+    owed: dict[str, object],
+    record: AccountingRecord | None,
+    source: str,
+) -> None:
+    env, ids = owed.get("env"), owed.get("ids")
+    payload = completed_payload(
+        {str(k): str(v) for k, v in env.items()} if isinstance(env, dict) else {},
+        dict(ids) if isinstance(ids, dict) else {},
+        record,
+        source,
+        str(owed.get("run_source")),
+    )
+    job_id, run = int(marker["job_id"]), int(marker["run"])  # type: ignore[call-overload]
+    event = new_event("completed", config.cluster, str(marker["job"]), job_id, config.host,
+                      payload, run=run, time=str(owed["time"]))  # fmt: skip
+    Spool(config.spool_dir).write(event)
 
 
 def _give_up(

@@ -236,57 +236,26 @@ def prolog_slurmctld(config: HookConfig, env: dict[str, str], job_id: int) -> No
 
 
 def epilog_slurmctld(config: HookConfig, env: dict[str, str], job_id: int) -> None:
-    """Record ``completed`` and queue the run for the final_state collector."""
-    from slurm_hooks.slurm import scontrol as sc
+    """Queue ``completed`` and ``final_state`` for the controller's collector; no RPC.
 
-    record, _details, source = _controller_record(config, job_id)
-    rec = record or {}
-    job, ids = _identity(env, job_id, record)
-    env_exit = slurmenv.parse_exit_code(env.get("SLURM_JOB_EXIT_CODE2", ""))
-    slurm_exit = slurmenv.parse_exit_code(rec.get("ExitCode", ""))
-    # SLURM_JOB_EXIT_CODE2 reads 0:0 for a cancelled or timed-out job; scontrol's
-    # ExitCode carries the signal then, so prefer whichever is non-zero.
-    exit_code, signal = env_exit or slurm_exit or (None, None)
-    if env_exit == (0, 0) and slurm_exit is not None and slurm_exit != (0, 0):
-        exit_code, signal = slurm_exit
-    start = sc.parse_time(rec.get("StartTime"))
-    end = sc.parse_time(rec.get("EndTime"))
-    elapsed = end - start if start is not None and end is not None and end >= start else None
-    tres = sc.parse_tres(rec.get("TRES", ""))
-    gpus = sc.gpu_count(tres)
-    nodelist = env.get("SLURM_JOB_NODELIST") or rec.get("NodeList", "")
-    payload: dict[str, object] = {
-        "exit_code": exit_code,
-        "signal": signal,
-        "exit_code_env": env.get("SLURM_JOB_EXIT_CODE2"),
-        "exit_code_slurm": _value(rec, "ExitCode"),
-        "derived_exit_code": env.get("SLURM_JOB_DERIVED_EC") or _value(rec, "DerivedExitCode"),
-        "state_at_epilog": _value(rec, "JobState"),
-        "reason": _value(rec, "Reason"),
-        "start_time": sc.rfc3339(start),
-        "end_time": sc.rfc3339(end),
-        "start_epoch": start,
-        "end_epoch": end,
-        "elapsed_s": elapsed,
-        "nodes": slurmenv.expand_hostlist(nodelist) if nodelist else [],
-        "tres_allocated": tres,
-        "gpus": gpus,
-        "gpu_seconds": gpus * elapsed if elapsed is not None else None,
-        "user": env.get("SLURM_JOB_USER") or sc.parse_user(rec.get("UserId", ""))[0],
-        "account": env.get("SLURM_JOB_ACCOUNT") or _value(rec, "Account"),
-        "partition": env.get("SLURM_JOB_PARTITION") or _value(rec, "Partition"),
-        "controller": os.uname().nodename,
-        "slurm_record": source,
-        **ids,
+    The job is still COMPLETING here and the environment lacks its times, TRES and the
+    signal of a cancelled job (SLURM_JOB_EXIT_CODE2 reads 0:0 then). Rather than one
+    ``scontrol`` call per job, the hook leaves the run's marker with this environment and
+    the hook's time, and the one collector per controller reads every ended job with one
+    ``squeue --json`` call a second (see finalstate.py) and writes ``completed`` with
+    this hook's time, then ``final_state`` once accounting has it.
+    """
+    from slurm_hooks.slurm.finalstate import COMPLETED_ENV, queue_final_state
+
+    job, ids = _identity(env, job_id, None)
+    run, run_source = end_run(config, CONTROLLER, job_id, _restarts(env, None))
+    completed: dict[str, object] = {
+        "time": utc_now(),
+        "run_source": run_source,
+        "ids": ids,
+        "env": {name: env[name] for name in COMPLETED_ENV if name in env},
     }
-    run, payload["run_source"] = end_run(config, CONTROLLER, job_id, _restarts(env, record))
-    _write(
-        config, new_event("completed", config.cluster, job, job_id, config.host, payload, run=run)
-    )
-    from slurm_hooks.slurm.finalstate import queue_final_state
-
-    batch = {"1": True, "0": False}.get(rec.get("BatchFlag", ""))
-    queue_final_state(config, job, job_id, run, start, batch)
+    queue_final_state(config, job, job_id, run, completed=completed)
 
 
 def _value(rec: dict[str, str], key: str) -> str | None:

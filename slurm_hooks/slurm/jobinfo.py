@@ -49,6 +49,7 @@ class AccountingRecord(TypedDict, total=False):
     gpus: int
     tres_allocated: dict[str, int]
     restarts: int | None
+    batch: bool | None  # squeue only: whether it is a batch job (has a batch step)
     batch_step_end: int | None  # sacct only: end of the "batch" step, None until recorded
     batch_exit_code: int | None  # sacct only: the batch step's exit code and signal
     batch_signal: int | None

@@ -162,3 +162,62 @@ def test_batch_job_waits_for_its_batch_step(tmp_path: Path) -> None:
     state.write_text(json.dumps({**data, "jobs": [rec]}))  # the batch step arrived
     assert finalstate._collect_once(config, finalstate._markers(directory)) == 1  # type: ignore[arg-type]
     assert not os.path.exists(marker)
+
+
+def _owed_marker(config: object, job_id: int, deadline: int = 2**40, exit2: str = "0:0") -> None:
+    """A marker as EpilogSlurmctld leaves it: owed a completed event."""
+    directory = finalstate.pending_dir(config)  # type: ignore[arg-type]
+    os.makedirs(directory, exist_ok=True)
+    completed = {"time": "2026-11-25T16:18:40.000001Z", "run_source": "prolog",
+                 "ids": {"array_job_id": None, "array_task_id": None},
+                 "env": {"SLURM_JOB_EXIT_CODE2": exit2, "SLURM_JOB_USER": "alice",
+                         "SLURM_JOB_NODELIST": "c[1-2]"}}  # fmt: skip
+    with open(os.path.join(directory, f"{job_id}.0.json"), "w") as f:
+        json.dump({"job": str(job_id), "job_id": job_id, "run": 0, "start": None,
+                   "batch": None, "deadline": deadline, "completed": completed}, f)  # fmt: skip
+
+
+def test_completed_comes_from_one_squeue_call_for_every_ended_job(tmp_path: Path) -> None:
+    config, calls = _site(tmp_path)
+    jobs = [{"job_id": 18, "job_state": "COMPLETING", "exit_code": 768, "start_time": 1795625919,
+             "end_time": 1795625921, "nodes": "c[1-2]", "node_count": 2, "restart_cnt": 0,
+             "batch_flag": False, "tres_alloc_str": "cpu=2,gres/gpu=4,gres/gpu:a100=4"},
+            {"job_id": 19, "job_state": "COMPLETING", "exit_code": 15, "start_time": 1795625919,
+             "end_time": 1795625920, "nodes": "c1", "node_count": 1, "restart_cnt": 0,
+             "tres_alloc_str": "cpu=1,gres/gpu=1"}]  # fmt: skip
+    (tmp_path / "squeue.json").write_text(json.dumps({"jobs": jobs}))
+    squeue = Path(config.slurm_bin) / "squeue"  # type: ignore[attr-defined]
+    squeue.write_text(f'#!/bin/sh\necho "squeue $*" >> {calls}\ncat {tmp_path / "squeue.json"}\n')
+    _owed_marker(config, 18, exit2="3:0")
+    _owed_marker(config, 19)
+    _owed_marker(config, 22)  # squeue no longer shows it: sacct's record fills it
+    written = finalstate.collect(config, poll_s=0.01, idle_exit_s=0.05)  # type: ignore[arg-type]
+    assert written == 6
+    squeue_calls = [c for c in calls.read_text().splitlines() if c.startswith("squeue")]
+    assert squeue_calls == ["squeue --json -j 18,19,22"]
+    done = {e["job_id"]: e for e in _events(config) if e["type"] == "completed"}
+    assert all(e["time"] == "2026-11-25T16:18:40.000001Z" for e in done.values())
+    p18, p19, p22 = (done[j]["payload"] for j in (18, 19, 22))
+    assert (p18["exit_code"], p18["signal"], p18["gpus"], p18["elapsed_s"]) == (3, 0, 4, 2)  # type: ignore[index]
+    assert p18["gpu_seconds"] == 8 and p18["slurm_record"] == "squeue"  # type: ignore[index]
+    # the environment reads 0:0 for a signalled job: squeue's signal wins
+    assert (p19["exit_code"], p19["signal"], p19["exit_code_env"]) == (0, 15, "0:0")  # type: ignore[index]
+    assert p22["slurm_record"] == "sacct" and p22["state_seen"] == "CANCELLED"  # type: ignore[index]
+    finals = {e["job_id"]: e["payload"]["state"] for e in _events(config)  # type: ignore[index]
+              if e["type"] == "final_state"}  # fmt: skip
+    assert finals == {18: "FAILED", 19: "COMPLETED", 22: "CANCELLED"}
+    assert not list(Path(finalstate.pending_dir(config)).glob("*.json"))  # type: ignore[arg-type]
+
+
+def test_completed_from_the_environment_alone_when_slurm_never_reports(tmp_path: Path) -> None:
+    config, _ = _site(tmp_path)
+    _owed_marker(config, 77, deadline=0, exit2="3:0")  # sacct and squeue know nothing of it
+    assert finalstate.collect(config, poll_s=0.01, idle_exit_s=0.05) == 1  # type: ignore[arg-type]
+    (event,) = _events(config)
+    p = event["payload"]
+    assert event["type"] == "completed" and p["slurm_record"].startswith("unavailable")  # type: ignore[index,union-attr]
+    assert (p["exit_code"], p["signal"], p["user"]) == (3, 0, "alice")  # type: ignore[index]
+    assert p["gpus"] is None and p["tres_allocated"] is None and p["elapsed_s"] is None  # type: ignore[index]
+    assert p["nodes"] == ["c1", "c2"]  # type: ignore[index]
+    counter = Path(config.spool_dir) / "hook-failures"  # type: ignore[attr-defined]
+    assert counter.read_text().strip() == "1"  # the final state, never reported, is counted

@@ -6,6 +6,7 @@ and one logged line; strict -> exit 1) and what each event records.
 
 from __future__ import annotations
 
+import calendar
 import json
 import os
 import socket
@@ -169,8 +170,9 @@ def test_requeued_first_run_epilogs_keep_the_prologs_run(site: Site) -> None:
             "epilog_slurmctld.18", SLURM_JOB_ID="23", SLURM_JOBID="23", SLURM_JOB_RESTART_COUNT="1"
         ),
     )
-    (completed,) = site.events("completed")
-    assert (completed["run"], payload(completed)["run_source"]) == (0, "prolog")
+    # the collector writes completed from Slurm's record (none here): the run is the marker's
+    marker = json.loads((site.spool / "final-pending" / "23.0.json").read_text())
+    assert (marker["run"], marker["completed"]["run_source"]) == (0, "prolog")
 
 
 def test_epilog_without_agent_records_null_summary(site: Site) -> None:
@@ -303,8 +305,24 @@ def test_prolog_slurmctld_hung_scontrol_is_bounded(site: Site) -> None:
     assert p["job_name"] == "arr" and p["nodes"] == ["c2"]
 
 
+SQUEUE_JOB_9 = {  # squeue --json's view of job 9 just after it ended (Slurm 22.05 fields)
+    "job_id": 9, "job_state": "COMPLETING", "exit_code": 768, "derived_exit_code": 0,
+    "state_reason": "NonZeroExitCode", "submit_time": 1795625874, "start_time": 1795625876,
+    "end_time": 1795625878, "nodes": "c[1-2]", "node_count": 2, "restart_cnt": 0,
+    "batch_flag": True, "user_name": "root", "account": "root", "partition": "gpu",
+    "tres_alloc_str": "cpu=2,mem=1000M,node=2,billing=2,gres/gpu=4,gres/gpu:a100=4",
+    "array_job_id": 0, "array_task_id": None, "het_job_id": 0, "het_job_offset": 0,
+}  # fmt: skip
+
+
 def test_epilog_slurmctld_completed_and_final_state(site: Site) -> None:
-    _scontrol_from_fixture(site, "scontrol_2node_gpu.txt")
+    """EpilogSlurmctld makes no RPC; the collector writes completed (with the epilog's time)
+    from one squeue call, then final_state from sacct."""
+    site.fake("scontrol", "echo scontrol must not be called >&2; exit 1\n")
+    (site.root / "squeue.json").write_text(json.dumps({"jobs": [SQUEUE_JOB_9]}))
+    site.fake(
+        "squeue", f'echo "$*" >> {site.root / "squeue.log"}; cat {site.root / "squeue.json"}\n'
+    )
     sacct_json = FIXTURES / "sacct_18_19_22.json"
     # The sacct fixture is for job 18; serve it for job 9 with its id rewritten.
     text = sacct_json.read_text().replace('"job_id": 18,', '"job_id": 9,')
@@ -318,17 +336,25 @@ def test_epilog_slurmctld_completed_and_final_state(site: Site) -> None:
     )
     env = site.env("epilog_slurmctld.18", TZ="UTC")
     env.update(SLURM_JOB_ID="9", SLURM_JOBID="9")
+    before = time.time()
     result = run(EPILOG_CTLD, env)
     assert result.returncode == 0, result.stderr
-    (event,) = site.events("completed")
-    p = payload(event)
-    assert (p["exit_code"], p["signal"]) == (3, 0)
-    assert p["gpus"] == 4 and p["nodes"] == ["c1", "c2"]
-    assert p["start_time"] == "2026-11-25T16:57:56Z" and p["end_time"] is None
-    # The detached watcher writes final_state once sacct reports a final state.
+    assert site.failures() == 0
+    # The detached collector writes completed, then final_state once sacct has it.
     deadline = time.monotonic() + 10
     while not site.events("final_state") and time.monotonic() < deadline:
         time.sleep(0.05)
+    (event,) = site.events("completed")
+    p = payload(event)
+    assert (p["exit_code"], p["signal"]) == (3, 0)
+    assert p["exit_code_env"] == "3:0" and p["exit_code_slurm"] == "3:0"
+    assert p["gpus"] == 4 and p["nodes"] == ["c1", "c2"] and p["slurm_record"] == "squeue"
+    assert p["start_time"] == "2026-11-25T16:57:56Z" and p["elapsed_s"] == 2
+    assert p["gpu_seconds"] == 8 and p["reason"] == "NonZeroExitCode"
+    # stamped with the epilog's time, not the collector's
+    stamp = calendar.timegm(time.strptime(str(event["time"])[:19], "%Y-%m-%dT%H:%M:%S"))
+    assert abs(stamp - before) < 5
+    assert (site.root / "squeue.log").read_text().split("\n")[0] == "--json -j 9"
     (final,) = site.events("final_state")
     fp = payload(final)
     assert (fp["state"], fp["exit_code"], fp["source"]) == ("FAILED", 3, "sacct")

@@ -561,7 +561,9 @@ def _event_detail(etype: str, payload: dict[str, Any]) -> str:
         gpus = payload.get("gpus") or []
         return f"GPUs {','.join(str(g.get('minor')) for g in gpus) or 'none'} (minor)"
     if etype in ("completed", "final_state"):
-        state = payload.get("state") or f"{payload.get('state_at_epilog', '?')} (at epilog)"
+        # completed: the state Slurm showed then (older receipts: at the epilog)
+        seen = payload.get("state_seen") or payload.get("state_at_epilog")
+        state = payload.get("state") or f"{seen or '?'} (when seen)"
         reason = f" reason {payload['reason']}" if payload.get("reason") else ""
         return (
             f"state {state} exit {payload.get('exit_code', '?')}{reason} "

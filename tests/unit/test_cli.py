@@ -387,3 +387,17 @@ def test_subprocess_errors_and_exit_codes(site: Site, tmp_path: Path) -> None:
     p = _run(["receipt", "verify", str(tmp_path / "nothing.json")], _clean_env(), tmp_path)
     assert p.returncode == 2
     assert_one_line_error(p.stderr, "cannot read")
+
+
+def test_jobs_show_line_of_a_completed_event_names_the_state_slurm_showed() -> None:
+    from slurm_hooks.cli.ledger import _event_detail
+
+    line = _event_detail(
+        "completed",
+        {"state_seen": "COMPLETING", "exit_code": 3, "reason": "NonZeroExitCode",
+         "elapsed_s": 2, "gpus": 4},
+    )  # fmt: skip
+    assert line == "state COMPLETING (when seen) exit 3 reason NonZeroExitCode elapsed 2s GPUs 4"
+    assert _event_detail("completed", {"state_at_epilog": "COMPLETING"}).startswith(
+        "state COMPLETING (when seen)"
+    )  # receipts written before the collector wrote completed

@@ -48,21 +48,11 @@ def event_id(cluster: str, job: str, job_id: int, run: int, type: str, host: str
     written out directly because this runs for every event on the hook and ingest paths.
     """
     plain = cluster + job + type + host
-    if plain.isprintable() and '"' not in plain and "\\" not in plain:
-        # nothing to escape (isprintable is False for every control character)
-        identity = '["%s","%s","%s",%d,%d,"%s","%s",%d]' % (  # noqa: UP031 - fastest form
-            SCHEMA, cluster, job, job_id, run, type, host, seq)  # fmt: skip
-    else:
-        identity = '["%s","%s","%s",%d,%d,"%s","%s",%d]' % (  # noqa: UP031
-            SCHEMA,
-            cluster.translate(_ESCAPES),
-            job.translate(_ESCAPES),
-            job_id,
-            run,
-            type.translate(_ESCAPES),
-            host.translate(_ESCAPES),
-            seq,
-        )
+    # escape only when needed (isprintable is False for every control character)
+    if not plain.isprintable() or '"' in plain or "\\" in plain:
+        cluster, job, type, host = (s.translate(_ESCAPES) for s in (cluster, job, type, host))
+    identity = '["%s","%s","%s",%d,%d,"%s","%s",%d]' % (  # noqa: UP031 - fastest form
+        SCHEMA, cluster, job, job_id, run, type, host, seq)  # fmt: skip
     digest: str = sha256(identity.encode("utf-8", "surrogatepass")).hexdigest()
     return digest
 

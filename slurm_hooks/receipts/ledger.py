@@ -16,7 +16,6 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
-from hashlib import sha256
 from typing import Any, NamedTuple
 
 from slurm_hooks.errors import (
@@ -29,7 +28,7 @@ from slurm_hooks.errors import (
 from slurm_hooks.receipts import merkle
 from slurm_hooks.receipts.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from slurm_hooks.receipts.envelope import open_envelope, verify_envelope
-from slurm_hooks.receipts.event import utc_now
+from slurm_hooks.receipts.event import job_key, utc_now
 from slurm_hooks.receipts.jobindex import apply_event, index_payload, new_row
 from slurm_hooks.receipts.keys import Signer, format_public_key, key_id, parse_public_key
 from slurm_hooks.receipts.store import read_leaves
@@ -146,9 +145,9 @@ def _check_envelopes(
                 ev["host"],
                 ev["time"],
                 e.key_id,
-                sha256(b"\x00" + data).digest(),  # merkle.leaf_hash
+                merkle.leaf_hash(data),
                 index_payload(etype, ev["payload"]) if index else {},
-                f"{cluster}/{job_id}#{run}",  # event.job_key
+                job_key(cluster, job_id, run),
             )
         )
     return out

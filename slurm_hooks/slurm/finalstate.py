@@ -313,13 +313,9 @@ def _collect_once(config: HookConfig, markers: list[tuple[str, dict[str, object]
             if m.get("batch") is None and seen is not None:
                 m["batch"] = seen.get("batch")
             _write_marker(path, m)
-        start = m.get("start") if isinstance(m.get("start"), int) else None
-        if start is not None:
-            record = pick_run(runs, start)  # type: ignore[arg-type]
-        else:
-            # EpilogSlurmctld could not read the start time (scontrol failed or timed out):
-            # sacct lists a requeued job's runs oldest first, so the run number picks it
-            record = runs[run] if run < len(runs) else None
+        start = m.get("start")
+        # by start time when Slurm gave one, else by run number
+        record = pick_run(runs, start) if isinstance(start, int) else _nth_run(runs, run)
         # a batch job's exit code and signal reach slurmdbd with its batch step's end
         whole = m.get("batch") is not True or record is None or bool(record.get("batch_step_end"))
         if record is not None and settled(record) and (whole or record.get("start_epoch") is None):
@@ -341,6 +337,11 @@ def _collect_once(config: HookConfig, markers: list[tuple[str, dict[str, object]
     return written
 
 
+def _nth_run(runs: list[AccountingRecord], run: int) -> AccountingRecord | None:
+    """sacct lists a requeued job's runs oldest first, so the run number picks one."""
+    return runs[run] if run < len(runs) else None
+
+
 def _completed_record(
     marker: dict[str, object],
     live: AccountingRecord | None,
@@ -354,8 +355,7 @@ def _completed_record(
     # squeue shows the job's latest run: this one unless it was requeued since
     if live is not None and ended(live) and live.get("restarts") in (None, run):
         return live, "squeue"
-    # sacct lists a requeued job's runs oldest first, so the run number picks this one
-    record = runs[run] if run < len(runs) else None
+    record = _nth_run(runs, run)
     if record is not None and ended(record):
         return record, "sacct"
     if now >= int(marker.get("deadline") or 0):  # type: ignore[call-overload]

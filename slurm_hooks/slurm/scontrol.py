@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 
 from slurm_hooks.errors import SlurmError
-from slurm_hooks.slurm.slurmenv import parse_int_ranges
+from slurm_hooks.slurm.slurmenv import parse_int_ranges, split_top
 
 # Keys that belong to a per-node group opened by "Nodes=" in -d output.
 _NODE_KEYS = frozenset({"Nodes", "CPU_IDs", "Mem", "GRES"})
@@ -107,18 +107,7 @@ def gpu_count(tres: dict[str, int]) -> int:
 def parse_gres_indices(gres: str) -> list[int]:
     """GPU indices in a detail GRES value: "gpu:a100:2(IDX:0-1),shard:0(IDX:N/A)" -> [0, 1]."""
     out: list[int] = []
-    depth, start = 0, 0
-    items = []
-    for i, c in enumerate(gres):
-        if c == "(":
-            depth += 1
-        elif c == ")":
-            depth -= 1
-        elif c == "," and depth == 0:
-            items.append(gres[start:i])
-            start = i + 1
-    items.append(gres[start:])
-    for item in items:
+    for item in split_top(gres, "(", ")"):
         name, _, rest = item.partition("(")
         if name.split(":", 1)[0] != "gpu":
             continue

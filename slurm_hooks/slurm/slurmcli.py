@@ -170,7 +170,6 @@ def parse_sacct_json(data: object) -> list[AccountingRecord]:
             "num_nodes": _num(job.get("allocation_nodes")),
             "tres_allocated": _tres_list(tres.get("allocated")),
             "restarts": _num(job.get("restart_cnt")),
-            "batch": job["batch_flag"] if isinstance(job.get("batch_flag"), bool) else None,
             "batch_step_end": _batch_step_end(job.get("steps")),
         }
         rec["batch_exit_code"], rec["batch_signal"] = _batch_exit(job.get("steps"))

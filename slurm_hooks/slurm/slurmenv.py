@@ -99,13 +99,14 @@ def gpu_indices(env: dict[str, str]) -> list[int]:
     return parse_int_ranges(raw)
 
 
-def _split_top(text: str) -> list[str]:
-    """Split a hostlist on commas that are outside brackets."""
+def split_top(text: str, opening: str = "[", closing: str = "]") -> list[str]:
+    """Split on the commas outside brackets (a hostlist's ``[]``, a GRES detail's ``()``);
+    empty parts are dropped."""
     parts, depth, start = [], 0, 0
     for i, c in enumerate(text):
-        if c == "[":
+        if c == opening:
             depth += 1
-        elif c == "]":
+        elif c == closing:
             depth -= 1
         elif c == "," and depth == 0:
             parts.append(text[start:i])
@@ -117,7 +118,7 @@ def _split_top(text: str) -> list[str]:
 def expand_hostlist(text: str) -> list[str]:
     """Expand a Slurm hostlist ("c[1-3,5],gpu01") into names, keeping zero padding."""
     names: list[str] = []
-    for part in _split_top(text.strip()):
+    for part in split_top(text.strip()):
         open_at = part.find("[")
         if open_at < 0:
             names.append(part)

@@ -100,6 +100,13 @@ def _job_to_row(job: JobRow) -> tuple[object, ...]:
     )
 
 
+_LEAF_SELECT = "SELECT idx, event_id, job_key, type, host, time, envelope FROM leaves"
+
+
+def _leaf_row(r: Sequence[Any]) -> LeafRow:
+    return LeafRow(r[0], r[1], r[2], r[3], r[4], r[5], bytes(r[6]))
+
+
 _READERS: dict[str, sqlite3.Connection] = {}
 
 
@@ -113,13 +120,12 @@ def read_leaves(path: str, start: int, stop: int) -> list[LeafRow]:
             db.execute("PRAGMA busy_timeout=30000")
             _READERS[path] = db
         rows = db.execute(
-            "SELECT idx, event_id, job_key, type, host, time, envelope FROM leaves "
-            "WHERE idx >= ? AND idx < ? ORDER BY idx",
+            f"{_LEAF_SELECT} WHERE idx >= ? AND idx < ? ORDER BY idx",
             (start, stop),
         ).fetchall()
     except sqlite3.DatabaseError as e:
         raise StoreError(f"ledger database {path}: {e}") from e
-    return [LeafRow(r[0], r[1], r[2], r[3], r[4], r[5], bytes(r[6])) for r in rows]
+    return [_leaf_row(r) for r in rows]
 
 
 class SQLiteStore(Store):
@@ -242,7 +248,7 @@ class SQLiteStore(Store):
 
     def leaves(self, start: int = 0, stop: int | None = None) -> Iterator[LeafRow]:
         """Leaves in index order, streamed."""
-        sql = "SELECT idx, event_id, job_key, type, host, time, envelope FROM leaves WHERE idx >= ?"
+        sql = f"{_LEAF_SELECT} WHERE idx >= ?"
         args: list[object] = [start]
         if stop is not None:
             sql += " AND idx < ?"
@@ -251,7 +257,7 @@ class SQLiteStore(Store):
             cur = self.db.execute(sql + " ORDER BY idx", args)
             while rows := cur.fetchmany(2000):
                 for r in rows:
-                    yield LeafRow(r[0], r[1], r[2], r[3], r[4], r[5], bytes(r[6]))
+                    yield _leaf_row(r)
         except sqlite3.DatabaseError as e:
             raise StoreError(f"ledger database {self.path}: {e}") from e
 
@@ -282,10 +288,9 @@ class SQLiteStore(Store):
     def job_leaves(self, job_key: str) -> list[LeafRow]:
         """Every leaf of one job run, in index order."""
         return [
-            LeafRow(r[0], r[1], r[2], r[3], r[4], r[5], bytes(r[6]))
+            _leaf_row(r)
             for r in self._query(
-                "SELECT idx, event_id, job_key, type, host, time, envelope FROM leaves "
-                "WHERE job_key = ? ORDER BY idx",
+                f"{_LEAF_SELECT} WHERE job_key = ? ORDER BY idx",
                 (job_key,),
             )
         ]

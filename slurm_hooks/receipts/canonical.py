@@ -43,7 +43,10 @@ def _encode(value: object, out: list[str], append: Callable[[str], None]) -> Non
         append("{")
         first = True
         try:
-            keys = sorted(value, key=_utf16_key)
+            # ASCII keys sort the same by code point as by UTF-16 unit, without loading
+            # the utf-16 codec (0.15 ms of a hook's start)
+            ascii_keys = all(isinstance(k, str) and k.isascii() for k in value)
+            keys = sorted(value) if ascii_keys else sorted(value, key=_utf16_key)
         except (AttributeError, TypeError) as e:
             raise CanonicalError(f"object keys must be strings: {list(value)!r}") from e
         for key in keys:
@@ -81,3 +84,40 @@ def canonical_bytes(value: object) -> bytes:
         return canonical_str(value).encode("utf-8")
     except UnicodeEncodeError as e:
         raise CanonicalError(f"string is not valid Unicode (lone surrogate?): {e}") from e
+
+
+class _ScanContext:
+    """What ``_json.make_scanner`` reads from json.JSONDecoder: the defaults, no NaN."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+
+    @staticmethod
+    def parse_constant(name: str) -> object:
+        raise ValueError(f"{name} is not a JSON value")
+
+
+_JSON_SPACE = " \t\n\r"
+
+
+def loads(data: bytes) -> object:
+    """Parse one JSON text as json.loads does, with the json module's C scanner alone.
+
+    ``import json`` costs a hook about 8 ms of CPU (it imports re and enum); ``_json``
+    under 1 ms. Raises ValueError (UnicodeDecodeError, json.JSONDecodeError) for anything
+    json.loads would refuse, and for NaN and Infinity.
+    """
+    import _json
+
+    text = data.decode("utf-8")
+    start = len(text) - len(text.lstrip(_JSON_SPACE))
+    try:
+        value, end = _json.make_scanner(_ScanContext)(text, start)  # type: ignore[arg-type]
+    except StopIteration as e:
+        raise ValueError(f"no JSON value at character {e.value}") from None
+    if text[end:].strip(_JSON_SPACE):
+        raise ValueError(f"text after the JSON value at character {end}")
+    return value

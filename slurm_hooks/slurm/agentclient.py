@@ -3,8 +3,8 @@
 The agent (slurm_hooks/agent) answers ``{"op": "summary", "job_id": N}\\n`` on its Unix
 socket with one JSON line, and persists the same summary to
 ``<run_dir>/<node>/agent/<job_id>.json`` (slurm_hooks.agent.state.summary_path). Uses
-_socket rather than socket (which imports enum) and imports json only when there is an
-answer to parse: with no agent on the node the Epilog stays as cheap as the Prolog.
+_socket rather than socket (which imports enum) and parses the answer with the json
+module's C scanner (canonical.loads): ``import json`` would cost the Epilog 8 ms of CPU.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ def summary_file(config: HookConfig, node: str, job_id: int) -> str:
 
 
 def _parse(data: bytes) -> dict[str, object] | None:
-    import json
+    from slurm_hooks.receipts.canonical import loads
 
     try:
-        value = json.loads(data)
+        value = loads(data)
     except ValueError:
         return None
     if not isinstance(value, dict):

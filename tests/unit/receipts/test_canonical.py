@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from slurm_hooks.errors import CanonicalError
-from slurm_hooks.receipts.canonical import MAX_SAFE_INTEGER, canonical_bytes, canonical_str
+from slurm_hooks.receipts.canonical import MAX_SAFE_INTEGER, canonical_bytes, canonical_str, loads
 
 VECTORS = Path(__file__).resolve().parents[2] / "data" / "rfc8785"
 
@@ -174,3 +174,43 @@ def test_round_trip_and_utf16_key_order(value: object) -> None:
 def test_canonical_form_is_a_fixed_point(value: object) -> None:
     once = canonical_bytes(value)
     assert canonical_bytes(json.loads(once)) == once
+
+
+# -- loads: json.loads with the C scanner alone (the Epilog parses the agent's answer) --
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.recursive(
+        _scalars | st.floats(allow_nan=False, allow_infinity=False),
+        lambda inner: (
+            st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4)
+        ),
+        max_leaves=20,
+    ),
+    st.sampled_from(["", " ", "\n", " \t\r\n"]),
+    st.sampled_from([None, 2]),
+)
+def test_loads_agrees_with_json_loads(value: object, space: str, indent: int | None) -> None:
+    text = space + json.dumps(value, indent=indent) + space
+    assert loads(text.encode("utf-8")) == json.loads(text)
+
+
+@pytest.mark.parametrize(
+    ("bad", "match"),
+    [
+        (b"", "no JSON value at character 0"),
+        (b"  ", "no JSON value at character 2"),
+        (b'{"a": 1} x', "text after the JSON value at character 8"),
+        (b"[1] [2]", "text after the JSON value"),
+        (b'{"a": ', "no JSON value"),
+        (b"NaN", "NaN is not a JSON value"),
+        (b"[-Infinity]", "-Infinity is not a JSON value"),
+        (b'{"a": "\x01"}', "Invalid control character"),
+        (b'"\xff"', "utf-8"),
+        (b"{'a': 1}", "Expecting property name"),
+    ],
+)
+def test_loads_refuses_what_is_not_json(bad: bytes, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        loads(bad)

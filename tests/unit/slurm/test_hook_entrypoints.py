@@ -231,6 +231,40 @@ def test_agent_floats_do_not_cost_the_event(site: Site) -> None:
     assert str(p["gpu_summary_source"]).startswith("invalid")
 
 
+# json, re and enum each cost a hook milliseconds of CPU (json alone about 8 ms, more
+# than the hook's own work); Slurm runs four hooks a job. subprocess pulls in all three.
+COSTLY_MODULES = {"json", "re", "enum", "subprocess", "typing", "hashlib", "socket"}
+
+
+@pytest.mark.parametrize(
+    ("kind", "dump"),
+    [("prolog", "prolog.9"), ("epilog", "epilog.9"), ("epilog_slurmctld", "epilog_slurmctld.18")],
+)
+def test_hooks_do_not_import_costly_modules(site: Site, kind: str, dump: str) -> None:
+    # the Epilog parses an agent summary (here its file): that must not import json either
+    path = site.run / "c1" / "agent" / "9.json"
+    path.parent.mkdir(parents=True)
+    path.write_text('{"job_id": 9, "totals": {"samples": 3}}')
+    code = (
+        f"import sys; sys.path.insert(0, {str(REPO)!r})\n"
+        "from slurm_hooks.slurm.hooks import main\n"
+        f"code = main({kind!r})\n"
+        "print(code, ' '.join(sorted(sys.modules)))\n"
+    )
+    out = subprocess.run(
+        ["/usr/bin/python3", "-SE", "-c", code],
+        env=site.env(dump),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert out[0] == "0"
+    assert site.failures() == 0
+    assert COSTLY_MODULES.isdisjoint(out[1:]), sorted(COSTLY_MODULES.intersection(out[1:]))
+    if kind == "epilog":
+        assert payload(site.events("node_done")[0])["gpu_summary_source"] == "agent_file"
+
+
 def test_broken_config_exits_0_and_logs_one_line(site: Site) -> None:
     site.config.write_text("cluster = \n")
     env = site.env("prolog.9", COMPUTEPROOF_SPOOL=str(site.spool))

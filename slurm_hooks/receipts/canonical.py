@@ -110,8 +110,12 @@ def loads(data: bytes) -> object:
     under 1 ms. Raises ValueError (UnicodeDecodeError, json.JSONDecodeError) for anything
     json.loads would refuse, and for NaN and Infinity.
     """
-    import _json
+    try:
+        import _json
+    except ImportError:  # pragma: no cover - an interpreter without the C accelerator
+        import json
 
+        return json.loads(data, parse_constant=_ScanContext.parse_constant)
     text = data.decode("utf-8")
     start = len(text) - len(text.lstrip(_JSON_SPACE))
     try:

@@ -34,6 +34,7 @@ class Config:
     slurm_bin: str = "/usr/bin"
     sample_interval: int = 5
     progress_interval: int = 300
+    orphan_check_interval: int = 60
     agent_socket: str = ""
     prometheus_port: int = 0
     ratecard: str = ""  # rate card TOML; default: ratecard.toml beside the config

@@ -216,6 +216,7 @@ slurm_bin = "/usr/bin"
 # Short intervals so that test jobs of a few seconds get samples and progress events.
 sample_interval = 1
 progress_interval = 5
+orphan_check_interval = 2
 TOML
     echo "$CP_CPROOF_CONFIG" | put_file "$CP_CPROOF_DIR/config-path" 0644
 }

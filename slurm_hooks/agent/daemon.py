@@ -10,18 +10,27 @@ reading, last sample time) are written together atomically, so a restarted agent
 from a consistent point: time it was down is ``unmeasured_ms``, energy comes from the
 counter delta, nothing is counted twice. A sequence number is persisted (fsync) before the
 event that uses it is spooled, so a crash can skip a number but never reuse one.
+
+Orphans: the Epilog removes a job's binding. When it never runs on a node (slurmd killed,
+the Epilog timed out), the binding would keep the job "running" here and the agent would
+sign progress events for it forever. So a job sampled for ``orphan_check_interval`` with no
+slurmstepd on the host is looked up in Slurm (one ``squeue`` call, at most that often); if
+Slurm has ended this run of it on this node, the agent stops sampling it, persists its final
+summary (a late Epilog still reads it) and removes the binding. If Slurm cannot be asked,
+sampling goes on: only Slurm's word ends a job here.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from slurm_hooks.agent.accumulate import JobAccumulator
-from slurm_hooks.agent.binding import Binding, jobs_by_minor, load_bindings
+from slurm_hooks.agent.binding import Binding, jobs_by_minor, load_bindings, read_binding
 from slurm_hooks.agent.procs import ProcessTable
 from slurm_hooks.agent.sampler import Sample, Sampler, wall_clock_ms
 from slurm_hooks.agent.state import read_summary, summary_path, sweep, write_summary
@@ -29,10 +38,33 @@ from slurm_hooks.config import Config
 from slurm_hooks.errors import AgentError, ComputeProofError
 from slurm_hooks.receipts.event import new_event
 from slurm_hooks.receipts.spool import Spool
+from slurm_hooks.slurm.jobinfo import AccountingRecord, JobInfo
 
 log = logging.getLogger("computeproof.agent")
 
 PERSIST_EVERY_MS = 5_000
+# States in which a run of a job no longer runs anywhere (PENDING: it was requeued).
+ENDED_STATES = frozenset({
+    "BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY",
+    "PENDING", "PREEMPTED", "REQUEUED", "REVOKED", "SPECIAL_EXIT", "TIMEOUT",
+})  # fmt: skip
+
+
+def ended_here(record: AccountingRecord | None, node: str, run: int) -> str | None:
+    """Why Slurm's live record says run ``run`` of the job no longer runs on ``node``, or
+    None when it may still (COMPLETING included: the Epilog is about to run)."""
+    if record is None:
+        return "Slurm no longer knows the job"
+    restarts = record.get("restarts")
+    if restarts is not None and restarts > run:
+        return f"Slurm requeued it (run {restarts} now)"
+    state = record.get("state") or ""
+    if state in ENDED_STATES:
+        return f"Slurm shows it {state}"
+    nodes = record.get("nodes") or []
+    if nodes and node not in nodes:
+        return f"Slurm runs it on {','.join(nodes)}, not {node}"
+    return None
 
 
 class CallerRefused(AgentError):
@@ -60,6 +92,7 @@ class Agent:
         processes: ProcessTable | None = None,
         spool: Spool | None = None,
         exporter: object | None = None,
+        job_info: JobInfo | None = None,
     ) -> None:
         self.config = config
         self.node = node
@@ -78,6 +111,11 @@ class Agent:
         self.gaps = 0
         self._persisted_ms: dict[int, int] = {}
         self._lock = threading.Lock()
+        self.orphan_check_ms = config.orphan_check_interval * 1000
+        self._job_info = job_info
+        self._next_orphan_check_ms = 0
+        # job id -> (run, display id) of bindings ended as orphans: not sampled again
+        self.orphans: dict[int, tuple[int, str]] = {}
 
     # -- sampling ---------------------------------------------------------------------------
 
@@ -89,7 +127,11 @@ class Agent:
             ended = self.jobs.pop(job_id)
             self._persist(ended, durable=True)  # the job ended on this node: final figures
             self._persisted_ms.pop(job_id, None)
+        for job_id in [j for j in self.orphans if j not in bindings]:
+            del self.orphans[job_id]  # its binding is gone at last
         for job_id, binding in bindings.items():
+            if self.orphans.get(job_id) == (binding.run, binding.job):
+                continue  # its binding could not be removed; Slurm ended it here
             known = self.jobs.get(job_id)
             if known is not None and (known.binding.run, known.binding.job) == (
                 binding.run,
@@ -138,9 +180,75 @@ class Agent:
                     >= PERSIST_EVERY_MS
                 ):
                     self._persist(acc)
+        self.end_orphans(sample.t_ms)
         if self.exporter is not None:
             self.exporter.update(self)  # type: ignore[attr-defined]
         return sample
+
+    def end_orphans(self, now_ms: int) -> list[int]:
+        """Stop sampling the jobs Slurm has ended on this node whose Epilog never removed
+        their binding (see the module docstring); return their ids."""
+        if not self.orphan_check_ms or now_ms < self._next_orphan_check_ms:
+            return []
+        self._next_orphan_check_ms = now_ms + self.orphan_check_ms
+        with self._lock:
+            sampled_long = [
+                acc
+                for acc in self.jobs.values()
+                if acc.first_sample_ms is not None
+                and now_ms - acc.first_sample_ms >= self.orphan_check_ms
+            ]
+        if not sampled_long:
+            return []
+        stepds = self.processes.stepd_jobs()
+        ended: list[int] = []
+        for acc in sampled_long:
+            b = acc.binding
+            if b.job_id in stepds:
+                continue
+            try:
+                if self._job_info is None:
+                    from slurm_hooks.slurm.jobinfo import job_info
+
+                    self._job_info = job_info(self.config)
+                why = ended_here(self._job_info.job_live(b.job_id), self.node, b.run)
+            except ComputeProofError as e:
+                log.warning("job %s: cannot ask Slurm whether it still runs here (%s); "
+                            "sampling it on", b.job, e)  # fmt: skip
+                continue
+            if why is not None and self._end_orphan(acc):
+                ended.append(b.job_id)
+                log.warning(
+                    "job %s run %d: %s, but its Epilog has not removed its binding on node %s: "
+                    "stopped sampling it and removed %s (its summary stays for a late Epilog)",
+                    b.job, b.run, why, self.node, self.config.binding_path(self.node, b.job_id),
+                )  # fmt: skip
+        return ended
+
+    def _end_orphan(self, acc: JobAccumulator) -> bool:
+        """Forget ``acc``'s job: final summary persisted, binding file removed if unchanged."""
+        b = acc.binding
+        with self._lock:
+            if self.jobs.get(b.job_id) is not acc:
+                return False  # the Epilog or a new run got there first
+            del self.jobs[b.job_id]
+            self.bindings.pop(b.job_id, None)
+            self._persist(acc, durable=True)
+            self._persisted_ms.pop(b.job_id, None)
+            self.orphans[b.job_id] = (b.run, b.job)
+        path = self.config.binding_path(self.node, b.job_id)
+        try:
+            current = read_binding(path)
+        except AgentError:
+            return True  # gone already; an unreadable one is reported by every pass
+        if (current.run, current.job) == (b.run, b.job):  # not a new run's binding
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                log.warning("job %s: binding %s not removed: %s", b.job, path, e.strerror)
+        return True
 
     def _due_progress(self, acc: JobAccumulator, t_ms: int) -> bool:
         start = acc.last_progress_ms if acc.last_progress_ms is not None else acc.first_sample_ms

@@ -17,6 +17,14 @@ STEPD_PREFIX = b"slurmstepd: ["
 _CGROUP_JOB = re.compile(r"/job_(\d+)(?:/|$)")
 
 
+def _stepd_job(cmdline: bytes) -> int | None:
+    """The job id in a ``slurmstepd: [JOBID.STEP]`` process title, else None."""
+    if not cmdline.startswith(STEPD_PREFIX):
+        return None
+    digits = cmdline[len(STEPD_PREFIX) :].split(b".", 1)[0].split(b"]", 1)[0]
+    return int(digits) if digits.isdigit() else None
+
+
 @dataclass(frozen=True)
 class ProcessInfo:
     """A process's owner and parent, from /proc/PID/status."""
@@ -82,10 +90,25 @@ class ProcessTable:
             if info is None:
                 return None
             if info.uid in self.trusted_uids:
-                cmd = self._cmdline(current)
-                if cmd.startswith(STEPD_PREFIX):
-                    digits = cmd[len(STEPD_PREFIX) :].split(b".", 1)[0].split(b"]", 1)[0]
-                    if digits.isdigit():
-                        return int(digits)
+                stepd_job = _stepd_job(self._cmdline(current))
+                if stepd_job is not None:
+                    return stepd_job
             current = info.ppid
         return None
+
+    def stepd_jobs(self) -> set[int]:
+        """The jobs that have a slurmstepd (owned by a trusted uid) on this host now."""
+        out: set[int] = set()
+        try:
+            names = os.listdir(self.proc_root)
+        except OSError:
+            return out
+        for name in names:
+            if not name.isdigit():
+                continue
+            job = _stepd_job(self._cmdline(int(name)))
+            if job is not None and job not in out:
+                info = self.info(int(name))
+                if info is not None and info.uid in self.trusted_uids:
+                    out.add(job)
+        return out

@@ -39,6 +39,7 @@ DEFAULTS: dict[str, object] = {
     "slurm_bin": "/usr/bin",
     "sample_interval": 5,
     "progress_interval": 300,
+    "orphan_check_interval": 60,
     "agent_socket": "",
     "prometheus_port": 0,
     "ratecard": "",

@@ -219,3 +219,36 @@ def test_job_tool_outside_a_job_is_refused(slurm_cluster: SlurmCluster) -> None:
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "belongs to no Slurm job" in proc.stderr, proc.stderr
     assert proc.stderr.startswith("computeproof-job: error: ")
+
+
+def test_orphaned_bindings_are_let_go(slurm_cluster: SlurmCluster, job_dir: Path) -> None:
+    """A binding the Epilog never removed: the agent asks Slurm (squeue) and lets it go."""
+    from slurm_hooks.config import load_config
+
+    c = slurm_cluster
+    config = load_config(str(c.computeproof_config))
+    ended = c.sbatch("-D", str(job_dir), "-o", "/dev/null", "-w", "c1", "--gres=gpu:1",
+                     "--wrap", "true")  # fmt: skip
+    c.wait_job(ended)
+    never = 3_999_999  # a job id Slurm never had
+    paths = {}
+    for job_id in (ended, never):
+        path = Path(config.binding_path("c1", job_id))
+        binding = {
+            "cluster": config.cluster, "job": str(job_id), "job_id": job_id, "run": 0,
+            "uid": 0, "user": "root", "node": "c1", "time": "2026-11-25T00:00:00Z",
+            "gpus": [{"slurm_index": 3, "minor": 3, "device": str(c.dir / "dev" / "nvidia3")}],
+        }  # fmt: skip
+        path.write_text(json.dumps(binding))  # as the Prolog writes it
+        paths[job_id] = path
+    log = c.dir / "log" / "agent-c1.log"
+    deadline = time.monotonic() + 60
+    while any(p.exists() for p in paths.values()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not any(p.exists() for p in paths.values()), log.read_text()[-2000:]
+    text = log.read_text()
+    assert re.search(rf"job {ended} run 0: Slurm shows it COMPLETED, but its Epilog", text)
+    assert f"job {never} run 0: Slurm no longer knows the job" in text
+    # the figures it gathered meanwhile stay for a late Epilog
+    summary = Path(config.run_dir) / "c1" / "agent" / f"{never}.json"
+    assert json.loads(summary.read_text())["job_id"] == never

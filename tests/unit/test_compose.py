@@ -34,7 +34,7 @@ HOOKS = (
 )
 CONFIG_KEYS = {
     "cluster", "db", "spool_dir", "run_dir", "host_key", "ledger_key", "enrolled_keys",
-    "sample_interval", "progress_interval",
+    "sample_interval", "progress_interval", "orphan_check_interval",
     "slurm_bin",
 }  # fmt: skip
 

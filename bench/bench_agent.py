@@ -80,6 +80,8 @@ def main() -> None:
                 f'cluster = "bench"\nrun_dir = "{run_dir}"\n'
                 f'spool_dir = "{os.path.join(tmp, "spool")}"\n'
                 "sample_interval = 1\nprogress_interval = 30\n"
+                # the bindings are made up: Slurm is not to be asked about them
+                "orphan_check_interval = 0\n"
             )
         env = dict(
             os.environ,

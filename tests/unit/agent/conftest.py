@@ -59,6 +59,7 @@ def config(tmp_path: Path) -> Config:
         host="c1",
         sample_interval=5,
         progress_interval=10,
+        orphan_check_interval=0,  # made-up bindings: no Slurm is asked (see test_orphans.py)
     )
 
 

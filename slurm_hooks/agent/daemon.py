@@ -114,6 +114,7 @@ class Agent:
         self.orphan_check_ms = config.orphan_check_interval * 1000
         self._job_info = job_info
         self._next_orphan_check_ms = 0
+        self._orphan_thread: threading.Thread | None = None
         # job id -> (run, display id) of bindings ended as orphans: not sampled again
         self.orphans: dict[int, tuple[int, str]] = {}
 
@@ -180,17 +181,38 @@ class Agent:
                     >= PERSIST_EVERY_MS
                 ):
                     self._persist(acc)
-        self.end_orphans(sample.t_ms)
+        self._start_orphan_check(sample.t_ms)
         if self.exporter is not None:
             self.exporter.update(self)  # type: ignore[attr-defined]
         return sample
 
+    def _start_orphan_check(self, now_ms: int) -> None:
+        """Run :meth:`end_orphans` every orphan_check_interval, in a thread of its own: a
+        slow or unreachable Slurm must not hold up sampling."""
+        if not self.orphan_check_ms or now_ms < self._next_orphan_check_ms:
+            return
+        if self._orphan_thread is not None and self._orphan_thread.is_alive():
+            return
+        self._next_orphan_check_ms = now_ms + self.orphan_check_ms
+        self._orphan_thread = threading.Thread(
+            target=self._orphan_check, args=(now_ms,), name="orphan-check", daemon=True
+        )
+        self._orphan_thread.start()
+
+    def _orphan_check(self, now_ms: int) -> None:
+        try:
+            self.end_orphans(now_ms)
+        except Exception:  # the agent outlives any one bad check
+            log.exception("orphan check failed")
+
+    def join_orphan_check(self, timeout: float | None = None) -> None:
+        """Wait for a running orphan check to finish (tests; the loop never waits)."""
+        if self._orphan_thread is not None:
+            self._orphan_thread.join(timeout)
+
     def end_orphans(self, now_ms: int) -> list[int]:
         """Stop sampling the jobs Slurm has ended on this node whose Epilog never removed
         their binding (see the module docstring); return their ids."""
-        if not self.orphan_check_ms or now_ms < self._next_orphan_check_ms:
-            return []
-        self._next_orphan_check_ms = now_ms + self.orphan_check_ms
         with self._lock:
             sampled_long = [
                 acc

@@ -10,6 +10,8 @@ import dataclasses
 import json
 import logging
 import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -82,6 +84,7 @@ def run_passes(agent: Agent, clock: Clock, script: Script, seconds: int) -> None
         script.write(gpu_line(0, 0, util=50, energy=100 + t) + gpu_line(1, 1, util=50, energy=t))
         clock.at(t)
         agent.pass_once()
+        agent.join_orphan_check(10)  # it runs in a thread of its own
 
 
 def test_an_ended_job_left_bound_is_let_go(
@@ -152,7 +155,40 @@ def test_purged_and_unremovable_bindings_are_not_sampled_again(
     bind(config, "c1", 401, [0], run=1)
     clock.at(30_000)
     agent.pass_once()
+    agent.join_orphan_check(10)
     assert sorted(agent.jobs) == [401] and agent.jobs[401].binding.run == 1
+
+
+def test_a_slow_slurm_does_not_hold_up_sampling(
+    config: Config, script: Script, clock: Clock, proc_root: Path
+) -> None:
+    bind(config, "c1", 501, [0])
+    release = threading.Event()
+    order: list[str] = []
+
+    class SlowSlurm:
+        def job_live(self, job_id: int) -> AccountingRecord | None:
+            order.append("asked")
+            release.wait(10)
+            order.append("answered")
+            return running()
+
+    agent = make_agent(config, clock, proc_root, SlowSlurm())  # type: ignore[arg-type]
+    for t in (0, 5000, 10000):  # the check at 10 s asks, and waits on Slurm
+        script.write(gpu_line(0, 0, util=50, energy=t))
+        clock.at(t)
+        agent.pass_once()
+    for _ in range(100):
+        if order:
+            break
+        time.sleep(0.05)
+    clock.at(15000)
+    assert agent.pass_once().error is None  # sampling goes on meanwhile
+    order.append("sampled")
+    release.set()
+    agent.join_orphan_check(10)
+    assert order == ["asked", "sampled", "answered"]
+    assert sorted(agent.jobs) == [501]
 
 
 @pytest.mark.parametrize(

@@ -38,16 +38,12 @@ from slurm_hooks.config import Config
 from slurm_hooks.errors import AgentError, ComputeProofError
 from slurm_hooks.receipts.event import new_event
 from slurm_hooks.receipts.spool import Spool
+from slurm_hooks.slurm.finalstate import NOT_FINAL
 from slurm_hooks.slurm.jobinfo import AccountingRecord, JobInfo
 
 log = logging.getLogger("computeproof.agent")
 
 PERSIST_EVERY_MS = 5_000
-# States in which a run of a job no longer runs anywhere (PENDING: it was requeued).
-ENDED_STATES = frozenset({
-    "BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY",
-    "PENDING", "PREEMPTED", "REQUEUED", "REVOKED", "SPECIAL_EXIT", "TIMEOUT",
-})  # fmt: skip
 
 
 def ended_here(record: AccountingRecord | None, node: str, run: int) -> str | None:
@@ -59,7 +55,7 @@ def ended_here(record: AccountingRecord | None, node: str, run: int) -> str | No
     if restarts is not None and restarts > run:
         return f"Slurm requeued it (run {restarts} now)"
     state = record.get("state") or ""
-    if state in ENDED_STATES:
+    if state == "PENDING" or state not in NOT_FINAL:  # PENDING again: it was requeued
         return f"Slurm shows it {state}"
     nodes = record.get("nodes") or []
     if nodes and node not in nodes:

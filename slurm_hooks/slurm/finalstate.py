@@ -25,6 +25,8 @@ from slurm_hooks.receipts.spool import Spool
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from slurm_hooks.slurm.hookconfig import HookConfig
     from slurm_hooks.slurm.jobinfo import AccountingRecord
 
@@ -272,28 +274,18 @@ def collect(
 def _collect_once(config: HookConfig, markers: list[tuple[str, dict[str, object]]]) -> int:
     """One pass: one squeue call for the runs owed ``completed``, one sacct call for every
     pending run (and, for stragglers, one squeue call)."""
-    from slurm_hooks.slurm.slurmcli import SlurmCli, parse_squeue_json, pick_run
+    from slurm_hooks.slurm.slurmcli import SlurmCli, pick_run
 
     info = SlurmCli(config.slurm_bin)
-    error = ""
     owed = sorted({int(m["job_id"]) for _, m in markers if isinstance(m.get("completed"), dict)})  # type: ignore[call-overload]
-    live_now: dict[int, AccountingRecord] = {}
-    for i in range(0, len(owed), BATCH):
-        chunk = ",".join(str(j) for j in owed[i : i + BATCH])
-        try:
-            for rec in parse_squeue_json(info._json("squeue", "--json", "-j", chunk)):
-                live_now[rec["job_id"]] = rec
-        except SlurmError as e:
-            error = str(e)
+    live_records, live_error = _query(owed, info.jobs_live)
+    live_now = {rec["job_id"]: rec for rec in live_records}
     ids = sorted({int(m["job_id"]) for _, m in markers})  # type: ignore[call-overload]
+    accounted, error = _query(ids, info.jobs_accounting)
+    error = error or live_error
     by_job: dict[int, list[AccountingRecord]] = {}
-    for i in range(0, len(ids), BATCH):
-        chunk = ",".join(str(j) for j in ids[i : i + BATCH])
-        try:
-            for rec in info._sacct("-j", chunk):
-                by_job.setdefault(rec["job_id"], []).append(rec)
-        except SlurmError as e:
-            error = str(e)
+    for rec in accounted:
+        by_job.setdefault(rec["job_id"], []).append(rec)
     written = 0
     now = time.time()
     late: list[tuple[str, dict[str, object]]] = []
@@ -325,16 +317,30 @@ def _collect_once(config: HookConfig, markers: list[tuple[str, dict[str, object]
         elif now >= int(m.get("deadline") or 0):  # type: ignore[call-overload]
             late.append((path, {**m, "partial": record}))
     if late:
-        live: dict[int, AccountingRecord] = {}
-        try:
-            late_ids = ",".join(str(m["job_id"]) for _, m in late)
-            for rec in parse_squeue_json(info._json("squeue", "--json", "-j", late_ids)):
-                live[rec["job_id"]] = rec
-        except SlurmError as e:
-            error = str(e)
+        late_records, late_error = _query(
+            sorted({int(m["job_id"]) for _, m in late}),  # type: ignore[call-overload]
+            info.jobs_live,
+        )
+        live = {rec["job_id"]: rec for rec in late_records}
+        error = late_error or error
         for path, m in late:
             written += _give_up(config, path, m, live, error)
     return written
+
+
+def _query(
+    ids: list[int], call: Callable[[list[int]], list[AccountingRecord]]
+) -> tuple[list[AccountingRecord], str]:
+    """Records of ``ids`` from ``call``, BATCH ids a call; and the last error, if any (the
+    records of the other calls are kept)."""
+    out: list[AccountingRecord] = []
+    error = ""
+    for i in range(0, len(ids), BATCH):
+        try:
+            out.extend(call(ids[i : i + BATCH]))
+        except SlurmError as e:
+            error = str(e)
+    return out, error
 
 
 def _nth_run(runs: list[AccountingRecord], run: int) -> AccountingRecord | None:

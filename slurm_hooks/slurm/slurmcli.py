@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 
 from slurm_hooks.errors import SlurmError
 from slurm_hooks.slurm import command
@@ -289,18 +290,24 @@ class SlurmCli:
         """The sacct record of ``job_id``'s run that started at ``start`` (else its latest)."""
         return pick_run([r for r in self._sacct("-j", str(job_id)) if r["job_id"] == job_id], start)
 
-    def job_live(self, job_id: int) -> AccountingRecord | None:
-        """The squeue record of ``job_id``, None once purged (after MinJobAge)."""
+    def jobs_accounting(self, job_ids: Sequence[int]) -> list[AccountingRecord]:
+        """The sacct records of every run of ``job_ids``, in one call."""
+        return self._sacct("-j", ",".join(str(j) for j in job_ids))
+
+    def jobs_live(self, job_ids: Sequence[int]) -> list[AccountingRecord]:
+        """The squeue records of ``job_ids``, in one call; purged jobs (after MinJobAge)
+        are left out."""
         try:
-            data = self._json("squeue", "--json", "-j", str(job_id))
+            data = self._json("squeue", "--json", "-j", ",".join(str(j) for j in job_ids))
         except SlurmError as e:
             if "Invalid job id" in str(e):
-                return None
+                return []
             raise
-        for rec in parse_squeue_json(data):
-            if rec["job_id"] == job_id:
-                return rec
-        return None
+        return parse_squeue_json(data)
+
+    def job_live(self, job_id: int) -> AccountingRecord | None:
+        """The squeue record of ``job_id``, None once purged (after MinJobAge)."""
+        return next((r for r in self.jobs_live([job_id]) if r["job_id"] == job_id), None)
 
     def job_state(self, job_id: int) -> str | None:
         """The job's state: squeue while the controller knows it, else sacct."""

@@ -18,8 +18,6 @@ ComputeProofError
 └── AnchorError              chain anchoring
 """
 
-from __future__ import annotations
-
 
 class ComputeProofError(Exception):
     """Root of every error this project raises on purpose."""

@@ -6,8 +6,6 @@ bool, None, list/tuple and dict with str keys. Floats are refused: metrics are i
 in base units, so a float is always a bug upstream.
 """
 
-from __future__ import annotations
-
 from slurm_hooks.errors import CanonicalError
 
 TYPE_CHECKING = False
@@ -25,7 +23,7 @@ def _utf16_key(key: str) -> bytes:
     return key.encode("utf-16-be", "surrogatepass")
 
 
-def _encode(value: object, out: list[str], append: Callable[[str], None]) -> None:
+def _encode(value: object, out: list[str], append: "Callable[[str], None]") -> None:
     if isinstance(value, str):
         append('"' + value.translate(_ESCAPES) + '"')
     elif value is None:

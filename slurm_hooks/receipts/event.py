@@ -13,8 +13,6 @@ heterogeneous component) as far as the hook can tell (node hooks see no array id
 ``run`` the restart count, so a requeued job's events never collide with the first run's.
 """
 
-from __future__ import annotations
-
 import time as _time
 from _sha256 import sha256  # type: ignore[import-not-found]  # hashlib costs 2 ms more
 
@@ -93,7 +91,7 @@ def new_event(
     }
 
 
-def check_event(event: object) -> dict[str, Any]:
+def check_event(event: object) -> "dict[str, Any]":
     """Validate an event's shape and recompute its id; return it or raise CanonicalError."""
     if not isinstance(event, dict):
         raise CanonicalError("event is not a JSON object")

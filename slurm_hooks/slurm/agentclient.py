@@ -7,19 +7,18 @@ _socket rather than socket (which imports enum) and parses the answer with the j
 module's C scanner (canonical.loads): ``import json`` would cost the Epilog 8 ms of CPU.
 """
 
-from __future__ import annotations
-
-import os
 import time
+
+from slurm_hooks.posixfs import exists, join
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from slurm_hooks.slurm.hookconfig import HookConfig
 
 
-def summary_file(config: HookConfig, node: str, job_id: int) -> str:
+def summary_file(config: "HookConfig", node: str, job_id: int) -> str:
     """The agent's persisted summary for ``job_id`` on ``node`` (as agent.state says)."""
-    return os.path.join(config.run_dir, node, "agent", f"{job_id}.json")
+    return join(config.run_dir, node, "agent", f"{job_id}.json")
 
 
 def _parse(data: bytes) -> dict[str, object] | None:
@@ -79,11 +78,11 @@ def read_summary_file(path: str) -> dict[str, object] | None:
 
 
 def node_summary(
-    config: HookConfig, node: str, job_id: int, timeout: float = 0.8
+    config: "HookConfig", node: str, job_id: int, timeout: float = 0.8
 ) -> tuple[dict[str, object] | None, str]:
     """(summary, source): from the socket ("agent"), the file ("agent_file"), or none."""
     sock_path = config.agent_socket_path(node)
-    if os.path.exists(sock_path):
+    if exists(sock_path):
         summary = ask_agent(sock_path, job_id, timeout)
         if summary is not None:
             return summary, "agent"

@@ -1,59 +1,67 @@
 """Run a Slurm client command with a hard timeout, without the subprocess module.
 
 subprocess imports signal, threading, selectors and contextlib (~15 ms, more than the
-interpreter's start); os.posix_spawn + poll does the same job for one short command.
-Errors (spawn failure, timeout, non-zero exit) are raised as SlurmError.
+interpreter's start); posix_spawn + poll does the same job for one short command.
+It calls the posix module, not os (slurm_hooks.posixfs says why). Errors (spawn failure,
+timeout, non-zero exit) are raised as SlurmError.
 """
 
-from __future__ import annotations
-
-import os
+import posix
 import select
 import time
 
 from slurm_hooks.errors import SlurmError
+from slurm_hooks.posixfs import basename
 
 _SIGKILL = 9
 # A Slurm client needs its config (SLURM_CONF) but nothing of the caller's PATH etc.
 _PASSED_ENV = ("SLURM_CONF", "TZ", "LANG", "LC_ALL")
 
 
+def client_env(environ: dict[str, str]) -> dict[str, str]:
+    """What a Slurm client is given of ``environ``: SLURM_CONF, TZ and the locale."""
+    return {k: environ[k] for k in _PASSED_ENV if k in environ}
+
+
 def _kill(pid: int) -> None:
     """Kill the command's whole session (it was spawned with setsid) and reap it."""
     try:  # noqa: SIM105 - contextlib is an import the hooks do not pay for
-        os.killpg(pid, _SIGKILL)
+        posix.killpg(pid, _SIGKILL)
     except OSError:
         pass
-    os.waitpid(pid, 0)
+    posix.waitpid(pid, 0)
 
 
 def run(
     argv: list[str], timeout: float, env: dict[str, str] | None = None, limit: int = 64 << 20
 ) -> bytes:
-    """Run ``argv`` (absolute path), return its stdout; SlurmError on failure or timeout."""
+    """Run ``argv`` (absolute path), return its stdout; SlurmError on failure or timeout.
+    ``env`` None passes :func:`client_env` of this process's environment."""
     if env is None:
-        env = {k: os.environ[k] for k in _PASSED_ENV if k in os.environ}
+        import os  # os.environ, which tests and daemons may have changed; hooks pass env
+
+        env = client_env(dict(os.environ))
     deadline = time.monotonic() + timeout
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
+    out_r, out_w = posix.pipe()
+    err_r, err_w = posix.pipe()
     try:
-        pid = os.posix_spawn(
+        pid = posix.posix_spawn(
             argv[0],
             argv,
             env,
             file_actions=[
-                (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
-                (os.POSIX_SPAWN_DUP2, out_w, 1),
-                (os.POSIX_SPAWN_DUP2, err_w, 2),
+                (posix.POSIX_SPAWN_OPEN, 0, "/dev/null", posix.O_RDONLY, 0),
+                (posix.POSIX_SPAWN_DUP2, out_w, 1),
+                (posix.POSIX_SPAWN_DUP2, err_w, 2),
             ],
             setsid=True,
         )
     except OSError as e:
         for fd in (out_r, out_w, err_r, err_w):
-            os.close(fd)
+            posix.close(fd)
         raise SlurmError(f"cannot run {argv[0]}: {e.strerror}") from e
-    os.close(out_w)
-    os.close(err_w)
+    posix.close(out_w)
+    posix.close(err_w)
     chunks: dict[int, list[bytes]] = {out_r: [], err_r: []}
     size = 0
     poller = select.poll()
@@ -68,7 +76,7 @@ def run(
                 timed_out = True
                 break
             for fd, _ in poller.poll(max(1, int(left * 1000))):
-                data = os.read(fd, 65536)
+                data = posix.read(fd, 65536)
                 if not data:
                     poller.unregister(fd)
                     open_fds -= 1
@@ -80,23 +88,23 @@ def run(
                     open_fds = 0
                     break
     finally:
-        os.close(out_r)
-        os.close(err_r)
+        posix.close(out_r)
+        posix.close(err_r)
     if timed_out:
         _kill(pid)
-        raise SlurmError(f"{os.path.basename(argv[0])} timed out after {timeout:g} s")
+        raise SlurmError(f"{basename(argv[0])} timed out after {timeout:g} s")
     # The pipes are closed; the child is exiting. Bound the wait anyway.
     while True:
-        wpid, status = os.waitpid(pid, os.WNOHANG)
+        wpid, status = posix.waitpid(pid, posix.WNOHANG)
         if wpid:
             break
         if time.monotonic() > deadline:
             _kill(pid)
-            raise SlurmError(f"{os.path.basename(argv[0])} timed out after {timeout:g} s")
+            raise SlurmError(f"{basename(argv[0])} timed out after {timeout:g} s")
         time.sleep(0.001)
-    code = os.waitstatus_to_exitcode(status)
+    code = posix.waitstatus_to_exitcode(status)
     if code != 0:
         err = b"".join(chunks[err_r]).decode("utf-8", "replace").strip().splitlines()
         why = err[-1] if err else f"exit status {code}"
-        raise SlurmError(f"{os.path.basename(argv[0])} failed: {why}")
+        raise SlurmError(f"{basename(argv[0])} failed: {why}")
     return b"".join(chunks[out_r])

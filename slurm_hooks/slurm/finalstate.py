@@ -14,11 +14,10 @@ A burst of short jobs costs the controller one query a second, not one per job.
 Failures are logged and counted like a hook's.
 """
 
-from __future__ import annotations
-
-import os
+import posix
 import time
 
+from slurm_hooks import posixfs
 from slurm_hooks.errors import SlurmError
 from slurm_hooks.receipts.event import new_event
 from slurm_hooks.receipts.spool import Spool
@@ -55,7 +54,7 @@ NOT_FINAL = frozenset(
 )
 
 
-def settled(record: AccountingRecord) -> bool:
+def settled(record: "AccountingRecord") -> bool:
     """Whether a record is final and whole.
 
     slurmctld sends slurmdbd a job's start, node and end records separately, so sacct can
@@ -69,7 +68,7 @@ def settled(record: AccountingRecord) -> bool:
     return bool(nodes) and (count is None or len(nodes) == count)
 
 
-def final_payload(record: AccountingRecord, source: str) -> dict[str, object]:
+def final_payload(record: "AccountingRecord", source: str) -> dict[str, object]:
     """The final_state payload from one accounting record."""
     payload: dict[str, object] = {k: v for k, v in record.items() if k != "job_id"}
     elapsed = record.get("elapsed_s")
@@ -94,7 +93,7 @@ COMPLETED_ENV = (
 NOT_ENDED = frozenset({"PENDING", "RUNNING", "CONFIGURING", "SUSPENDED", "RESIZING", ""})
 
 
-def ended(record: AccountingRecord) -> bool:
+def ended(record: "AccountingRecord") -> bool:
     """Whether a record shows its run over (COMPLETING counts: its end time is set)."""
     return record.get("state") not in NOT_ENDED and record.get("end_epoch") is not None
 
@@ -102,7 +101,7 @@ def ended(record: AccountingRecord) -> bool:
 def completed_payload(
     env: dict[str, str],
     ids: dict[str, object],
-    record: AccountingRecord | None,
+    record: "AccountingRecord | None",
     source: str,
     run_source: str,
 ) -> dict[str, object]:
@@ -144,7 +143,7 @@ def completed_payload(
         "user": env.get("SLURM_JOB_USER") or rec.get("user"),
         "account": env.get("SLURM_JOB_ACCOUNT") or rec.get("account"),
         "partition": env.get("SLURM_JOB_PARTITION") or rec.get("partition"),
-        "controller": os.uname().nodename,
+        "controller": posix.uname().nodename,
         "slurm_record": source,
         "run_source": run_source,
         **ids,
@@ -157,13 +156,13 @@ IDLE_EXIT_SECONDS = 3.0  # the collector exits after this long with nothing pend
 BATCH = 200  # job ids per sacct/squeue call
 
 
-def pending_dir(config: HookConfig) -> str:
+def pending_dir(config: "HookConfig") -> str:
     """Where EpilogSlurmctld leaves one marker per job run awaiting its final state."""
-    return os.path.join(config.spool_dir, PENDING_DIR)
+    return posixfs.join(config.spool_dir, PENDING_DIR)
 
 
 def queue_final_state(
-    config: HookConfig,
+    config: "HookConfig",
     job: str,
     job_id: int,
     run: int,
@@ -180,18 +179,18 @@ def queue_final_state(
     event first.
     """
     directory = pending_dir(config)
-    os.makedirs(directory, mode=0o700, exist_ok=True)
+    posixfs.make_dirs(directory)
     deadline = int(time.time() + WATCH_SECONDS)
     marker: dict[str, object] = {"job": job, "job_id": job_id, "run": run, "start": start,
                                  "batch": batch, "deadline": deadline}  # fmt: skip
     if completed is not None:
         marker["completed"] = completed
     # written before the lock is tried: see collect()
-    _write_marker(os.path.join(directory, f"{job_id}.{run}.json"), marker)
+    _write_marker(posixfs.join(directory, f"{job_id}.{run}.json"), marker)
     lock = _try_lock(directory)
     if lock is None:
         return  # a collector runs: it sees this marker before it can exit (see collect())
-    os.close(lock)
+    posix.close(lock)
     _spawn_collector(config)
 
 
@@ -199,24 +198,24 @@ def _write_marker(path: str, marker: dict[str, object]) -> None:
     """Write a marker whole or not at all (tmp, fsync, rename)."""
     from slurm_hooks.receipts.canonical import canonical_bytes
 
-    tmp = path + f".{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    tmp = path + f".{posix.getpid()}.tmp"
+    fd = posix.open(tmp, posix.O_WRONLY | posix.O_CREAT | posix.O_TRUNC, 0o600)
     try:
-        os.write(fd, canonical_bytes(marker))
-        os.fsync(fd)
+        posix.write(fd, canonical_bytes(marker))
+        posix.fsync(fd)
     finally:
-        os.close(fd)
-    os.rename(tmp, path)
+        posix.close(fd)
+    posix.rename(tmp, path)
 
 
 def _try_lock(directory: str) -> int | None:
     import fcntl
 
-    fd = os.open(os.path.join(directory, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o600)
+    fd = posix.open(posixfs.join(directory, LOCK_NAME), posix.O_RDWR | posix.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
-        os.close(fd)
+        posix.close(fd)
         return None
     return fd
 
@@ -225,10 +224,10 @@ def _markers(directory: str) -> list[tuple[str, dict[str, object]]]:
     import json
 
     out = []
-    for name in sorted(os.listdir(directory)):
+    for name in sorted(posix.listdir(directory)):
         if not name.endswith(".json"):
             continue
-        path = os.path.join(directory, name)
+        path = posixfs.join(directory, name)
         try:
             with open(path, "rb") as f:
                 out.append((path, json.loads(f.read())))
@@ -238,7 +237,7 @@ def _markers(directory: str) -> list[tuple[str, dict[str, object]]]:
 
 
 def collect(
-    config: HookConfig, poll_s: float = POLL_SECONDS, idle_exit_s: float = IDLE_EXIT_SECONDS
+    config: "HookConfig", poll_s: float = POLL_SECONDS, idle_exit_s: float = IDLE_EXIT_SECONDS
 ) -> int:
     """Be the controller's one collector while markers are pending; return events written.
 
@@ -259,7 +258,7 @@ def collect(
                 written += _collect_once(config, markers)
                 idle_since = time.monotonic()
             elif time.monotonic() - idle_since >= idle_exit_s:
-                os.close(lock)
+                posix.close(lock)
                 lock = None
                 if not _markers(directory) or (lock := _try_lock(directory)) is None:
                     return written
@@ -268,10 +267,10 @@ def collect(
             time.sleep(poll_s)
     finally:
         if lock is not None:
-            os.close(lock)
+            posix.close(lock)
 
 
-def _collect_once(config: HookConfig, markers: list[tuple[str, dict[str, object]]]) -> int:
+def _collect_once(config: "HookConfig", markers: list[tuple[str, dict[str, object]]]) -> int:
     """One pass: one squeue call for the runs owed ``completed``, one sacct call for every
     pending run (and, for stragglers, one squeue call)."""
     from slurm_hooks.slurm.slurmcli import SlurmCli, pick_run
@@ -329,8 +328,8 @@ def _collect_once(config: HookConfig, markers: list[tuple[str, dict[str, object]
 
 
 def _query(
-    ids: list[int], call: Callable[[list[int]], list[AccountingRecord]]
-) -> tuple[list[AccountingRecord], str]:
+    ids: list[int], call: "Callable[[list[int]], list[AccountingRecord]]"
+) -> "tuple[list[AccountingRecord], str]":
     """Records of ``ids`` from ``call``, BATCH ids a call; and the last error, if any (the
     records of the other calls are kept)."""
     out: list[AccountingRecord] = []
@@ -343,18 +342,18 @@ def _query(
     return out, error
 
 
-def _nth_run(runs: list[AccountingRecord], run: int) -> AccountingRecord | None:
+def _nth_run(runs: "list[AccountingRecord]", run: int) -> "AccountingRecord | None":
     """sacct lists a requeued job's runs oldest first, so the run number picks one."""
     return runs[run] if run < len(runs) else None
 
 
 def _completed_record(
     marker: dict[str, object],
-    live: AccountingRecord | None,
-    runs: list[AccountingRecord],
+    live: "AccountingRecord | None",
+    runs: "list[AccountingRecord]",
     now: float,
     error: str,
-) -> tuple[AccountingRecord | None, str | None]:
+) -> "tuple[AccountingRecord | None, str | None]":
     """Slurm's record of the run a ``completed`` event is owed for, and where it came from;
     (None, None) to wait for the next pass, (None, "unavailable: ...") at the deadline."""
     run = int(marker["run"])  # type: ignore[call-overload]
@@ -370,10 +369,10 @@ def _completed_record(
 
 
 def _record_completed(
-    config: HookConfig,
+    config: "HookConfig",
     marker: dict[str, object],
     owed: dict[str, object],
-    record: AccountingRecord | None,
+    record: "AccountingRecord | None",
     source: str,
 ) -> None:
     env, ids = owed.get("env"), owed.get("ids")
@@ -391,10 +390,10 @@ def _record_completed(
 
 
 def _give_up(
-    config: HookConfig,
+    config: "HookConfig",
     path: str,
     marker: dict[str, object],
-    live: dict[int, AccountingRecord],
+    live: "dict[int, AccountingRecord]",
     error: str,
 ) -> int:
     # slurmdbd lagged: squeue's view is Slurm's own report of the final state too;
@@ -420,29 +419,29 @@ def _give_up(
 
 def _unlink(path: str) -> None:
     try:  # noqa: SIM105 - contextlib costs imports on the hook path
-        os.unlink(path)
+        posix.unlink(path)
     except FileNotFoundError:
         pass
 
 
 def _record(
-    config: HookConfig, job: str, job_id: int, run: int, payload: dict[str, object]
+    config: "HookConfig", job: str, job_id: int, run: int, payload: dict[str, object]
 ) -> dict[str, object]:
     event = new_event("final_state", config.cluster, job, job_id, config.host, payload, run=run)
     Spool(config.spool_dir).write(event)
     return event
 
 
-def _spawn_collector(config: HookConfig) -> None:
+def _spawn_collector(config: "HookConfig") -> None:
     """Run :func:`collect` in a detached grandchild; return at once (the epilog goes on)."""
-    pid = os.fork()
+    pid = posix.fork()
     if pid:
-        os.waitpid(pid, 0)  # the middle child exits at once
+        posix.waitpid(pid, 0)  # the middle child exits at once
         return
     try:
-        os.setsid()
-        if os.fork():
-            os._exit(0)
+        posix.setsid()
+        if posix.fork():
+            posix._exit(0)
         _detach()
         try:
             collect(config)
@@ -453,13 +452,13 @@ def _spawn_collector(config: HookConfig) -> None:
             log("final_state", what, None)
             count_failure(config.spool_dir, failure_line("final_state", what, None))
     finally:
-        os._exit(0)
+        posix._exit(0)
 
 
 def _detach() -> None:
     """Drop the inherited descriptors so slurmctld is not kept waiting on its pipes."""
-    devnull = os.open("/dev/null", os.O_RDWR)
+    devnull = posix.open("/dev/null", posix.O_RDWR)
     for fd in (0, 1, 2):
-        os.dup2(devnull, fd)
-    os.closerange(3, 65536)
-    os.chdir("/")
+        posix.dup2(devnull, fd)
+    posix.closerange(3, 65536)
+    posix.chdir("/")

@@ -7,18 +7,17 @@ NVML device (nvmlDeviceGetMinorNumber). gres.conf sits next to slurm.conf (SLURM
 Standard library only: the Prolog imports this.
 """
 
-from __future__ import annotations
-
-import os
+import posix
 
 from slurm_hooks.errors import SlurmError
+from slurm_hooks.posixfs import dirname, join
 from slurm_hooks.slurm.slurmenv import expand_hostlist
 
 
 def gres_conf_path(slurm_conf: str | None) -> str:
     """gres.conf beside slurm.conf (SLURM_CONF), else Slurm's default /etc/slurm/gres.conf."""
-    base = os.path.dirname(slurm_conf) if slurm_conf else "/etc/slurm"
-    return os.path.join(base, "gres.conf")
+    base = dirname(slurm_conf) if slurm_conf else "/etc/slurm"
+    return join(base, "gres.conf")
 
 
 def parse_gres_line(line: str) -> dict[str, str]:
@@ -51,12 +50,12 @@ def gpu_device_files(text: str, node: str) -> list[str]:
 def device_minor(path: str) -> int:
     """The minor number of a character device file; SlurmError if it is not one."""
     try:
-        st = os.stat(path)
+        st = posix.stat(path)
     except OSError as e:
         raise SlurmError(f"GPU device {path}: {e.strerror}") from e
     if (st.st_mode & 0o170000) != 0o020000:  # S_IFCHR, without importing stat
         raise SlurmError(f"GPU device {path} is not a character device")
-    return os.minor(st.st_rdev)
+    return posix.minor(st.st_rdev)
 
 
 def resolve_gpus(indices: list[int], files: list[str]) -> list[dict[str, object]]:

@@ -13,11 +13,10 @@ Resolution matches load_config: ``$COMPUTEPROOF_CONFIG`` else
 COMPUTEPROOF_CLUSTER environment overrides.
 """
 
-from __future__ import annotations
-
-import os
+import posix
 
 from slurm_hooks.errors import ConfigError
+from slurm_hooks.posixfs import join, lexists
 
 DEFAULT_CONFIG_PATH = "/etc/computeproof/config.toml"
 
@@ -73,22 +72,22 @@ class HookConfig:
         self.strict = bool(merged["strict"])
         pf = merged["private_fields"]
         self.private_fields = tuple(str(v) for v in pf) if isinstance(pf, list | tuple) else ()
-        self.host = str(merged["host"]) or os.uname().nodename
+        self.host = str(merged["host"]) or posix.uname().nodename
         self.slurm_bin = str(merged["slurm_bin"])
         self.agent_socket = str(merged["agent_socket"])
         self.source = source
 
     def binding_path(self, node: str, job_id: int) -> str:
         """Where the Prolog writes job ``job_id``'s GPU binding on ``node`` (as Config does)."""
-        return os.path.join(self.run_dir, node, "jobs", f"{job_id}.json")
+        return join(self.run_dir, node, "jobs", f"{job_id}.json")
 
     def agent_socket_path(self, node: str) -> str:
         """The agent's Unix socket for ``node``: configured, else under the node's run dir."""
-        return self.agent_socket or os.path.join(self.run_dir, node, "agent.sock")
+        return self.agent_socket or join(self.run_dir, node, "agent.sock")
 
     def slurm_command(self, name: str) -> str:
         """Absolute path of a Slurm client command (hooks run with no PATH)."""
-        return os.path.join(self.slurm_bin, name)
+        return join(self.slurm_bin, name)
 
 
 class _Subset(Exception):
@@ -262,7 +261,11 @@ def read_config_file(path: str) -> dict[str, object]:
 
 def load_hook_config(environ: dict[str, str] | None = None) -> HookConfig:
     """Load the configuration for a hook: the file, then environment overrides."""
-    env = os.environ if environ is None else environ
+    if environ is None:
+        import os  # not on the hook path: hooks pass their environment
+
+        environ = dict(os.environ)
+    env = environ
     path = env.get("COMPUTEPROOF_CONFIG") or ""
     explicit = bool(path)
     path = path or DEFAULT_CONFIG_PATH
@@ -270,7 +273,7 @@ def load_hook_config(environ: dict[str, str] | None = None) -> HookConfig:
     try:
         values = read_config_file(path)
     except ConfigError:
-        if not explicit and not os.path.lexists(path):
+        if not explicit and not lexists(path):
             values, source = {}, "defaults"
         else:
             raise

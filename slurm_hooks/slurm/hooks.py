@@ -10,14 +10,14 @@ A hook never harms a job: any failure is logged to syslog and stderr, counted in
 ``<spool>/hook-failures`` and the hook exits 0, unless the site set ``strict = true``
 (then it exits 1: a failing Prolog drains the node and holds the job). A watchdog
 (SIGALRM) ends a hook that is stuck anyway. Only cheap modules are imported here
-(no json, no subprocess, no signal/enum): see bench/bench_hook.py for the budget.
+(no json, no subprocess, no signal/enum, not even os: posix and slurm_hooks.posixfs
+instead): see bench/bench_hook.py for the budget.
 """
 
-from __future__ import annotations
-
-import os
+import posix
 import sys
 
+from slurm_hooks import posixfs
 from slurm_hooks.errors import CanonicalError, ComputeProofError, ConfigError, SlurmError
 from slurm_hooks.receipts.event import new_event, utc_now
 from slurm_hooks.receipts.spool import Spool
@@ -69,20 +69,21 @@ def count_failure(spool_dir: str, line: str = "") -> None:
     try:
         import fcntl
 
-        fd = os.open(os.path.join(spool_dir, FAILURE_COUNTER), os.O_RDWR | os.O_CREAT, 0o600)
+        path = posixfs.join(spool_dir, FAILURE_COUNTER)
+        fd = posix.open(path, posix.O_RDWR | posix.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            raw = os.read(fd, 64).strip()
+            raw = posix.read(fd, 64).strip()
             n = int(raw) + 1 if raw.isdigit() else 1
-            os.lseek(fd, 0, 0)
-            os.ftruncate(fd, 0)
-            os.write(fd, b"%d\n" % n)
+            posix.lseek(fd, 0, 0)
+            posix.ftruncate(fd, 0)
+            posix.write(fd, b"%d\n" % n)
             if line:
-                last = os.path.join(spool_dir, FAILURE_COUNTER + ".last")
+                last = path + ".last"
                 with open(last, "w", encoding="utf-8", errors="replace") as f:
                     f.write(line + "\n")
         finally:
-            os.close(fd)
+            posix.close(fd)
     except (OSError, ValueError):
         pass
 
@@ -112,7 +113,9 @@ def _write(config: HookConfig, event: dict[str, object]) -> None:
     Spool(config.spool_dir).write(event)
 
 
-def _scontrol(config: HookConfig, job_id: int) -> tuple[dict[str, str], list[dict[str, str]]]:
+def _scontrol(
+    config: HookConfig, env: dict[str, str], job_id: int
+) -> tuple[dict[str, str], list[dict[str, str]]]:
     """The job's ``scontrol show job -o -d`` record (one controller RPC, bounded)."""
     from slurm_hooks.slurm import command
     from slurm_hooks.slurm.scontrol import parse_show_job
@@ -120,6 +123,7 @@ def _scontrol(config: HookConfig, job_id: int) -> tuple[dict[str, str], list[dic
     out = command.run(
         [config.slurm_command("scontrol"), "show", "job", "-o", "-d", str(job_id)],
         timeout=SCONTROL_TIMEOUT,
+        env=command.client_env(env),
     )
     # An array or het job id prints one line per task or component: take this job's.
     for line in out.decode("utf-8", "replace").splitlines():
@@ -155,10 +159,10 @@ def _identity(
 
 
 def _controller_record(
-    config: HookConfig, job_id: int
+    config: HookConfig, env: dict[str, str], job_id: int
 ) -> tuple[dict[str, str] | None, list[dict[str, str]], str]:
     try:
-        record, details = _scontrol(config, job_id)
+        record, details = _scontrol(config, env, job_id)
         return record, details, "scontrol"
     except (SlurmError, OSError) as e:
         # The event is still worth writing from the environment alone; say what is missing.
@@ -190,7 +194,7 @@ def prolog_slurmctld(config: HookConfig, env: dict[str, str], job_id: int) -> No
     """Record ``scheduled``: the job's owner, placement, requested and allocated TRES."""
     from slurm_hooks.slurm import scontrol as sc
 
-    record, details, source = _controller_record(config, job_id)
+    record, details, source = _controller_record(config, env, job_id)
     rec = record or {}
     job, ids = _identity(env, job_id, record)
     user, uid = sc.parse_user(rec.get("UserId", ""))
@@ -225,7 +229,7 @@ def prolog_slurmctld(config: HookConfig, env: dict[str, str], job_id: int) -> No
         "gpus": sc.gpu_count(tres),
         "gpu_indices": _gpu_indices_by_node(details),
         "restarts": _restarts(env, record),
-        "controller": os.uname().nodename,
+        "controller": posix.uname().nodename,
         "slurm_record": source,
         **ids,
     }
@@ -275,7 +279,7 @@ CONTROLLER = "@slurmctld"  # run_dir entry of the controller hooks; "@" is in no
 
 def _run_file(config: HookConfig, where: str, job_id: int) -> str:
     # Under run_dir (tmpfs on a real node): only a prolog -> epilog hand-over, per boot.
-    return os.path.join(config.run_dir, where, "runs", str(job_id))
+    return posixfs.join(config.run_dir, where, "runs", str(job_id))
 
 
 def _read_run(path: str) -> int | None:
@@ -308,16 +312,16 @@ def start_run(config: HookConfig, where: str, job_id: int, run: int | None) -> i
 
 def _write_small(path: str, data: bytes) -> None:
     """Write a small root-only file, creating its directory (0700) only when missing."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    flags = posix.O_WRONLY | posix.O_CREAT | posix.O_TRUNC
     try:
-        fd = os.open(path, flags, 0o600)
+        fd = posix.open(path, flags, 0o600)
     except FileNotFoundError:
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        fd = os.open(path, flags, 0o600)
+        posixfs.make_dirs(posixfs.dirname(path))
+        fd = posix.open(path, flags, 0o600)
     try:
-        os.write(fd, data)
+        posix.write(fd, data)
     finally:
-        os.close(fd)
+        posix.close(fd)
 
 
 def end_run(config: HookConfig, where: str, job_id: int, fallback: int | None) -> tuple[int, str]:
@@ -328,7 +332,7 @@ def end_run(config: HookConfig, where: str, job_id: int, fallback: int | None) -
         if fallback is not None:
             # Slurm counts restarts itself, so the file is only needed until now.
             try:  # noqa: SIM105 - contextlib costs an import on the hook path
-                os.unlink(path)
+                posix.unlink(path)
             except OSError:
                 pass
         return run, "prolog"
@@ -345,10 +349,10 @@ def _node(env: dict[str, str]) -> str:
 def _write_binding(path: str, binding: dict[str, object]) -> None:
     from slurm_hooks.receipts.canonical import canonical_bytes
 
-    tmp = f"{path}.tmp.{os.getpid()}"
+    tmp = f"{path}.tmp.{posix.getpid()}"
     # /run is tmpfs: atomic rename is what matters, fsync would buy nothing.
     _write_small(tmp, canonical_bytes(binding) + b"\n")
-    os.rename(tmp, path)
+    posix.rename(tmp, path)
 
 
 def prolog(config: HookConfig, env: dict[str, str], job_id: int) -> None:
@@ -440,7 +444,7 @@ def epilog(config: HookConfig, env: dict[str, str], job_id: int) -> None:
         payload["gpu_summary_source"] = f"invalid: {e}"
         _write(config, new_event("node_done", config.cluster, job, job_id, node, payload, run=run))
     try:  # noqa: SIM105 - contextlib costs an import on the hook path
-        os.unlink(config.binding_path(node, job_id))
+        posix.unlink(config.binding_path(node, job_id))
     except FileNotFoundError:
         pass
 
@@ -455,17 +459,17 @@ _HANDLERS = {
 
 def main(kind: str, environ: dict[str, str] | None = None) -> int:
     """Run hook ``kind`` and return its exit status: 0, or 1 on failure in strict mode."""
-    env = dict(os.environ) if environ is None else environ
+    env = posixfs.environ() if environ is None else environ
     job_id: int | None = None
     config: HookConfig | None = None
     strict = False
 
-    def on_alarm(signum: int, frame: FrameType | None) -> None:
+    def on_alarm(signum: int, frame: "FrameType | None") -> None:
         what = f"watchdog: still running after {WATCHDOG_SECONDS} s, giving up"
         log(kind, what, job_id)
         if config is not None:
             count_failure(config.spool_dir, failure_line(kind, what, job_id))
-        os._exit(1 if strict else 0)
+        posix._exit(1 if strict else 0)
 
     _signal.signal(_signal.SIGALRM, on_alarm)
     _signal.alarm(WATCHDOG_SECONDS)
@@ -481,7 +485,7 @@ def main(kind: str, environ: dict[str, str] | None = None) -> int:
             raise
         strict = config.strict
         if kind.endswith("_slurmctld"):
-            _find_slurm_conf()
+            _find_slurm_conf(env)
         handler(config, env, job_id)
         return 0
     except Exception as e:
@@ -497,29 +501,35 @@ def main(kind: str, environ: dict[str, str] | None = None) -> int:
         _signal.alarm(0)
 
 
-def _find_slurm_conf() -> None:
+def _find_slurm_conf(env: dict[str, str]) -> None:
     """Give scontrol/sacct slurmctld's SLURM_CONF: Slurm does not pass it to its hooks.
 
     Without it the clients only find /etc/slurm/slurm.conf (or DNS SRV records); a site
-    whose slurmctld runs with SLURM_CONF or ``-f FILE`` would see them fail.
+    whose slurmctld runs with SLURM_CONF or ``-f FILE`` would see them fail. It goes into
+    ``env`` and the process environment (the collector this hook may fork inherits it).
     """
-    if os.environ.get("SLURM_CONF"):
+    if env.get("SLURM_CONF"):
         return
-    ppid = os.getppid()
+    ppid = posix.getppid()
+    found = b""
     try:
         with open(f"/proc/{ppid}/environ", "rb") as f:
             for item in f.read().split(b"\0"):
                 if item.startswith(b"SLURM_CONF="):
-                    os.environ["SLURM_CONF"] = os.fsdecode(item[11:])
-                    return
-        with open(f"/proc/{ppid}/cmdline", "rb") as f:
-            args = f.read().split(b"\0")
-        for i, arg in enumerate(args[:-1]):
-            if arg == b"-f" and args[i + 1]:
-                os.environ["SLURM_CONF"] = os.fsdecode(args[i + 1])
-                return
+                    found = item[11:]
+                    break
+        if not found:
+            with open(f"/proc/{ppid}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+            for i, arg in enumerate(args[:-1]):
+                if arg == b"-f" and args[i + 1]:
+                    found = args[i + 1]
+                    break
     except OSError:
         pass
+    if found:
+        env["SLURM_CONF"] = found.decode("utf-8", "surrogateescape")
+        posixfs.setenv("SLURM_CONF", env["SLURM_CONF"])
 
 
 def _default_spool(env: dict[str, str]) -> str:

@@ -6,8 +6,6 @@ place the controller side learns which GPU indices each node gave the job. Stand
 library only and no ``re``: the controller hooks import this.
 """
 
-from __future__ import annotations
-
 import time
 
 from slurm_hooks.errors import SlurmError

@@ -12,8 +12,6 @@ SLURM_JOB_NAME, SLURM_JOB_NODELIST, but no SLURM_CONF, no GPU indices and no sub
 (those come from one ``scontrol show job``). Epilogs add SLURM_JOB_EXIT_CODE2 "3:0".
 """
 
-from __future__ import annotations
-
 from slurm_hooks.errors import SlurmError
 
 

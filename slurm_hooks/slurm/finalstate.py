@@ -6,7 +6,7 @@ later (and in squeue until MinJobAge). The epilog must not wait for it, and make
 RPC at all: it leaves a marker per job run in <spool>/final-pending/ (with its environment
 and time) and starts, unless one is running, the controller's single detached collector
 (own session, no inherited descriptors). Every POLL_SECONDS the collector makes one
-``squeue --json`` call for the runs still owed a ``completed`` event (their times, TRES,
+``squeue`` call for the runs still owed a ``completed`` event (their times, TRES,
 exit code and signal, read while slurmctld still holds them) and one ``sacct --json`` call
 for all pending runs, falls back to squeue at a run's deadline (WATCH_SECONDS), and writes
 ``completed`` (stamped with the epilog's time) and then one ``final_state`` per run.

@@ -246,7 +246,7 @@ def epilog_slurmctld(config: HookConfig, env: dict[str, str], job_id: int) -> No
     signal of a cancelled job (SLURM_JOB_EXIT_CODE2 reads 0:0 then). Rather than one
     ``scontrol`` call per job, the hook leaves the run's marker with this environment and
     the hook's time, and the one collector per controller reads every ended job with one
-    ``squeue --json`` call a second (see finalstate.py) and writes ``completed`` with
+    ``squeue`` call a second (see finalstate.py) and writes ``completed`` with
     this hook's time, then ``final_state`` once accounting has it.
     """
     from slurm_hooks.slurm.finalstate import COMPLETED_ENV, queue_final_state

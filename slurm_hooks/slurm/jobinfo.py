@@ -1,7 +1,7 @@
 """Job information from Slurm behind one small interface, with two backends.
 
     JobInfo (Protocol)
-    ├── slurmcli.SlurmCli        squeue --json, sacct --json, scontrol show job (default)
+    ├── slurmcli.SlurmCli        squeue -O, sacct --json, scontrol show job (default)
     └── pyslurm_backend.PySlurm  pyslurm, only when it imports and matches the running Slurm
 
 Used by the final_state watcher and later by reconcile and usage reports. Records are

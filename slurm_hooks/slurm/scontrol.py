@@ -122,18 +122,32 @@ def parse_user(value: str) -> tuple[str | None, int | None]:
     return (name or None, int(uid) if sep and uid.isdigit() else None)
 
 
-def parse_time(value: str | None) -> int | None:
-    """A Slurm local time "2025-11-25T17:00:00" as epoch seconds; None when unset."""
-    if value is None or unset(value):
+def parse_time(value: str | None, utc: bool = False) -> int | None:
+    """A Slurm time "2025-11-25T17:00:00" as epoch seconds; None when unset.
+
+    Slurm prints local time without a zone. ``utc`` reads it as UTC, for output of a
+    client run with TZ=UTC (no DST hour that reads twice); else mktime applies the host's
+    zone and DST (time.strptime would pull in re and locale on the hook path)."""
+    if value is None or unset(value) or value == "NONE":  # squeue: a job with no end yet
         return None
     date, sep, clock = value.partition("T")
     parts = date.split("-") + clock.split(":")
     if not sep or len(parts) != 6 or not all(p.isdigit() for p in parts):
         raise SlurmError(f"bad Slurm time {value!r}")
     y, mo, d, h, mi, s = (int(p) for p in parts)
-    # Slurm prints local time without a zone; mktime applies the host's zone and DST
-    # (time.strptime would pull in re and locale on the hook path).
+    if utc:
+        return _days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + s
     return int(time.mktime((y, mo, d, h, mi, s, 0, 0, -1)))
+
+
+def _days_from_civil(y: int, m: int, d: int) -> int:
+    """Days since 1970-01-01 of a proleptic Gregorian date (calendar.timegm's arithmetic,
+    without importing calendar)."""
+    y -= m <= 2
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
+    return era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
 
 
 def rfc3339(epoch: int | None) -> str | None:

@@ -1,6 +1,6 @@
 """Jobs whose Epilog never removed their binding: the agent asks Slurm, then lets them go.
 
-The agent talks to a scripted JobInfo here (the real one is `squeue --json`; the integration
+The agent talks to a scripted JobInfo here (the real one is `squeue`; the integration
 test in tests/integration/test_agent_cluster.py runs it against the test cluster).
 """
 

@@ -7,9 +7,11 @@ import os
 from pathlib import Path
 
 import pytest
+from squeue_text import squeue_line
 
 from slurm_hooks.slurm import finalstate
 from slurm_hooks.slurm.hookconfig import load_hook_config
+from slurm_hooks.slurm.slurmcli import SQUEUE_FORMAT
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -179,22 +181,24 @@ def _owed_marker(config: object, job_id: int, deadline: int = 2**40, exit2: str 
 
 def test_completed_comes_from_one_squeue_call_for_every_ended_job(tmp_path: Path) -> None:
     config, calls = _site(tmp_path)
-    jobs = [{"job_id": 18, "job_state": "COMPLETING", "exit_code": 768, "start_time": 1795625919,
-             "end_time": 1795625921, "nodes": "c[1-2]", "node_count": 2, "restart_cnt": 0,
-             "batch_flag": False, "tres_alloc_str": "cpu=2,gres/gpu=4,gres/gpu:a100=4"},
-            {"job_id": 19, "job_state": "COMPLETING", "exit_code": 15, "start_time": 1795625919,
-             "end_time": 1795625920, "nodes": "c1", "node_count": 1, "restart_cnt": 0,
-             "tres_alloc_str": "cpu=1,gres/gpu=1"}]  # fmt: skip
-    (tmp_path / "squeue.json").write_text(json.dumps({"jobs": jobs}))
+    lines = [
+        squeue_line(JobID=18, State="COMPLETING", exit_code=768, StartTime="2026-11-25T16:58:39",
+                    EndTime="2026-11-25T16:58:41", NodeList="c[1-2]", NumNodes=2, restartcnt=0,
+                    BatchFlag=0, tres_alloc="cpu=2,gres/gpu=4,gres/gpu:a100=4", ArrayJobID=18),
+        squeue_line(JobID=19, State="COMPLETING", exit_code=15, StartTime="2026-11-25T16:58:39",
+                    EndTime="2026-11-25T16:58:40", NodeList="c1", NumNodes=1, restartcnt=0,
+                    tres_alloc="cpu=1,gres/gpu=1", ArrayJobID=19),
+    ]  # fmt: skip
+    (tmp_path / "squeue.txt").write_text("\n".join(lines) + "\n")
     squeue = Path(config.slurm_bin) / "squeue"  # type: ignore[attr-defined]
-    squeue.write_text(f'#!/bin/sh\necho "squeue $*" >> {calls}\ncat {tmp_path / "squeue.json"}\n')
+    squeue.write_text(f'#!/bin/sh\necho "squeue $*" >> {calls}\ncat {tmp_path / "squeue.txt"}\n')
     _owed_marker(config, 18, exit2="3:0")
     _owed_marker(config, 19)
     _owed_marker(config, 22)  # squeue no longer shows it: sacct's record fills it
     written = finalstate.collect(config, poll_s=0.01, idle_exit_s=0.05)  # type: ignore[arg-type]
     assert written == 6
     squeue_calls = [c for c in calls.read_text().splitlines() if c.startswith("squeue")]
-    assert squeue_calls == ["squeue --json -j 18,19,22"]
+    assert squeue_calls == [f"squeue -h -t all -O {SQUEUE_FORMAT} -j 18,19,22"]
     done = {e["job_id"]: e for e in _events(config) if e["type"] == "completed"}
     assert all(e["time"] == "2026-11-25T16:18:40.000001Z" for e in done.values())
     p18, p19, p22 = (done[j]["payload"] for j in (18, 19, 22))

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from squeue_text import squeue_line
 
 from slurm_hooks.receipts.event import check_event
 
@@ -342,23 +343,23 @@ def test_prolog_slurmctld_hung_scontrol_is_bounded(site: Site) -> None:
     assert p["job_name"] == "arr" and p["nodes"] == ["c2"]
 
 
-SQUEUE_JOB_9 = {  # squeue --json's view of job 9 just after it ended (Slurm 22.05 fields)
-    "job_id": 9, "job_state": "COMPLETING", "exit_code": 768, "derived_exit_code": 0,
-    "state_reason": "NonZeroExitCode", "submit_time": 1795625874, "start_time": 1795625876,
-    "end_time": 1795625878, "nodes": "c[1-2]", "node_count": 2, "restart_cnt": 0,
-    "batch_flag": True, "user_name": "root", "account": "root", "partition": "gpu",
-    "tres_alloc_str": "cpu=2,mem=1000M,node=2,billing=2,gres/gpu=4,gres/gpu:a100=4",
-    "array_job_id": 0, "array_task_id": None, "het_job_id": 0, "het_job_offset": 0,
-}  # fmt: skip
+# squeue's view of job 9 just after it ended (Slurm 22.05), in UTC as the collector asks
+SQUEUE_JOB_9 = squeue_line(
+    JobID=9, State="COMPLETING", Reason="NonZeroExitCode", exit_code=768,
+    SubmitTime="2026-11-25T16:57:54", StartTime="2026-11-25T16:57:56",
+    EndTime="2026-11-25T16:57:58", NodeList="c[1-2]", NumNodes=2, restartcnt=0, BatchFlag=1,
+    UserName="root", Account="root", Partition="gpu", QOS="normal", ArrayJobID=9,
+    tres_alloc="cpu=2,mem=1000M,node=2,billing=2,gres/gpu=4,gres/gpu:a100=4", Name="wrap",
+)  # fmt: skip
 
 
 def test_epilog_slurmctld_completed_and_final_state(site: Site) -> None:
     """EpilogSlurmctld makes no RPC; the collector writes completed (with the epilog's time)
     from one squeue call, then final_state from sacct."""
     site.fake("scontrol", "echo scontrol must not be called >&2; exit 1\n")
-    (site.root / "squeue.json").write_text(json.dumps({"jobs": [SQUEUE_JOB_9]}))
+    (site.root / "squeue.txt").write_text(SQUEUE_JOB_9 + "\n")
     site.fake(
-        "squeue", f'echo "$*" >> {site.root / "squeue.log"}; cat {site.root / "squeue.json"}\n'
+        "squeue", f'echo "$*" >> {site.root / "squeue.log"}; cat {site.root / "squeue.txt"}\n'
     )
     sacct_json = FIXTURES / "sacct_18_19_22.json"
     # The sacct fixture is for job 18; serve it for job 9 with its id rewritten.
@@ -391,7 +392,7 @@ def test_epilog_slurmctld_completed_and_final_state(site: Site) -> None:
     # stamped with the epilog's time, not the collector's
     stamp = calendar.timegm(time.strptime(str(event["time"])[:19], "%Y-%m-%dT%H:%M:%S"))
     assert abs(stamp - before) < 5
-    assert (site.root / "squeue.log").read_text().split("\n")[0] == "--json -j 9"
+    assert (site.root / "squeue.log").read_text().split("\n")[0].endswith(" -j 9")
     (final,) = site.events("final_state")
     fp = payload(final)
     assert (fp["state"], fp["exit_code"], fp["source"]) == ("FAILED", 3, "sacct")

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import calendar
 import os
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from slurm_hooks.errors import SlurmError
 from slurm_hooks.slurm import scontrol
@@ -100,3 +104,21 @@ def test_gres_indices_variants() -> None:
     assert scontrol.parse_gres_indices("gpu:a100:2(IDX:0,2),shard:0(IDX:N/A)") == [0, 2]
     assert scontrol.parse_gres_indices("gpu(IDX:3)") == [3]
     assert scontrol.parse_gres_indices("") == []
+
+
+@given(st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31)))
+def test_utc_time_is_calendar_timegm(when: datetime) -> None:
+    text = when.strftime("%Y-%m-%dT%H:%M:%S").rjust(19, "0")
+    assert scontrol.parse_time(text, utc=True) == calendar.timegm(when.timetuple())
+
+
+def test_utc_time_ignores_the_local_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        # 01:30 on the day New York's clocks go back reads twice locally; in UTC it is one time
+        assert scontrol.parse_time("2026-11-01T05:30:00", utc=True) == 1793511000
+        assert scontrol.parse_time("NONE", utc=True) is None
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()

@@ -1,4 +1,4 @@
-"""sacct/squeue --json parsing over output captured from the test cluster (22.05.8)."""
+"""sacct --json and squeue -O parsing over output captured from the test cluster (22.05.8)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+from squeue_text import squeue_line
 
 from slurm_hooks.errors import SlurmError
 from slurm_hooks.slurm import slurmcli
@@ -73,15 +74,33 @@ def test_requeued_job_runs_are_picked_by_start() -> None:
     assert slurmcli.pick_run([], None) is None
 
 
-def test_squeue_records() -> None:
-    recs = by_id(slurmcli.parse_squeue_json(load("squeue_all.json")))
-    assert recs[18]["state"] == "FAILED"
-    assert (recs[18]["exit_code"], recs[18]["signal"]) == (3, 0)  # wait status 768
-    assert recs[18]["reason"] == "NonZeroExitCode"
-    assert recs[18]["gpus"] == 4 and recs[18]["elapsed_s"] == 2
-    assert recs[21]["job"] == "20+1" and recs[20]["job"] == "20+0"
-    assert recs[23]["job"] == "19_1"
-    assert recs[13]["state"] == "RUNNING"
+def test_squeue_text_records() -> None:
+    """Captured from the test cluster: `TZ=UTC squeue -h -t all -O SQUEUE_FORMAT`."""
+    recs = by_id(slurmcli.parse_squeue_text((FIXTURES / "squeue_utc.txt").read_text()))
+    assert len(recs) == 9
+    failed = recs[30415]
+    assert (failed["state"], failed["reason"]) == ("FAILED", "NonZeroExitCode")
+    assert (failed["exit_code"], failed["signal"]) == (3, 0)  # wait status 768
+    assert failed["gpus"] == 4 and failed["elapsed_s"] == 1 and failed["nodes"] == ["c2"]
+    assert failed["start_epoch"] == 1795648265 and failed["start_time"] == "2026-11-25T23:11:05Z"
+    assert failed["user"] == "root" and failed["batch"] is True and failed["restarts"] == 0
+    cancelled = recs[30419]
+    assert (cancelled["state"], cancelled["exit_code"], cancelled["signal"]) == ("CANCELLED", 0, 15)
+    assert recs[30422]["job"] == "30416_0" and recs[30416]["job"] == "30416_1"
+    assert (recs[30416]["array_job_id"], recs[30416]["array_task_id"]) == (30416, 1)
+    assert recs[30417]["job"] == "30417+0" and recs[30418]["job"] == "30417+1"
+    two = recs[30420]
+    assert two["job_name"] == "two|nodes" and two["nodes"] == ["c1", "c2"]
+    assert two["num_nodes"] == 2 and two["gpus"] == 4 and two["array_job_id"] is None
+    running = recs[30406]  # no time limit: no end yet ("NONE")
+    assert running["state"] == "RUNNING" and running["end_epoch"] is None
+    held = recs[30421]  # pending: squeue prints the request as tres-alloc; nothing is allocated
+    assert held["state"] == "PENDING" and held["tres_allocated"] == {} and held["gpus"] == 0
+    assert held["start_epoch"] is None and held["reason"] == "JobHeldUser"
+
+
+def test_squeue_text_skips_what_is_not_a_record() -> None:
+    assert slurmcli.parse_squeue_text("squeue: error: bad\n\n12|RUNNING\n") == []
 
 
 def test_newer_integer_wrappers() -> None:
@@ -112,8 +131,6 @@ def test_newer_integer_wrappers() -> None:
 def test_not_sacct_output() -> None:
     with pytest.raises(SlurmError):
         slurmcli.parse_sacct_json({"errors": []})
-    with pytest.raises(SlurmError):
-        slurmcli.parse_squeue_json([])
 
 
 def test_missing_binary_is_slurm_error(tmp_path: Path) -> None:
@@ -149,3 +166,26 @@ def test_cli_purged_job_is_none(tmp_path: Path) -> None:
     cli = slurmcli.SlurmCli(str(tmp_path), timeout=5)
     assert cli.job_live(5) is None
     assert cli.job_state(5) is None
+
+
+def test_jobs_live_asks_squeue_in_utc_for_the_given_ids(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TZ", "America/New_York")  # the caller's zone must not matter
+    line = squeue_line(JobID=7, State="COMPLETING", exit_code=15, StartTime="2026-11-01T05:30:00",
+                       EndTime="2026-11-01T05:31:00", NodeList="c1", ArrayJobID=7)  # fmt: skip
+    other = squeue_line(JobID=8, State="RUNNING", ArrayJobID=8)
+    _fake_bin(
+        tmp_path, "squeue", f'echo "$TZ $*" > {tmp_path}/args\nprintf "%s\\n" "{line}" "{other}"\n'
+    )
+    cli = slurmcli.SlurmCli(str(tmp_path), timeout=5)
+    (rec,) = cli.jobs_live([7, 9])
+    assert (rec["job_id"], rec["start_epoch"], rec["elapsed_s"], rec["signal"]) == (
+        7,
+        1793511000,
+        60,
+        15,
+    )
+    assert (tmp_path / "args").read_text().split() == [
+        "UTC", "-h", "-t", "all", "-O", slurmcli.SQUEUE_FORMAT, "-j", "7,9"
+    ]  # fmt: skip

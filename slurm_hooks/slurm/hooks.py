@@ -445,8 +445,8 @@ def epilog(config: HookConfig, env: dict[str, str], job_id: int) -> None:
         _write(config, new_event("node_done", config.cluster, job, job_id, node, payload, run=run))
     try:  # noqa: SIM105 - contextlib costs an import on the hook path
         posix.unlink(config.binding_path(node, job_id))
-    except FileNotFoundError:
-        pass
+    except (FileNotFoundError, NotADirectoryError):
+        pass  # none was written (a run dir that cannot hold one has none to remove)
 
 
 _HANDLERS = {

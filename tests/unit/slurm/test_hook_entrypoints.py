@@ -187,6 +187,19 @@ def test_epilog_without_agent_records_null_summary(site: Site) -> None:
     assert not (site.run / "c1" / "jobs" / "9.json").exists()
 
 
+def test_epilog_with_an_unusable_run_dir_still_succeeds(site: Site) -> None:
+    # run/c1 is a file: no binding can exist under it, so there is none to remove. The
+    # Epilog used to fail on ENOTDIR, and in strict mode its "Epilog error" raced the
+    # Prolog's own failure for the node's drain reason.
+    site.run.mkdir()
+    (site.run / "c1").write_text("")
+    result = run(EPILOG, site.env("epilog.9"))
+    assert result.returncode == 0, result.stderr
+    assert site.failures() == 0, result.stderr
+    (event,) = site.events("node_done")
+    assert payload(event)["run_source"] == "env"
+
+
 def test_epilog_uses_agent_file_when_socket_absent(site: Site) -> None:
     summary = {"schema": "computeproof.agent.summary/v1", "job_id": 9, "totals": {"samples": 3}}
     path = site.run / "c1" / "agent" / "9.json"

@@ -123,7 +123,8 @@ def _scontrol(
     out = command.run(
         [config.slurm_command("scontrol"), "show", "job", "-o", "-d", str(job_id)],
         timeout=SCONTROL_TIMEOUT,
-        env=command.client_env(env),
+        # Slurm prints times without a zone: in UTC no hour reads twice (see parse_time)
+        env=dict(command.client_env(env), TZ="UTC"),
     )
     # An array or het job id prints one line per task or component: take this job's.
     for line in out.decode("utf-8", "replace").splitlines():
@@ -201,9 +202,9 @@ def prolog_slurmctld(config: HookConfig, env: dict[str, str], job_id: int) -> No
     tres = sc.parse_tres(rec.get("TRES", ""))
     req_tres = sc.parse_tres(rec["ReqTRES"]) if "ReqTRES" in rec else None
     nodelist = env.get("SLURM_JOB_NODELIST") or rec.get("NodeList", "")
-    submit = sc.parse_time(rec.get("SubmitTime"))
-    eligible = sc.parse_time(rec.get("EligibleTime"))
-    start = sc.parse_time(rec.get("StartTime"))
+    submit = sc.parse_time(rec.get("SubmitTime"), utc=True)
+    eligible = sc.parse_time(rec.get("EligibleTime"), utc=True)
+    start = sc.parse_time(rec.get("StartTime"), utc=True)
     payload: dict[str, object] = {
         "user": env.get("SLURM_JOB_USER") or user,
         "uid": slurmenv.env_int(env, "SLURM_JOB_UID") if "SLURM_JOB_UID" in env else uid,

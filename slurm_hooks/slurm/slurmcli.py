@@ -251,7 +251,8 @@ def parse_squeue_text(text: str) -> list[AccountingRecord]:
 
 
 def parse_sacct_exit_codes(text: str) -> dict[tuple[int, int | None], tuple[int, int]]:
-    """``sacct -P -n -D -o JobIDRaw,Start,ExitCode`` lines as {(job id, start): (code, sig)}.
+    """``sacct -P -n -D -o JobIDRaw,Start,ExitCode`` lines (run with TZ=UTC) as
+    {(job id, start): (code, sig)}.
 
     Keyed by start time too: a requeued job has one record per run under the same id.
     """
@@ -262,7 +263,7 @@ def parse_sacct_exit_codes(text: str) -> dict[tuple[int, int | None], tuple[int,
             continue
         parsed = parse_exit_code(parts[2])
         try:
-            start = parse_time(parts[1])
+            start = parse_time(parts[1], utc=True)
         except SlurmError:
             continue
         if parsed is not None:
@@ -291,7 +292,9 @@ class SlurmCli:
         self.timeout = timeout
 
     def _run(self, name: str, *args: str) -> bytes:
-        return command.run([os.path.join(self.slurm_bin, name), *args], timeout=self.timeout)
+        # Slurm prints and reads times without a zone: in UTC no hour reads twice.
+        env = dict(command.client_env(dict(os.environ)), TZ="UTC")
+        return command.run([os.path.join(self.slurm_bin, name), *args], self.timeout, env)
 
     def _json(self, name: str, *args: str) -> object:
         out = self._run(name, *args)
@@ -312,7 +315,7 @@ class SlurmCli:
 
     def accounting(self, since: int, until: int) -> list[AccountingRecord]:
         """Jobs that ran between ``since`` and ``until`` (epoch seconds), from sacct."""
-        return self._sacct("-a", "-S", _local(since), "-E", _local(until))
+        return self._sacct("-a", "-S", _utc_text(since), "-E", _utc_text(until))
 
     def job_accounting(self, job_id: int, start: int | None = None) -> AccountingRecord | None:
         """The sacct record of ``job_id``'s run that started at ``start`` (else its latest)."""
@@ -325,11 +328,9 @@ class SlurmCli:
     def jobs_live(self, job_ids: Sequence[int]) -> list[AccountingRecord]:
         """The squeue records of ``job_ids``, in one call; purged jobs (after MinJobAge)
         are left out."""
-        argv = [os.path.join(self.slurm_bin, "squeue"), "-h", "-t", "all", "-O", SQUEUE_FORMAT,
-                "-j", ",".join(str(j) for j in job_ids)]  # fmt: skip
-        env = dict(command.client_env(dict(os.environ)), TZ="UTC")
+        ids = ",".join(str(j) for j in job_ids)
         try:
-            out = command.run(argv, timeout=self.timeout, env=env)
+            out = self._run("squeue", "-h", "-t", "all", "-O", SQUEUE_FORMAT, "-j", ids)
         except SlurmError as e:
             if "Invalid job id" in str(e):
                 return []
@@ -352,8 +353,8 @@ class SlurmCli:
         return rec["state"] if rec is not None else None
 
 
-def _local(epoch: int) -> str:
-    """Epoch seconds as the local-time "YYYY-MM-DDTHH:MM:SS" sacct -S/-E take."""
+def _utc_text(epoch: int) -> str:
+    """Epoch seconds as the "YYYY-MM-DDTHH:MM:SS" sacct -S/-E take (run with TZ=UTC)."""
     import time
 
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(epoch))
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch))

@@ -322,13 +322,10 @@ def test_not_run_by_slurm_exits_0(site: Site) -> None:
     assert "SLURM_JOB_ID" in result.stderr
 
 
-def _scontrol_from_fixture(site: Site, fixture: str) -> None:
-    site.fake("scontrol", f"cat {FIXTURES / fixture}\n")
-
-
 def test_prolog_slurmctld_records_scheduled(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
-    _scontrol_from_fixture(site, "scontrol_array.txt")
-    env = site.env("prolog_slurmctld.23", TZ="UTC")
+    # scontrol runs with TZ=UTC (the fixture is its UTC output), whatever slurmctld's zone
+    site.fake("scontrol", f'echo "$TZ" > {site.root}/tz\ncat {FIXTURES / "scontrol_array.txt"}\n')
+    env = site.env("prolog_slurmctld.23", TZ="America/New_York")
     # The fixture holds task 19_2 (job 19); run the hook as that job.
     env.update(
         SLURM_JOB_ID="19", SLURM_JOBID="19", SLURM_ARRAY_TASK_ID="2", SLURM_JOB_NODELIST="c1"
@@ -340,6 +337,7 @@ def test_prolog_slurmctld_records_scheduled(site: Site, monkeypatch: pytest.Monk
     p = payload(event)
     assert p["slurm_record"] == "scontrol"
     assert p["submit_time"] == "2026-11-25T16:58:38Z"
+    assert (site.root / "tz").read_text().strip() == "UTC"
     assert (p["array_job_id"], p["array_task_id"]) == (19, 2)
     assert p["gpus"] == 1 and p["nodes"] == ["c1"]
     assert (p["user"], p["account"], p["partition"], p["qos"]) == ("root", "root", "gpu", "normal")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -49,13 +51,29 @@ def test_sacct_records() -> None:
     assert cancelled["start_epoch"] is None
 
 
-def local(epoch: int) -> str:
-    """Epoch seconds as sacct prints them (local time, no zone)."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(epoch))
+def utc(epoch: int) -> str:
+    """Epoch seconds as sacct prints them when run with TZ=UTC (no zone)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch))
+
+
+@pytest.fixture
+def new_york() -> Iterator[None]:
+    """This process in New York time (tzset), then back to its own zone."""
+    old = os.environ.get("TZ")
+    os.environ["TZ"] = "America/New_York"
+    time.tzset()
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = old
+        time.tzset()
 
 
 def test_sacct_exit_codes_from_text() -> None:
-    text = f"18|{local(1000)}|3:0\n18|{local(2000)}|0:0\n22|None|0:9\nbad\n23|x|1:0\n"
+    text = f"18|{utc(1000)}|3:0\n18|{utc(2000)}|0:0\n22|None|0:9\nbad\n23|x|1:0\n"
     assert slurmcli.parse_sacct_exit_codes(text) == {
         (18, 1000): (3, 0),
         (18, 2000): (0, 0),
@@ -150,7 +168,7 @@ def test_cli_merges_text_exit_codes(tmp_path: Path) -> None:
     _fake_bin(
         tmp_path,
         "sacct",
-        f'case "$*" in *--json*) cat {fixture};; *) echo "18|{local(1795625919)}|3:0";; esac\n',
+        f'case "$*" in *--json*) cat {fixture};; *) echo "18|{utc(1795625919)}|3:0";; esac\n',
     )
     cli = slurmcli.SlurmCli(str(tmp_path), timeout=5)
     rec = cli.job_accounting(18)
@@ -168,10 +186,8 @@ def test_cli_purged_job_is_none(tmp_path: Path) -> None:
     assert cli.job_state(5) is None
 
 
-def test_jobs_live_asks_squeue_in_utc_for_the_given_ids(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("TZ", "America/New_York")  # the caller's zone must not matter
+@pytest.mark.usefixtures("new_york")  # the caller's zone must not matter
+def test_jobs_live_asks_squeue_in_utc_for_the_given_ids(tmp_path: Path) -> None:
     line = squeue_line(JobID=7, State="COMPLETING", exit_code=15, StartTime="2026-11-01T05:30:00",
                        EndTime="2026-11-01T05:31:00", NodeList="c1", ArrayJobID=7)  # fmt: skip
     other = squeue_line(JobID=8, State="RUNNING", ArrayJobID=8)
@@ -189,3 +205,21 @@ def test_jobs_live_asks_squeue_in_utc_for_the_given_ids(
     assert (tmp_path / "args").read_text().split() == [
         "UTC", "-h", "-t", "all", "-O", slurmcli.SQUEUE_FORMAT, "-j", "7,9"
     ]  # fmt: skip
+
+
+@pytest.mark.usefixtures("new_york")
+def test_sacct_runs_in_utc_whatever_the_callers_zone(tmp_path: Path) -> None:
+    fixture = FIXTURES / "sacct_18_19_22.json"
+    script = (
+        f'echo "$TZ $*" >> {tmp_path}/args\n'
+        f'case "$*" in *--json*) cat {fixture};; *) echo "18|{utc(1795625919)}|3:0";; esac\n'
+    )
+    _fake_bin(tmp_path, "sacct", script)
+    cli = slurmcli.SlurmCli(str(tmp_path), timeout=5)
+    # 01:30 New York time on the day its clocks go back is 05:30 or 06:30 UTC: not in UTC
+    assert cli.accounting(1793511000, 1793514600) != []
+    rec = cli.job_accounting(18)
+    assert rec is not None and (rec["exit_code"], rec["signal"]) == (3, 0)  # text merged
+    calls = (tmp_path / "args").read_text().splitlines()
+    assert all(c.startswith("UTC ") for c in calls), calls
+    assert "-S 2026-11-01T05:30:00 -E 2026-11-01T06:30:00" in calls[0]

@@ -14,7 +14,7 @@ only, over the posix module rather than os (slurm_hooks.posixfs): the hooks impo
 import posix
 
 from slurm_hooks.errors import SpoolError
-from slurm_hooks.posixfs import is_dir, join, make_dirs
+from slurm_hooks.posixfs import basename, is_dir, join, make_dirs
 from slurm_hooks.receipts.canonical import canonical_bytes
 
 TYPE_CHECKING = False
@@ -105,7 +105,7 @@ class Spool:
     def fail(self, path: str, why: str) -> None:
         """Move a rejected event to failed/ with the reason beside it."""
         self.ensure()
-        base = path.rpartition("/")[2]
+        base = basename(path)
         with open(f"{self.failed}/{base[:-5]}.why", "w") as f:
             f.write(why + "\n")
         posix.replace(path, f"{self.failed}/{base}")

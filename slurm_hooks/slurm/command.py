@@ -15,12 +15,17 @@ from slurm_hooks.posixfs import basename
 
 _SIGKILL = 9
 # A Slurm client needs its config (SLURM_CONF) but nothing of the caller's PATH etc.
-_PASSED_ENV = ("SLURM_CONF", "TZ", "LANG", "LC_ALL")
+_PASSED_ENV = ("SLURM_CONF", "LANG", "LC_ALL")
 
 
 def client_env(environ: dict[str, str]) -> dict[str, str]:
-    """What a Slurm client is given of ``environ``: SLURM_CONF, TZ and the locale."""
-    return {k: environ[k] for k in _PASSED_ENV if k in environ}
+    """What a Slurm client is given of ``environ``: SLURM_CONF and the locale, and TZ=UTC.
+
+    Slurm prints and reads times without a zone; in UTC no hour reads twice when clocks
+    go back, so every time we read from a client is parsed as UTC (scontrol.parse_time)."""
+    env = {k: environ[k] for k in _PASSED_ENV if k in environ}
+    env["TZ"] = "UTC"
+    return env
 
 
 def _kill(pid: int) -> None:

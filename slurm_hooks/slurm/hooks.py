@@ -123,8 +123,7 @@ def _scontrol(
     out = command.run(
         [config.slurm_command("scontrol"), "show", "job", "-o", "-d", str(job_id)],
         timeout=SCONTROL_TIMEOUT,
-        # Slurm prints times without a zone: in UTC no hour reads twice (see parse_time)
-        env=dict(command.client_env(env), TZ="UTC"),
+        env=command.client_env(env),  # TZ=UTC: the times below are read as UTC
     )
     # An array or het job id prints one line per task or component: take this job's.
     for line in out.decode("utf-8", "replace").splitlines():

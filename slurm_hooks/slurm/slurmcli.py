@@ -292,8 +292,7 @@ class SlurmCli:
         self.timeout = timeout
 
     def _run(self, name: str, *args: str) -> bytes:
-        # Slurm prints and reads times without a zone: in UTC no hour reads twice.
-        env = dict(command.client_env(dict(os.environ)), TZ="UTC")
+        env = command.client_env(dict(os.environ))  # TZ=UTC, as the parsers expect
         return command.run([os.path.join(self.slurm_bin, name), *args], self.timeout, env)
 
     def _json(self, name: str, *args: str) -> object:
@@ -342,7 +341,7 @@ class SlurmCli:
 
     def job_live(self, job_id: int) -> AccountingRecord | None:
         """The squeue record of ``job_id``, None once purged (after MinJobAge)."""
-        return next((r for r in self.jobs_live([job_id]) if r["job_id"] == job_id), None)
+        return next(iter(self.jobs_live([job_id])), None)
 
     def job_state(self, job_id: int) -> str | None:
         """The job's state: squeue while the controller knows it, else sacct."""

@@ -229,6 +229,33 @@ def test_hooks_are_configured_by_absolute_path(tmp_path: Path) -> None:
     assert slurm["EpilogSlurmctld"] == [f"{repo}/epilog.d/computeproof-epilog-slurmctld"]
 
 
+@needs_root
+@pytest.mark.parametrize(
+    ("hooks", "configured"),
+    [
+        ("noop", {"Prolog", "Epilog", "PrologSlurmctld", "EpilogSlurmctld"}),
+        ("epilog-noop", {"Epilog"}),
+    ],
+)
+def test_benchmark_baselines_configure_no_op_hooks(
+    tmp_path: Path, hooks: str, configured: set[str]
+) -> None:
+    proc = configure(tmp_path, "native", hooks=hooks)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    slurm = conf(tmp_path / "cluster" / "etc" / "slurm.conf")
+    slots = {"Prolog", "Epilog", "PrologSlurmctld", "EpilogSlurmctld"}
+    assert {k for k in slots if k in slurm} == configured
+    assert all(slurm[k] == ["/bin/true"] for k in configured)
+
+
+def test_unknown_hooks_setting_fails_clearly(tmp_path: Path) -> None:
+    proc = configure(tmp_path, "native", hooks="yes")
+    assert proc.returncode != 0
+    assert "CP_HOOKS=yes is not a hooks setting" in proc.stderr
+    assert "epilog-noop" in proc.stderr
+    assert not (tmp_path / "cluster" / "etc" / "slurm.conf").exists()
+
+
 def test_missing_hook_fails_clearly(tmp_path: Path) -> None:
     repo = fake_repo(tmp_path, HOOKS[:3])
     proc = configure(tmp_path, "native", repo=repo, hooks="1")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import marshal
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -104,16 +105,17 @@ class Refused(NamedTuple):
     untrusted: bool = False
 
 
-def _check_packed(envelopes: Sequence[bytes], keys: dict[str, bytes]) -> list[tuple[Any, ...]]:
-    """Worker: :func:`_check_envelopes` as plain tuples, which pickle twice as fast as
-    named tuples; :func:`_unpack` turns them back."""
-    return [(r.reason, r.untrusted) if type(r) is Refused else tuple(r)
-            for r in _check_envelopes(envelopes, keys)]  # fmt: skip
+def _check_packed(envelopes: Sequence[bytes], keys: dict[str, bytes]) -> bytes:
+    """Worker: :func:`_check_envelopes` as plain tuples in one marshal blob (plain tuples
+    pickle twice as fast as named tuples, and marshal twice as fast again; every field
+    is a str, int, bytes or a dict of JSON values); :func:`_unpack` turns them back."""
+    return marshal.dumps([(r.reason, r.untrusted) if type(r) is Refused else tuple(r)
+                          for r in _check_envelopes(envelopes, keys)])  # fmt: skip
 
 
-def _unpack(items: list[tuple[Any, ...]]) -> list[Checked | Refused]:
+def _unpack(blob: bytes) -> list[Checked | Refused]:
     make = Checked._make
-    return [Refused(*t) if len(t) == 2 else make(t) for t in items]
+    return [Refused(*t) if len(t) == 2 else make(t) for t in marshal.loads(blob)]
 
 
 def _check_envelopes(

@@ -84,6 +84,40 @@ def main(ctx: click.Context, config_path: str | None, db: str | None) -> None:
     ctx.obj = State(config_path, db)
 
 
+_GLOBAL_FLAGS = (
+    ("--config", "config_path", "TOML config file (as the global --config)."),
+    ("--db", "db", "Ledger SQLite file (as the global --db)."),
+)
+
+
+def _set_global(attr: str) -> Callable[[click.Context, click.Parameter, str | None], None]:
+    def callback(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+        if value is not None:  # the configuration is loaded later, on first use
+            setattr(ctx.ensure_object(State), attr, value)
+
+    return callback
+
+
+def _accept_global_flags(group: click.Group) -> None:
+    """Let every command take --config and --db after its name as well as before it
+    (`computeproof jobs list --db F` = `computeproof --db F jobs list`), except where a
+    command has an option of that name of its own (`bench ingest --db`)."""
+    for command in group.commands.values():
+        if isinstance(command, click.Group):
+            _accept_global_flags(command)
+            continue
+        taken = {opt for param in command.params for opt in getattr(param, "opts", ())}
+        for flag, attr, help_text in _GLOBAL_FLAGS:
+            if flag not in taken:
+                option = click.Option(
+                    [flag, f"global_{attr}"],
+                    expose_value=False,
+                    callback=_set_global(attr),
+                    help=help_text,
+                )
+                command.params.append(option)
+
+
 def _register() -> None:
     import importlib
 
@@ -93,6 +127,7 @@ def _register() -> None:
         except ModuleNotFoundError as e:
             if e.name != f"slurm_hooks.cli.{name}":
                 raise
+    _accept_global_flags(main)
 
 
 _register()

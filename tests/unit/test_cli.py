@@ -328,6 +328,29 @@ def test_db_flag_overrides_config(site: Site, tmp_path: Path) -> None:
     assert r.exit_code == 0 and json.loads(r.stdout) == []
 
 
+def test_global_flags_also_after_the_command(site: Site, tmp_path: Path) -> None:
+    empty = str(tmp_path / "empty.db")
+    r = cli(site, "jobs", "list", "--db", empty, "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout) == []
+    r = cli(site, "jobs", "list", "--json")
+    assert r.exit_code == 0 and len(json.loads(r.stdout)) == 2  # the config's ledger
+    # --config after the command, with no COMPUTEPROOF_CONFIG in the environment
+    r = cli(site, "jobs", "show", "101", "--json", "--config", str(site.config),
+            env={**site.env, "COMPUTEPROOF_CONFIG": None})  # fmt: skip
+    assert r.exit_code == 0 and json.loads(r.stdout)["job_id"] == "101"
+    bad = tmp_path / "bad.toml"
+    bad.write_text("cluster = ")
+    r = cli(site, "ledger", "verify", "--config", str(bad))
+    assert r.exit_code == 2
+    assert_one_line_error(r.stderr, str(bad), "invalid TOML")
+
+
+def test_a_command_own_db_option_is_kept() -> None:
+    bench = main.commands["bench"].commands["ingest"]  # type: ignore[attr-defined]
+    dbs = [p for p in bench.params if "--db" in getattr(p, "opts", ())]
+    assert len(dbs) == 1 and dbs[0].required
+
+
 def test_config_directory_is_one_line(site: Site) -> None:
     r = cli(site, "jobs", "list", env={**site.env, "COMPUTEPROOF_CONFIG": str(site.dir)})
     assert r.exit_code == 2

@@ -257,16 +257,25 @@ class Ledger:
 
             if not self.ledger_key_path:
                 raise CheckpointError("no ledger key configured (ledger_key in config.toml)")
-            self._signer = load_or_create_signer(self.ledger_key_path)
             stored = self.store.get_meta("ledger_public_key")
-            public = format_public_key(self._signer.public_raw)
+            if stored is not None and not os.path.lexists(self.ledger_key_path):
+                # a new key here could never sign for this ledger: do not leave one behind
+                raise CheckpointError(
+                    f"ledger key {self.ledger_key_path} does not exist, and this ledger "
+                    f"signs with key {stored}; restore the original ledger key there, or set "
+                    "ledger_key in config.toml to where it is"
+                )
+            signer = load_or_create_signer(self.ledger_key_path)
+            public = format_public_key(signer.public_raw)
             if stored is None:
                 self.store.set_meta("ledger_public_key", public)
-            elif stored != public:
+            elif stored != public:  # and not kept: a second call must refuse again
                 raise CheckpointError(
                     f"ledger key {self.ledger_key_path} is not the key this ledger signs "
-                    "with; restore the original ledger key"
+                    f"with ({stored}); restore the original ledger key, or set ledger_key "
+                    "in config.toml to where it is"
                 )
+            self._signer = signer
         return self._signer
 
     def ledger_public_key(self) -> bytes | None:

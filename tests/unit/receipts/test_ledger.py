@@ -18,7 +18,7 @@ from slurm_hooks.errors import CheckpointError, KeyError_, ProofError, ReceiptEr
 from slurm_hooks.receipts import merkle
 from slurm_hooks.receipts.checkpoint import open_checkpoint
 from slurm_hooks.receipts.envelope import sign_event
-from slurm_hooks.receipts.keys import Signer, format_public_key
+from slurm_hooks.receipts.keys import Signer, format_public_key, write_key
 from slurm_hooks.receipts.ledger import PARALLEL_THRESHOLD, Ledger
 from slurm_hooks.receipts.privacy import commit_fields
 from slurm_hooks.receipts.store.sqlite import SQLiteStore
@@ -273,11 +273,22 @@ def test_checkpoint_needs_a_key(tmp_path: Path) -> None:
 def test_ledger_key_must_not_change(tmp_path: Path) -> None:
     with _open(tmp_path / "l.db", tmp_path / "a.key") as led:
         led.checkpoint()
+    write_key(str(tmp_path / "b.key"), Signer.generate())
+    with _open(tmp_path / "l.db", tmp_path / "b.key") as led:
+        for _ in range(2):  # the wrong key is not kept for a second call
+            with pytest.raises(CheckpointError, match="not the key this ledger signs with"):
+                led.checkpoint()
+
+
+def test_missing_ledger_key_is_not_created_for_a_ledger_that_has_one(tmp_path: Path) -> None:
+    with _open(tmp_path / "l.db", tmp_path / "a.key") as led:
+        led.checkpoint()
     with (
-        _open(tmp_path / "l.db", tmp_path / "b.key") as led,
-        pytest.raises(CheckpointError, match="not the key this ledger signs with"),
+        _open(tmp_path / "l.db", tmp_path / "gone.key") as led,
+        pytest.raises(CheckpointError, match=r"gone.key does not exist.*restore the original"),
     ):
         led.checkpoint()
+    assert not (tmp_path / "gone.key").exists()
 
 
 def test_prove_extends_refuses_foreign_checkpoints(

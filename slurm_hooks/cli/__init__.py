@@ -101,11 +101,13 @@ def _set_global(attr: str) -> Callable[[click.Context, click.Parameter, str | No
 def _accept_global_flags(group: click.Group) -> None:
     """Let every command take --config and --db after its name as well as before it
     (`computeproof jobs list --db F` = `computeproof --db F jobs list`), except where a
-    command has an option of that name of its own (`bench ingest --db`)."""
+    command has an option of that name of its own (`bench ingest --db`). A group that is
+    a command itself (`report`) takes them too."""
     for command in group.commands.values():
         if isinstance(command, click.Group):
             _accept_global_flags(command)
-            continue
+            if not command.invoke_without_command:
+                continue
         taken = {opt for param in command.params for opt in getattr(param, "opts", ())}
         for flag, attr, help_text in _GLOBAL_FLAGS:
             if flag not in taken:

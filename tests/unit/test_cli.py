@@ -338,6 +338,13 @@ def test_global_flags_also_after_the_command(site: Site, tmp_path: Path) -> None
     r = cli(site, "jobs", "show", "101", "--json", "--config", str(site.config),
             env={**site.env, "COMPUTEPROOF_CONFIG": None})  # fmt: skip
     assert r.exit_code == 0 and json.loads(r.stdout)["job_id"] == "101"
+    # a group that is a command itself (report) takes them too
+    for db, jobs in ((None, 2), (empty, 0)):
+        out = tmp_path / f"report-{jobs}.json"
+        args = ["report", "--from", "2026-01", "--to", "2026-12", "-o", str(out)]
+        r = cli(site, *args, *(("--db", db) if db else ()))
+        assert r.exit_code == 0, r.output
+        assert json.loads(out.read_text())["totals"]["jobs"] == jobs
     bad = tmp_path / "bad.toml"
     bad.write_text("cluster = ")
     r = cli(site, "ledger", "verify", "--config", str(bad))

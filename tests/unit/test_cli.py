@@ -358,6 +358,13 @@ def test_a_command_own_db_option_is_kept() -> None:
     assert len(dbs) == 1 and dbs[0].required
 
 
+def test_db_directory_is_one_line(site: Site) -> None:
+    for args in (("jobs", "list"), ("ledger", "verify")):
+        r = cli(site, *args, "--db", str(site.dir))
+        assert r.exit_code == 2
+        assert_one_line_error(r.stderr, f"{site.dir} is a directory", "ledger.db")
+
+
 def test_config_directory_is_one_line(site: Site) -> None:
     r = cli(site, "jobs", "list", env={**site.env, "COMPUTEPROOF_CONFIG": str(site.dir)})
     assert r.exit_code == 2

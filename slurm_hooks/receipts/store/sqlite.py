@@ -134,6 +134,11 @@ class SQLiteStore(Store):
     def __init__(self, path: str) -> None:
         self.path = path
         parent = os.path.dirname(os.path.abspath(path))
+        if os.path.isdir(path):
+            raise StoreError(
+                f"ledger database {path} is a directory; give the SQLite file "
+                f"(e.g. {os.path.join(path, 'ledger.db')})"
+            )
         try:
             os.makedirs(parent, exist_ok=True)
             self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)

@@ -106,7 +106,8 @@ def load_config(
     except FileNotFoundError as e:
         if explicit:
             raise ConfigError(
-                f"config file {path} does not exist; create it or unset COMPUTEPROOF_CONFIG"
+                f"config file {path} does not exist; create it, or point --config or "
+                "COMPUTEPROOF_CONFIG at an existing one"
             ) from e
         data = {}
     except PermissionError as e:

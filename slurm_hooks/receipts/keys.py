@@ -90,6 +90,11 @@ def write_key(path: str, signer: Signer, overwrite: bool = False) -> None:
     """Write a private key file with mode 0600; refuse to overwrite unless asked."""
     flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
     parent = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise KeyError_(
+            f"key path {path} is a directory; give a file in it "
+            f"(e.g. {os.path.join(path, 'host.key')})"
+        )
     try:
         os.makedirs(parent, mode=0o700, exist_ok=True)
     except OSError as e:

@@ -122,6 +122,12 @@ def test_write_key_refuses_overwrite(tmp_path: Path) -> None:
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_write_key_to_a_directory_says_so(tmp_path: Path, overwrite: bool) -> None:
+    with pytest.raises(KeyError_, match=r"is a directory; give a file in it \(e\.g\. .*host\.key"):
+        write_key(str(tmp_path), Signer.generate(), overwrite=overwrite)
+
+
 def test_write_key_unwritable(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")

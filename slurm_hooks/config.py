@@ -111,7 +111,10 @@ def load_config(
             ) from e
         data = {}
     except PermissionError as e:
-        raise ConfigError(f"config file {path} is not readable: permission denied") from e
+        raise ConfigError(
+            f"config file {path} is not readable: permission denied; computeproof-job reads "
+            "it as the job's user, so make it 0644 in a directory of mode 0755"
+        ) from e
     except IsADirectoryError as e:
         raise ConfigError(f"config path {path} is a directory; point it at a TOML file") from e
     except OSError as e:

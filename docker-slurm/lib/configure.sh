@@ -238,10 +238,18 @@ link_etc_config() {
         rm -f "$marker"
         return 0
     fi
+    local etc_dir
+    etc_dir="$(dirname "$CP_ETC_CONFIG")"
     if [[ "$(readlink "$CP_ETC_CONFIG" 2>/dev/null || true)" != "$CP_CPROOF_CONFIG" ]]; then
-        mkdir -p "$(dirname "$CP_ETC_CONFIG")"
+        mkdir -p "$etc_dir"
         ln -sfn "$CP_CPROOF_CONFIG" "$CP_ETC_CONFIG"
         log "linked $CP_ETC_CONFIG -> $CP_CPROOF_CONFIG"
+    fi
+    # computeproof-job reads the config as the job's user: a 0700 directory (an older
+    # `keys init` made one) would refuse every job's progress and artifact reports
+    if ! [[ "$(stat -c %a "$etc_dir")" =~ [1357]$ ]]; then  # others may not enter it
+        chmod a+rx "$etc_dir"
+        log "made $etc_dir readable by all: computeproof-job reads $CP_ETC_CONFIG as the job's user"
     fi
     echo "$CP_ETC_CONFIG" >"$marker"
 }

@@ -96,7 +96,10 @@ def write_key(path: str, signer: Signer, overwrite: bool = False) -> None:
             f"(e.g. {os.path.join(path, 'host.key')})"
         )
     try:
-        os.makedirs(parent, mode=0o700, exist_ok=True)
+        # 0755, as /etc/ssh: the key itself is 0600, and its default directory,
+        # /etc/computeproof, also holds the config.toml that computeproof-job reads as the
+        # job's user
+        os.makedirs(parent, mode=0o755, exist_ok=True)
     except OSError as e:
         raise KeyError_(f"cannot write key file {path}: cannot create directory {parent}: "
                         f"{e.strerror}") from e  # fmt: skip

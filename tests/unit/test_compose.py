@@ -248,6 +248,23 @@ def test_benchmark_baselines_configure_no_op_hooks(
     assert all(slurm[k] == ["/bin/true"] for k in configured)
 
 
+@needs_root
+def test_config_link_directory_is_made_enterable(tmp_path: Path) -> None:
+    """computeproof-job reads the linked config as the job's user: a 0700 directory (as an
+    older `keys init` made /etc/computeproof) is opened up, a 0755 one is left as it is."""
+    etc = tmp_path / "etc"
+    etc.mkdir(mode=0o700)
+    etc.chmod(0o700)
+    proc = configure(tmp_path, "native")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert stat.S_IMODE(etc.stat().st_mode) == 0o755
+    assert "made" in proc.stdout + proc.stderr
+    etc.chmod(0o751)
+    proc = configure(tmp_path, "native")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert stat.S_IMODE(etc.stat().st_mode) == 0o751
+
+
 def test_unknown_hooks_setting_fails_clearly(tmp_path: Path) -> None:
     proc = configure(tmp_path, "native", hooks="yes")
     assert proc.returncode != 0

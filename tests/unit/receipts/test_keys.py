@@ -122,6 +122,18 @@ def test_write_key_refuses_overwrite(tmp_path: Path) -> None:
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
+def test_write_key_makes_a_directory_others_can_enter(tmp_path: Path) -> None:
+    # the default key directory, /etc/computeproof, also holds the config that
+    # computeproof-job reads as the job's user; the key file itself is 0600
+    umask = os.umask(0o022)
+    try:
+        write_key(str(tmp_path / "etc" / "host.key"), Signer.generate())
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "etc").stat().st_mode) == 0o755
+    assert stat.S_IMODE((tmp_path / "etc" / "host.key").stat().st_mode) == 0o600
+
+
 @pytest.mark.parametrize("overwrite", [False, True])
 def test_write_key_to_a_directory_says_so(tmp_path: Path, overwrite: bool) -> None:
     with pytest.raises(KeyError_, match=r"is a directory; give a file in it \(e\.g\. .*host\.key"):

@@ -35,6 +35,7 @@ class Config:
     sample_interval: int = 5
     progress_interval: int = 300
     orphan_check_interval: int = 60
+    forward_interval: int = 0  # the agent forwards the spool every N s; 0: it does not
     agent_socket: str = ""
     prometheus_port: int = 0
     ratecard: str = ""  # rate card TOML; default: ratecard.toml beside the config

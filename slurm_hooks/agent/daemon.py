@@ -18,6 +18,11 @@ slurmstepd on the host is looked up in Slurm (one ``squeue`` call, at most that 
 Slurm has ended this run of it on this node, the agent stops sampling it, persists its final
 summary (a late Epilog still reads it) and removes the binding. If Slurm cannot be asked,
 sampling goes on: only Slurm's word ends a job here.
+
+Forwarding: with ``forward_interval`` set, the agent also drains the spool into the ledger
+that often, in a thread of its own (a slow ledger never holds up sampling), taking turns
+with any other forwarder on the spool's lock. A failure is logged when it starts and when
+it ends, not every pass; the events wait in the spool meanwhile.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from slurm_hooks.agent.accumulate import JobAccumulator
 from slurm_hooks.agent.binding import Binding, jobs_by_minor, load_bindings, read_binding
@@ -40,6 +46,9 @@ from slurm_hooks.receipts.event import new_event
 from slurm_hooks.receipts.spool import Spool
 from slurm_hooks.slurm.finalstate import NOT_FINAL
 from slurm_hooks.slurm.jobinfo import AccountingRecord, JobInfo
+
+if TYPE_CHECKING:  # imported when forwarding first runs: it brings in cryptography
+    from slurm_hooks.receipts.forward import ForwardResult
 
 log = logging.getLogger("computeproof.agent")
 
@@ -113,6 +122,10 @@ class Agent:
         self._orphan_thread: threading.Thread | None = None
         # job id -> (run, display id) of bindings ended as orphans: not sampled again
         self.orphans: dict[int, tuple[int, str]] = {}
+        self.forward_ms = config.forward_interval * 1000
+        self._next_forward_ms = 0
+        self._forward_thread: threading.Thread | None = None
+        self._forward_problem: str | None = None  # the failure last logged, until it ends
 
     # -- sampling ---------------------------------------------------------------------------
 
@@ -178,6 +191,7 @@ class Agent:
                 ):
                     self._persist(acc)
         self._start_orphan_check(sample.t_ms)
+        self._start_forward(sample.t_ms)
         if self.exporter is not None:
             self.exporter.update(self)  # type: ignore[attr-defined]
         return sample
@@ -200,6 +214,50 @@ class Agent:
             self.end_orphans(now_ms)
         except Exception:  # the agent outlives any one bad check
             log.exception("orphan check failed")
+
+    def _start_forward(self, now_ms: int) -> None:
+        """Run :meth:`forward_once` every forward_interval, in a thread of its own."""
+        if not self.forward_ms or now_ms < self._next_forward_ms:
+            return
+        if self._forward_thread is not None and self._forward_thread.is_alive():
+            return
+        self._next_forward_ms = now_ms + self.forward_ms
+        self._forward_thread = threading.Thread(
+            target=self.forward_once, name="forward", daemon=True
+        )
+        self._forward_thread.start()
+
+    def forward_once(self) -> ForwardResult | None:
+        """One forwarding pass of the spool into the ledger; None when it failed (logged
+        once per failure) or another forwarder was at work."""
+        from slurm_hooks.receipts.forward import forward_configured
+
+        try:
+            result = forward_configured(self.config, wait=False)
+        except ComputeProofError as e:
+            if str(e) != self._forward_problem:
+                log.warning("forwarding failed, events wait in the spool: %s", e)
+                self._forward_problem = str(e)
+            return None
+        except Exception:  # the agent outlives any one bad pass
+            log.exception("forwarding pass failed")
+            return None
+        if result is None:
+            return None
+        if self._forward_problem is not None:
+            log.info("forwarding works again: %s", self._forward_problem)
+            self._forward_problem = None
+        if result.forwarded or result.failed or result.untrusted:
+            log.info(
+                "forwarded %d, duplicates %d, rejected %d, waiting %d",
+                result.forwarded, result.duplicates, result.failed, result.remaining,
+            )  # fmt: skip
+        return result
+
+    def join_forward(self, timeout: float | None = None) -> None:
+        """Wait for a running forwarding pass to finish (tests and shutdown)."""
+        if self._forward_thread is not None:
+            self._forward_thread.join(timeout)
 
     def join_orphan_check(self, timeout: float | None = None) -> None:
         """Wait for a running orphan check to finish (tests; the loop never waits)."""
@@ -437,6 +495,7 @@ class Agent:
             for acc in self.jobs.values():
                 self._persist(acc, durable=True)
         self.sampler.close()
+        self.join_forward(timeout=30)  # a batch half-appended is safe, but let it finish
 
 
 def inspect(

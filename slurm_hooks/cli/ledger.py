@@ -12,7 +12,6 @@ from typing import Any
 import click
 
 from slurm_hooks.cli import EXIT_FAILED_CHECK, State, echo_json, fail, main, pass_state, run
-from slurm_hooks.config import Config
 from slurm_hooks.errors import ComputeProofError
 from slurm_hooks.receipts.keys import (
     Signer,
@@ -20,20 +19,8 @@ from slurm_hooks.receipts.keys import (
     load_signer,
     write_key,
 )
-from slurm_hooks.receipts.ledger import Ledger
+from slurm_hooks.receipts.ledger import open_ledger
 from slurm_hooks.receipts.store.interface import JobFilter, JobRow
-
-
-def open_ledger(config: Config) -> Ledger:
-    """The configured ledger (SQLite file or PostgreSQL URL)."""
-    from slurm_hooks.receipts.store import open_store
-
-    return Ledger(
-        open_store(config.db),
-        config.ledger_origin or None,
-        config.ledger_key,
-        default_origin=config.origin,
-    )
 
 
 def _console() -> Any:
@@ -684,15 +671,11 @@ def forward(state: State, interval: float | None, as_json: bool) -> None:
     """Sign spooled events with the host key and append them to the ledger."""
     import time
 
-    from slurm_hooks.receipts.forward import forward_spool
-    from slurm_hooks.receipts.keys import load_signer
-    from slurm_hooks.receipts.spool import Spool
+    from slurm_hooks.receipts.forward import forward_configured
 
     def once() -> dict[str, Any]:
-        cfg = state.config
-        signer = load_signer(cfg.host_key)
-        with open_ledger(cfg) as ledger:
-            r = forward_spool(Spool(cfg.spool_dir), signer, ledger, cfg.private_fields)
+        r = forward_configured(state.config)
+        assert r is not None  # waited for the lock
         return {
             "untrusted": r.untrusted,
             "forwarded": r.forwarded,
@@ -703,7 +686,16 @@ def forward(state: State, interval: float | None, as_json: bool) -> None:
         }
 
     while True:
-        out = run(once)
+        if interval is None:
+            out = run(once)
+        else:
+            # a loop outlives a ledger that is down for a while: say so, try again
+            try:
+                out = once()
+            except ComputeProofError as err:
+                click.echo(f"computeproof: error: {err}; retrying in {interval:g} s", err=True)
+                time.sleep(interval)
+                continue
         if as_json:
             echo_json(out)
         else:

@@ -9,9 +9,9 @@ from decimal import Decimal, InvalidOperation
 import click
 
 from slurm_hooks.cli import EXIT_FAILED_CHECK, State, echo_json, fail, main, pass_state, run
-from slurm_hooks.cli.ledger import open_ledger
 from slurm_hooks.config import Config
 from slurm_hooks.errors import ReportError
+from slurm_hooks.receipts.ledger import open_ledger
 
 FORMATS = ("csv", "json", "html", "pdf")
 SITE_DIR = "/etc/computeproof"

@@ -3,13 +3,21 @@
 At least once: a spooled event is removed only after the ledger committed it (or holds
 it already); the ledger's dedupe by event id makes delivery exactly once. An event the
 ledger rejects moves to the spool's failed/ directory with the reason.
+
+Two forwarders of one spool (`computeproof forward` and the agent's) take turns on the
+spool's forward.lock (flock: a killed forwarder's lock goes with it), so they never sign
+and append the same events at the same time.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from slurm_hooks.errors import ReceiptError, SpoolError
 from slurm_hooks.receipts.envelope import sign_event
@@ -18,6 +26,9 @@ from slurm_hooks.receipts.keys import Signer
 from slurm_hooks.receipts.ledger import Ledger
 from slurm_hooks.receipts.privacy import commit_fields
 from slurm_hooks.receipts.spool import Spool
+
+if TYPE_CHECKING:
+    from slurm_hooks.config import Config
 
 
 @dataclass
@@ -117,3 +128,38 @@ def forward_spool(
 def outcome_reason(result: ForwardResult) -> str:
     """The first reason events were left in the spool."""
     return next((e for e in result.errors if e.endswith("(left in spool)")), "")
+
+
+@contextlib.contextmanager
+def forward_lock(spool: Spool, wait: bool = True) -> Iterator[bool]:
+    """Hold the spool's forward lock; yields False (and holds nothing) when ``wait`` is
+    False and another forwarder has it."""
+    spool.ensure()
+    try:
+        fd = os.open(os.path.join(spool.path, "forward.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as e:
+        raise SpoolError(f"cannot open {spool.path}/forward.lock: {e.strerror}") from e
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def forward_configured(config: Config, wait: bool = True) -> ForwardResult | None:
+    """One forwarding pass of the configured spool into the configured ledger, signed with
+    the host key; None when ``wait`` is False and another forwarder is at work."""
+    from slurm_hooks.receipts.keys import load_signer
+    from slurm_hooks.receipts.ledger import open_ledger
+
+    spool = Spool(config.spool_dir)
+    with forward_lock(spool, wait) as held:
+        if not held:
+            return None
+        signer = load_signer(config.host_key)
+        with open_ledger(config) as ledger:
+            return forward_spool(spool, signer, ledger, config.private_fields)

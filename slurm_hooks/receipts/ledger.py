@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from slurm_hooks.errors import (
     CheckpointError,
@@ -41,6 +41,9 @@ from slurm_hooks.receipts.store.interface import (
     LeafRow,
     Store,
 )
+
+if TYPE_CHECKING:
+    from slurm_hooks.config import Config
 
 PARALLEL_THRESHOLD = 512  # below this a batch is checked in-process (no IPC overhead)
 CHUNK = 256
@@ -687,3 +690,15 @@ class Ledger:
         """The job run's leaves with their parsed events, in log order."""
         return [(leaf, open_envelope(leaf.envelope).event)
                 for leaf in self.store.job_leaves(row.job_key)]  # fmt: skip
+
+
+def open_ledger(config: Config) -> Ledger:
+    """The configured ledger (SQLite file or PostgreSQL URL)."""
+    from slurm_hooks.receipts.store import open_store
+
+    return Ledger(
+        open_store(config.db),
+        config.ledger_origin or None,
+        config.ledger_key,
+        default_origin=config.origin,
+    )

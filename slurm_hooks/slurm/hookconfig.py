@@ -39,6 +39,7 @@ DEFAULTS: dict[str, object] = {
     "sample_interval": 5,
     "progress_interval": 300,
     "orphan_check_interval": 60,
+    "forward_interval": 0,
     "agent_socket": "",
     "prometheus_port": 0,
     "ratecard": "",

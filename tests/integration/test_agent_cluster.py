@@ -252,3 +252,48 @@ def test_orphaned_bindings_are_let_go(slurm_cluster: SlurmCluster, job_dir: Path
     # the figures it gathered meanwhile stay for a late Epilog
     summary = Path(config.run_dir) / "c1" / "agent" / f"{never}.json"
     assert json.loads(summary.read_text())["job_id"] == never
+
+
+def test_an_agent_with_forward_interval_forwards_the_jobs_events(
+    slurm_cluster: SlurmCluster, tmp_path: Path
+) -> None:
+    """No `computeproof forward`: an agent with forward_interval = 1 drains the cluster's
+    spool into its ledger while a job runs and ends (conf/INSTALL.md, section 5).
+
+    The cluster's own agents keep forward_interval = 0 (the other tests forward by hand);
+    this one runs for a node of its own ("fwd") on the same spool and ledger."""
+    c = slurm_cluster
+    config = tmp_path / "config.toml"
+    config.write_text(c.computeproof_config.read_text() + "forward_interval = 1\n")
+    env = {
+        **c.env,
+        "COMPUTEPROOF_CONFIG": str(config),
+        "LD_LIBRARY_PATH": str(c.dir / "fakenvml"),
+        "FAKE_NVML_SCRIPT": str(c.dir / "fakenvml" / "c2.nvml"),  # read only
+    }
+    log = tmp_path / "agent.log"
+    with log.open("w") as out:
+        agent = subprocess.Popen(
+            [*CLI, "agent", "run", "--node", "fwd"], env=env, cwd=REPO, stdout=out,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        job = c.sbatch("-w", "c2", "--gres=gpu:a100:1", "-o", "/dev/null", "--wrap", "sleep 1")
+        c.wait_job(job, timeout=120)
+        deadline = time.monotonic() + 90
+        types: set[str] = set()
+        while time.monotonic() < deadline:
+            proc = cli(c, "jobs", "show", str(job), "--json", check=False)
+            if proc.returncode == 0:
+                types = {e["type"] for e in json.loads(proc.stdout)["events"]}
+                if {"scheduled", "started", "node_done", "completed", "final_state"} <= types:
+                    break
+            time.sleep(1)
+        else:
+            raise AssertionError(f"job {job}: events in the ledger {types}; {log.read_text()}")
+        assert agent.poll() is None, log.read_text()
+        assert "forwarded" in log.read_text()
+    finally:
+        agent.terminate()
+        agent.wait(timeout=60)
+    assert agent.returncode == 0, log.read_text()

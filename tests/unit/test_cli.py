@@ -438,3 +438,20 @@ def test_jobs_show_line_of_a_completed_event_names_the_state_slurm_showed() -> N
     assert _event_detail("completed", {"state_at_epilog": "COMPLETING"}).startswith(
         "state COMPLETING (when seen)"
     )  # receipts written before the collector wrote completed
+
+
+@pytest.mark.parametrize("unit", ["computeproof-agent.service", "computeproof-forward.service"])
+def test_systemd_units_run_commands_the_cli_accepts(unit: str) -> None:
+    exec_start = next(
+        line.partition("=")[2].split()
+        for line in (REPO / "conf" / unit).read_text().splitlines()
+        if line.startswith("ExecStart=")
+    )
+    assert exec_start[0].endswith("/computeproof")
+    command: Any = main
+    args = exec_start[1:]
+    while hasattr(command, "commands"):  # walk down the groups to the leaf command
+        name, *args = args
+        assert name in command.commands, f"{unit}: no command {name!r}"
+        command = command.commands[name]
+    command.make_context(command.name, args)  # raises on an option the command lacks

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sqlite3
 import stat
 import subprocess
@@ -440,6 +441,22 @@ def test_jobs_show_line_of_a_completed_event_names_the_state_slurm_showed() -> N
     )  # receipts written before the collector wrote completed
 
 
+def parse_command_line(argv: list[str]) -> None:
+    """Parse ``computeproof ARGS`` down to its leaf command without running it; raise
+    click's usage error on a command or option the CLI lacks."""
+    command: Any = main
+    args = list(argv)
+    while args and args[0] in ("--db", "--config"):  # global options before the command
+        args = args[2:]
+    while hasattr(command, "commands"):  # walk down the groups to the leaf command
+        name, *args = args
+        assert name in command.commands, f"no command {name!r} in {argv}"
+        command = command.commands[name]
+        if hasattr(command, "commands") and args and args[0] not in command.commands:
+            break  # a group that is a command itself (report) with its own options
+    command.make_context(command.name, args)
+
+
 @pytest.mark.parametrize("unit", ["computeproof-agent.service", "computeproof-forward.service"])
 def test_systemd_units_run_commands_the_cli_accepts(unit: str) -> None:
     exec_start = next(
@@ -448,10 +465,17 @@ def test_systemd_units_run_commands_the_cli_accepts(unit: str) -> None:
         if line.startswith("ExecStart=")
     )
     assert exec_start[0].endswith("/computeproof")
-    command: Any = main
-    args = exec_start[1:]
-    while hasattr(command, "commands"):  # walk down the groups to the leaf command
-        name, *args = args
-        assert name in command.commands, f"{unit}: no command {name!r}"
-        command = command.commands[name]
-    command.make_context(command.name, args)  # raises on an option the command lacks
+    parse_command_line(exec_start[1:])
+
+
+def test_readme_examples_are_commands_the_cli_accepts() -> None:
+    """Every `computeproof ...` line of the README's shell blocks parses (comments,
+    redirections and [optional] brackets stripped)."""
+    lines = [
+        line.split("#", 1)[0].split(">", 1)[0].replace("[", "").replace("]", "")
+        for line in (REPO / "README.md").read_text().splitlines()
+        if line.startswith("computeproof ")
+    ]
+    assert len(lines) >= 15
+    for line in lines:
+        parse_command_line(shlex.split(line)[1:])

@@ -673,8 +673,15 @@ def forward(state: State, interval: float | None, as_json: bool) -> None:
 
     from slurm_hooks.receipts.forward import forward_configured
 
+    def show(done: int, total: int) -> None:
+        click.echo(f"\rforwarding: {done}/{total} events", err=True, nl=False)
+        if done == total:
+            click.echo("", err=True)
+
     def once() -> dict[str, Any]:
-        r = forward_configured(state.config)
+        # a backlog (the ledger was down for hours) takes a while: show how far, on a tty
+        shown = show if interval is None and not as_json and sys.stderr.isatty() else None
+        r = forward_configured(state.config, progress=shown)
         assert r is not None  # waited for the lock
         return {
             "untrusted": r.untrusted,

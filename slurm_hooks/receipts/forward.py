@@ -15,7 +15,7 @@ import contextlib
 import fcntl
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -49,11 +49,15 @@ def forward_spool(
     ledger: Ledger,
     private_fields: tuple[str, ...] = (),
     batch_size: int = 1000,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ForwardResult:
-    """Drain ``spool`` into ``ledger`` in batches; return what happened."""
+    """Drain ``spool`` into ``ledger`` in batches; return what happened. ``progress``
+    is told (events handled, events found) after each batch."""
     result = ForwardResult()
     paths = list(spool.pending())
     for start in range(0, len(paths), batch_size):
+        if progress is not None and start:
+            progress(start, len(paths))
         batch = paths[start : start + batch_size]
         envelopes: list[bytes] = []
         openings: list[dict[str, dict[str, object]]] = []
@@ -112,6 +116,8 @@ def forward_spool(
                 raise SpoolError(f"cannot move rejected event to failed/: {e}") from e
             result.failed += 1
             result.errors.append(f"{os.path.basename(kept[pos])}: {reason}")
+    if progress is not None and paths:
+        progress(len(paths), len(paths))
     result.remaining = spool.count_pending()
     spool.record_forward_status(
         f"{utc_now()} forwarded {result.forwarded}, duplicates {result.duplicates}, "
@@ -150,7 +156,9 @@ def forward_lock(spool: Spool, wait: bool = True) -> Iterator[bool]:
         os.close(fd)  # releases the lock
 
 
-def forward_configured(config: Config, wait: bool = True) -> ForwardResult | None:
+def forward_configured(
+    config: Config, wait: bool = True, progress: Callable[[int, int], None] | None = None
+) -> ForwardResult | None:
     """One forwarding pass of the configured spool into the configured ledger, signed with
     the host key; None when ``wait`` is False and another forwarder is at work."""
     from slurm_hooks.receipts.keys import load_signer
@@ -162,4 +170,4 @@ def forward_configured(config: Config, wait: bool = True) -> ForwardResult | Non
             return None
         signer = load_signer(config.host_key)
         with open_ledger(config) as ledger:
-            return forward_spool(spool, signer, ledger, config.private_fields)
+            return forward_spool(spool, signer, ledger, config.private_fields, progress=progress)

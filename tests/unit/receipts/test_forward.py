@@ -44,6 +44,17 @@ def test_forward_drains_the_spool(
     assert ledger.verify().ok
 
 
+def test_forward_reports_progress_per_batch(
+    tmp_path: Path, ledger: Ledger, host_signer: Signer, make_lifecycle: Callable
+) -> None:
+    events = make_lifecycle("100", progress=2)
+    n = len(events)
+    seen: list[tuple[int, int]] = []
+    forward_spool(_spool(tmp_path, events), host_signer, ledger, batch_size=2,
+                  progress=lambda done, total: seen.append((done, total)))  # fmt: skip
+    assert seen == [*((i, n) for i in range(2, n, 2)), (n, n)]
+
+
 def test_crash_between_append_and_delete_is_exactly_once(
     tmp_path: Path, ledger: Ledger, host_signer: Signer, make_lifecycle: Callable
 ) -> None:

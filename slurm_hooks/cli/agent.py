@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from typing import Any
 
 import click
 
@@ -89,8 +90,9 @@ def agent_sample(state: object, node: str | None, once: bool, as_json: bool) -> 
 @agent.command("summary")
 @_NODE
 @click.argument("job_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print the whole summary as JSON.")
 @pass_state
-def agent_summary(state: object, node: str | None, job_id: int) -> None:
+def agent_summary(state: object, node: str | None, job_id: int, as_json: bool) -> None:
     """Print a job's node summary (from the agent, else its persisted state)."""
     from slurm_hooks.agent.client import node_summary
 
@@ -103,7 +105,49 @@ def agent_summary(state: object, node: str | None, job_id: int) -> None:
             raise AgentError(f"no summary for job {job_id} on node {node}")
         return summary
 
-    echo_json(run(work))
+    summary = run(work)
+    if as_json:
+        echo_json(summary)
+        return
+    for line in summary_lines(summary):
+        click.echo(line)
+
+
+def _seconds(ms: object) -> str:
+    return f"{int(ms) / 1000:g} s" if isinstance(ms, int) else "?"
+
+
+def _figures(d: dict[str, Any]) -> str:
+    energy = d.get("energy_mj")
+    memory = d.get("max_memory_bytes")
+    return (
+        f"{d.get('samples', 0)} samples, measured {_seconds(d.get('measured_ms'))}, "
+        f"unmeasured {_seconds(d.get('unmeasured_ms'))}, busy {_seconds(d.get('busy_ms'))}, "
+        f"utilization-weighted {_seconds(d.get('util_weighted_ms'))}, energy "
+        + (f"{energy / 1e6:g} kJ" if isinstance(energy, int) else "?")
+        + (f" ({d['energy_method']})" if d.get("energy_method") else "")
+        + ", max memory "
+        + (f"{memory / 2**30:.2f} GiB" if isinstance(memory, int) else "?")
+    )
+
+
+def summary_lines(summary: dict[str, Any]) -> list[str]:
+    """A job's node summary for a terminal: totals, then one line per GPU."""
+    totals = summary.get("totals") or {}
+    lines = [
+        f"job {summary.get('job')} (run {summary.get('run')}) on {summary.get('node')}: "
+        + _figures(totals)
+    ]
+    extra = [f"{totals[k]} {k.replace('_', ' ')}" for k in ("foreign_processes", "xids")
+             if totals.get(k)]  # fmt: skip
+    if extra:
+        lines.append("  " + ", ".join(extra))
+    for g in summary.get("gpus") or ():
+        lines.append(
+            f"  GPU {g.get('slurm_index')} (minor {g.get('minor')}, "
+            f"{g.get('uuid') or 'no UUID'}): {_figures(g)}"
+        )
+    return lines
 
 
 @main.command("gpus")

@@ -116,8 +116,21 @@ def test_agent_run_serves_and_stops(
         g = summary["gpus"][0]  # type: ignore[index]
         assert g["samples"] >= 2 and g["energy_method"] == "counter" and g["energy_mj"] > 0
         assert g["util_percent_ms"] == 30 * g["measured_ms"]
+        # `agent summary`: from the running agent, for a terminal and as JSON
+        shown = subprocess.run([*CLI, "agent", "summary", "9", "--node", "c1"], env=env,
+                               capture_output=True, text=True, timeout=30)  # fmt: skip
+        assert shown.returncode == 0, shown.stderr
+        head, gpu = shown.stdout.splitlines()
+        assert head.startswith("job 9 (run 0) on c1: ") and "(counter)" in head, head
+        assert gpu.startswith("  GPU 0 (minor 0, GPU-fake-0000): "), gpu
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=15)
     assert proc.returncode == 0, err
     assert not os.path.exists(sock)
+    # the agent is gone: its persisted summary answers
+    shown = subprocess.run([*CLI, "agent", "summary", "9", "--node", "c1", "--json"], env=env,
+                           capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    persisted = json.loads(shown.stdout)
+    assert persisted["job_id"] == 9 and persisted["gpus"][0]["samples"] >= g["samples"]

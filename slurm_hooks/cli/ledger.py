@@ -86,19 +86,26 @@ def keys_init(
     required=True,
     help="Host (node) name this key signs for; '*' for any. Repeatable.",
 )
+@click.option(
+    "--replace",
+    is_flag=True,
+    help="Replace the key's host list (default: add these hosts to it).",
+)
 @pass_state
-def keys_enroll(state: State, public_key: str, hosts: tuple[str, ...]) -> None:
+def keys_enroll(state: State, public_key: str, hosts: tuple[str, ...], replace: bool) -> None:
     """Trust PUBLIC_KEY (ed25519:BASE64, or a key file path) for events from --host."""
 
-    def work() -> str:
+    def work() -> tuple[str, tuple[str, ...]]:
         text = public_key
         if not text.startswith("ed25519:"):
             with contextlib.suppress(ComputeProofError):
                 text = format_public_key(load_signer(public_key).public_raw)
         with open_ledger(state.config) as ledger:
-            return ledger.enroll(text, hosts).key_id
+            key = ledger.enroll(text, hosts, replace=replace)
+            return key.key_id, key.hosts
 
-    click.echo(f"enrolled key {run(work)} for {', '.join(hosts)}")
+    kid, enrolled_for = run(work)
+    click.echo(f"enrolled key {kid} for {', '.join(enrolled_for)}")
 
 
 @keys.command("list")

@@ -244,12 +244,27 @@ class Ledger:
 
     # -- keys ------------------------------------------------------------------------
 
-    def enroll(self, public_key: str | bytes, hosts: Sequence[str]) -> EnrolledKey:
-        """Trust a host public key for events from ``hosts`` ("*" for any host)."""
+    def enroll(
+        self, public_key: str | bytes, hosts: Sequence[str], replace: bool = False
+    ) -> EnrolledKey:
+        """Trust a host public key for events from ``hosts`` ("*" for any host). A key
+        enrolled already keeps its hosts and gains these (``replace``: these only). A
+        revoked key is refused: enrolling it again must not quietly undo the revocation."""
         raw = parse_public_key(public_key) if isinstance(public_key, str) else public_key
         if not hosts:
             raise SignatureError("name the hosts this key signs for (--host NAME, or '*')")
-        key = EnrolledKey(key_id(raw), raw, tuple(hosts), utc_now())
+        kid = key_id(raw)
+        old = self.store.enrolled().get(kid)
+        if old is not None and old.revoked is not None:
+            raise SignatureError(
+                f"key {kid[:16]}... was revoked at {old.revoked}; a revoked key is not "
+                "enrolled again: create a new host key (`computeproof keys init`) and "
+                "enroll that"
+            )
+        if old is None or replace:
+            key = EnrolledKey(kid, raw, tuple(dict.fromkeys(hosts)), utc_now())
+        else:
+            key = EnrolledKey(kid, raw, tuple(dict.fromkeys((*old.hosts, *hosts))), old.enrolled)
         self.store.enroll(key)
         return key
 

@@ -109,8 +109,13 @@ def test_keys_init_enroll_list_revoke(site: Site) -> None:
     other = Signer.from_seed(bytes([9]) * 32)
     r = cli(site, "keys", "enroll", format_public_key(other.public_raw), "--host", "node8")
     assert r.exit_code == 0 and other.key_id in r.stdout
+    r = cli(site, "keys", "enroll", format_public_key(other.public_raw), "--host", "node9")
+    assert r.exit_code == 0 and r.stdout.strip().endswith("for node8, node9")  # added to
     r = cli(site, "keys", "revoke", other.key_id[:12])
     assert r.exit_code == 0
+    r = cli(site, "keys", "enroll", format_public_key(other.public_raw), "--host", "node8")
+    assert r.exit_code == 2
+    assert_one_line_error(r.stderr, "was revoked at", "create a new host key")
     listed = {k["key_id"]: k for k in json.loads(cli(site, "keys", "list", "--json").stdout)}
     assert listed[other.key_id]["revoked"] is not None
     r = cli(site, "keys", "revoke", "ffffffffffff")

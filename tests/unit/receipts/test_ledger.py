@@ -176,6 +176,24 @@ def test_revoked_key(
     assert report.ok and report.signatures == ledger.size() == 5
 
 
+def test_enrolling_again_adds_hosts(ledger: Ledger, other_signer: Signer) -> None:
+    first = ledger.enroll(other_signer.public_raw, ["node1"])
+    again = ledger.enroll(other_signer.public_raw, ["node2", "node1"])
+    assert again.hosts == ("node1", "node2") and again.enrolled == first.enrolled
+    assert ledger.store.enrolled()[other_signer.key_id].hosts == ("node1", "node2")
+    replaced = ledger.enroll(other_signer.public_raw, ["node3"], replace=True)
+    assert ledger.store.enrolled()[other_signer.key_id].hosts == replaced.hosts == ("node3",)
+
+
+def test_a_revoked_key_is_not_enrolled_again(ledger: Ledger, other_signer: Signer) -> None:
+    ledger.enroll(other_signer.public_raw, ["node1"])
+    assert ledger.store.revoke(other_signer.key_id, "2026-02-01T00:00:00Z")
+    for replace in (False, True):
+        with pytest.raises(SignatureError, match="was revoked at 2026-02-01T00:00:00Z"):
+            ledger.enroll(other_signer.public_raw, ["node1"], replace=replace)
+    assert ledger.store.enrolled()[other_signer.key_id].revoked == "2026-02-01T00:00:00Z"
+
+
 def test_rejected_append_keeps_earlier_content(
     ledger: Ledger, other_signer: Signer, make_lifecycle: Callable, sign_all: Sign
 ) -> None:

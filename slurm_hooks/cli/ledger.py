@@ -747,12 +747,19 @@ def spool_status(state: State, as_json: bool) -> None:
                 hook_failures = int(f.read().strip() or 0)  # the hooks keep a counter
         except (OSError, ValueError):
             pass
+        last_hook_failure = None
+        try:  # the latest failure's line, kept by the hooks beside the counter
+            with open(os.path.join(sp.path, "hook-failures.last")) as f:
+                last_hook_failure = f.read().strip() or None
+        except (OSError, UnicodeDecodeError):
+            pass
         return {
             "spool": sp.path,
             "waiting": sp.count_pending(),
             "failed": len(failures),
             "failures": [{"file": f, "reason": r} for f, r in failures],
             "hook_failures": hook_failures,
+            "last_hook_failure": last_hook_failure,
             "last_forward": sp.forward_status(),
         }
 
@@ -764,6 +771,8 @@ def spool_status(state: State, as_json: bool) -> None:
         f"spool {out['spool']}: {out['waiting']} waiting to be forwarded, "
         f"{out['failed']} rejected, {out['hook_failures']} hook failures logged"
     )
+    if out["last_hook_failure"]:
+        click.echo(f"last hook failure: {out['last_hook_failure']}")
     if out["last_forward"]:
         click.echo(f"last forward: {out['last_forward']}")
     for f in out["failures"][:20]:

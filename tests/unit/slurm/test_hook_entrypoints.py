@@ -322,6 +322,23 @@ def test_not_run_by_slurm_exits_0(site: Site) -> None:
     assert "SLURM_JOB_ID" in result.stderr
 
 
+def test_spool_status_shows_the_hook_failures_and_the_last_one(site: Site) -> None:
+    from click.testing import CliRunner
+
+    from slurm_hooks.cli import main
+
+    site.spool.mkdir()  # the counter lives in the spool; a hook does not create it to fail
+    for _ in range(2):
+        assert run(PROLOG, {"COMPUTEPROOF_CONFIG": str(site.config)}).returncode == 0
+    r = CliRunner().invoke(main, ["--config", str(site.config), "spool", "status", "--json"])
+    assert r.exit_code == 0, r.output
+    status = json.loads(r.stdout)
+    assert status["hook_failures"] == 2 == site.failures()
+    assert status["last_hook_failure"].startswith("computeproof prolog: job ?: SLURM_JOB_ID")
+    r = CliRunner().invoke(main, ["--config", str(site.config), "spool", "status"])
+    assert "last hook failure: computeproof prolog: job ?: SLURM_JOB_ID" in r.stdout
+
+
 def test_prolog_slurmctld_records_scheduled(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
     # scontrol runs with TZ=UTC (the fixture is its UTC output), whatever slurmctld's zone
     site.fake("scontrol", f'echo "$TZ" > {site.root}/tz\ncat {FIXTURES / "scontrol_array.txt"}\n')

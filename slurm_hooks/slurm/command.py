@@ -111,5 +111,7 @@ def run(
     if code != 0:
         err = b"".join(chunks[err_r]).decode("utf-8", "replace").strip().splitlines()
         why = err[-1] if err else f"exit status {code}"
+        if "configuration source" in why:  # no slurm.conf where the client looked
+            why += " (set SLURM_CONF to the cluster's slurm.conf)"
         raise SlurmError(f"{basename(argv[0])} failed: {why}")
     return b"".join(chunks[out_r])

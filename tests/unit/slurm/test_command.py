@@ -19,6 +19,13 @@ def test_nonzero_exit_reports_last_stderr_line() -> None:
         command.run(["/bin/sh", "-c", "echo x >&2; echo boom >&2; exit 2"], timeout=5)
 
 
+def test_no_slurm_conf_says_what_to_set() -> None:
+    # the line Slurm's clients print when they find no slurm.conf
+    fatal = "sacct: fatal: Could not establish a configuration source"
+    with pytest.raises(SlurmError, match=r"configuration source \(set SLURM_CONF to "):
+        command.run(["/bin/sh", "-c", f"echo '{fatal}' >&2; exit 1"], timeout=5)
+
+
 def test_timeout_kills_the_whole_session() -> None:
     start = time.monotonic()
     with pytest.raises(SlurmError, match="timed out"):

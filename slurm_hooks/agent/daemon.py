@@ -85,6 +85,42 @@ class Artifact:
     size: int
 
 
+class Periodic:
+    """A task the sampling loop starts every ``interval_ms`` (0: never), each run in a
+    thread of its own so that a slow Slurm or ledger never holds up sampling; a run still
+    going when the next is due is not doubled."""
+
+    def __init__(self, name: str, interval_ms: int, task: Callable[[int], object]) -> None:
+        self.name = name
+        self.interval_ms = interval_ms
+        self.task = task
+        self._next_ms = 0
+        self._thread: threading.Thread | None = None
+
+    def due(self, now_ms: int) -> None:
+        """Start a run when one is due and none is running."""
+        if not self.interval_ms or now_ms < self._next_ms:
+            return
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._next_ms = now_ms + self.interval_ms
+        self._thread = threading.Thread(
+            target=self._run, args=(now_ms,), name=self.name, daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, now_ms: int) -> None:
+        try:
+            self.task(now_ms)
+        except Exception:  # the agent outlives any one bad run
+            log.exception("%s failed", self.name)
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for a running run to finish (tests and shutdown)."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+
 class Agent:
     """State and behaviour of one node's agent; the socket server and loop drive it."""
 
@@ -117,14 +153,13 @@ class Agent:
         self._persisted_ms: dict[int, int] = {}
         self._lock = threading.Lock()
         self.orphan_check_ms = config.orphan_check_interval * 1000
+        self._orphan_check = Periodic("orphan check", self.orphan_check_ms, self.end_orphans)
+        self._forward = Periodic(
+            "forwarding", config.forward_interval * 1000, lambda _: self.forward_once()
+        )
         self._job_info = job_info
-        self._next_orphan_check_ms = 0
-        self._orphan_thread: threading.Thread | None = None
         # job id -> (run, display id) of bindings ended as orphans: not sampled again
         self.orphans: dict[int, tuple[int, str]] = {}
-        self.forward_ms = config.forward_interval * 1000
-        self._next_forward_ms = 0
-        self._forward_thread: threading.Thread | None = None
         self._forward_problem: str | None = None  # the failure last logged, until it ends
 
     # -- sampling ---------------------------------------------------------------------------
@@ -190,42 +225,11 @@ class Agent:
                     >= PERSIST_EVERY_MS
                 ):
                     self._persist(acc)
-        self._start_orphan_check(sample.t_ms)
-        self._start_forward(sample.t_ms)
+        self._orphan_check.due(sample.t_ms)
+        self._forward.due(sample.t_ms)
         if self.exporter is not None:
             self.exporter.update(self)  # type: ignore[attr-defined]
         return sample
-
-    def _start_orphan_check(self, now_ms: int) -> None:
-        """Run :meth:`end_orphans` every orphan_check_interval, in a thread of its own: a
-        slow or unreachable Slurm must not hold up sampling."""
-        if not self.orphan_check_ms or now_ms < self._next_orphan_check_ms:
-            return
-        if self._orphan_thread is not None and self._orphan_thread.is_alive():
-            return
-        self._next_orphan_check_ms = now_ms + self.orphan_check_ms
-        self._orphan_thread = threading.Thread(
-            target=self._orphan_check, args=(now_ms,), name="orphan-check", daemon=True
-        )
-        self._orphan_thread.start()
-
-    def _orphan_check(self, now_ms: int) -> None:
-        try:
-            self.end_orphans(now_ms)
-        except Exception:  # the agent outlives any one bad check
-            log.exception("orphan check failed")
-
-    def _start_forward(self, now_ms: int) -> None:
-        """Run :meth:`forward_once` every forward_interval, in a thread of its own."""
-        if not self.forward_ms or now_ms < self._next_forward_ms:
-            return
-        if self._forward_thread is not None and self._forward_thread.is_alive():
-            return
-        self._next_forward_ms = now_ms + self.forward_ms
-        self._forward_thread = threading.Thread(
-            target=self.forward_once, name="forward", daemon=True
-        )
-        self._forward_thread.start()
 
     def forward_once(self) -> ForwardResult | None:
         """One forwarding pass of the spool into the ledger; None when it failed (logged
@@ -256,13 +260,11 @@ class Agent:
 
     def join_forward(self, timeout: float | None = None) -> None:
         """Wait for a running forwarding pass to finish (tests and shutdown)."""
-        if self._forward_thread is not None:
-            self._forward_thread.join(timeout)
+        self._forward.join(timeout)
 
     def join_orphan_check(self, timeout: float | None = None) -> None:
         """Wait for a running orphan check to finish (tests; the loop never waits)."""
-        if self._orphan_thread is not None:
-            self._orphan_thread.join(timeout)
+        self._orphan_check.join(timeout)
 
     def end_orphans(self, now_ms: int) -> list[int]:
         """Stop sampling the jobs Slurm has ended on this node whose Epilog never removed

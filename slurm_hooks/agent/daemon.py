@@ -233,7 +233,8 @@ class Agent:
 
     def forward_once(self) -> ForwardResult | None:
         """One forwarding pass of the spool into the ledger; None when it failed (logged
-        once per failure) or another forwarder was at work."""
+        once per failure) or another forwarder was at work. Anything unexpected is left
+        to the Periodic that runs it, which logs it."""
         from slurm_hooks.receipts.forward import forward_configured
 
         try:
@@ -242,9 +243,6 @@ class Agent:
             if str(e) != self._forward_problem:
                 log.warning("forwarding failed, events wait in the spool: %s", e)
                 self._forward_problem = str(e)
-            return None
-        except Exception:  # the agent outlives any one bad pass
-            log.exception("forwarding pass failed")
             return None
         if result is None:
             return None

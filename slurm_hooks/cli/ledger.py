@@ -676,6 +676,7 @@ def receipt_verify(file: str, ledger_key: str | None, as_json: bool) -> None:
 @pass_state
 def forward(state: State, interval: float | None, as_json: bool) -> None:
     """Sign spooled events with the host key and append them to the ledger."""
+    import dataclasses
     import time
 
     from slurm_hooks.receipts.forward import forward_configured
@@ -690,14 +691,7 @@ def forward(state: State, interval: float | None, as_json: bool) -> None:
         shown = show if interval is None and not as_json and sys.stderr.isatty() else None
         r = forward_configured(state.config, progress=shown)
         assert r is not None  # waited for the lock
-        return {
-            "untrusted": r.untrusted,
-            "forwarded": r.forwarded,
-            "duplicates": r.duplicates,
-            "failed": r.failed,
-            "remaining": r.remaining,
-            "errors": r.errors,
-        }
+        return dataclasses.asdict(r)
 
     while True:
         if interval is None:

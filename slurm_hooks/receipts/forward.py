@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING
 from slurm_hooks.errors import ReceiptError, SpoolError
 from slurm_hooks.receipts.envelope import sign_event
 from slurm_hooks.receipts.event import check_event, utc_now
-from slurm_hooks.receipts.keys import Signer
-from slurm_hooks.receipts.ledger import Ledger
+from slurm_hooks.receipts.keys import Signer, load_signer
+from slurm_hooks.receipts.ledger import Ledger, open_ledger
 from slurm_hooks.receipts.privacy import commit_fields
 from slurm_hooks.receipts.spool import Spool
 
@@ -161,9 +161,6 @@ def forward_configured(
 ) -> ForwardResult | None:
     """One forwarding pass of the configured spool into the configured ledger, signed with
     the host key; None when ``wait`` is False and another forwarder is at work."""
-    from slurm_hooks.receipts.keys import load_signer
-    from slurm_hooks.receipts.ledger import open_ledger
-
     spool = Spool(config.spool_dir)
     with forward_lock(spool, wait) as held:
         if not held:

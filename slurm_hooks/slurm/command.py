@@ -13,12 +13,16 @@ import time
 from slurm_hooks.errors import SlurmError
 from slurm_hooks.posixfs import basename
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
 _SIGKILL = 9
 # A Slurm client needs its config (SLURM_CONF) but nothing of the caller's PATH etc.
 _PASSED_ENV = ("SLURM_CONF", "LANG", "LC_ALL")
 
 
-def client_env(environ: dict[str, str]) -> dict[str, str]:
+def client_env(environ: "Mapping[str, str]") -> dict[str, str]:
     """What a Slurm client is given of ``environ``: SLURM_CONF and the locale, and TZ=UTC.
 
     Slurm prints and reads times without a zone; in UTC no hour reads twice when clocks
@@ -45,7 +49,7 @@ def run(
     if env is None:
         import os  # os.environ, which tests and daemons may have changed; hooks pass env
 
-        env = client_env(dict(os.environ))
+        env = client_env(os.environ)
     deadline = time.monotonic() + timeout
     out_r, out_w = posix.pipe()
     err_r, err_w = posix.pipe()

@@ -292,8 +292,8 @@ class SlurmCli:
         self.timeout = timeout
 
     def _run(self, name: str, *args: str) -> bytes:
-        env = command.client_env(dict(os.environ))  # TZ=UTC, as the parsers expect
-        return command.run([os.path.join(self.slurm_bin, name), *args], self.timeout, env)
+        # command.run's default environment: client_env, TZ=UTC as the parsers expect
+        return command.run([os.path.join(self.slurm_bin, name), *args], timeout=self.timeout)
 
     def _json(self, name: str, *args: str) -> object:
         out = self._run(name, *args)

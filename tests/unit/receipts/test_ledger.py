@@ -3,6 +3,7 @@ tampering with the SQLite file behind the ledger's back."""
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import sqlite3
@@ -14,7 +15,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from slurm_hooks.errors import CheckpointError, KeyError_, ProofError, ReceiptError, SignatureError
+from slurm_hooks.errors import (
+    CheckpointError,
+    KeyError_,
+    ProofError,
+    ReceiptError,
+    SignatureError,
+    StoreError,
+)
 from slurm_hooks.receipts import merkle
 from slurm_hooks.receipts.checkpoint import open_checkpoint
 from slurm_hooks.receipts.envelope import sign_event
@@ -192,6 +200,38 @@ def test_a_revoked_key_is_not_enrolled_again(ledger: Ledger, other_signer: Signe
         with pytest.raises(SignatureError, match="was revoked at 2026-02-01T00:00:00Z"):
             ledger.enroll(other_signer.public_raw, ["node1"], replace=replace)
     assert ledger.store.enrolled()[other_signer.key_id].revoked == "2026-02-01T00:00:00Z"
+
+
+def test_append_pauses_the_garbage_collector(
+    ledger: Ledger, make_lifecycle: Callable, sign_all: Sign, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The collector is off while a batch commits and back on afterwards, also after a
+    failed commit; a collector the caller turned off stays off."""
+    seen: list[bool] = []
+    store_append = ledger.store.append
+
+    def append(*args: object) -> None:
+        seen.append(gc.isenabled())
+        store_append(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ledger.store, "append", append)
+    ledger.append(sign_all(make_lifecycle("100")))
+    assert seen == [False] and gc.isenabled()
+
+    def failing(*args: object) -> None:
+        raise StoreError("disk full")
+
+    monkeypatch.setattr(ledger.store, "append", failing)
+    with pytest.raises(StoreError):
+        ledger.append(sign_all(make_lifecycle("101")))
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        monkeypatch.setattr(ledger.store, "append", append)
+        ledger.append(sign_all(make_lifecycle("102")))
+        assert seen == [False, False] and not gc.isenabled()
+    finally:
+        gc.enable()
 
 
 def test_rejected_append_keeps_earlier_content(

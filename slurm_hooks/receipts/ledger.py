@@ -56,10 +56,11 @@ Progress = Callable[[int, int], None]
 
 @contextlib.contextmanager
 def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector for one batch. A batch allocates several container
-    objects an event and none of them form cycles, yet each allocation burst sets off
-    collector passes over the whole heap: 12-15 % of the committing process's CPU on a
-    100k-event ingest, for nothing. A collector that was already off stays off."""
+    """Pause the cyclic garbage collector for one batch (or one worker's chunk). A batch
+    allocates several container objects an event and none of them form cycles, yet each
+    allocation burst sets off collector passes over the heap: 12-15 % of the committing
+    process's CPU on a 100k-event ingest, for nothing (worker processes forked from a
+    large process inherit its heap too). A collector that was already off stays off."""
     if not gc.isenabled():
         yield
         return
@@ -127,6 +128,7 @@ class Refused(NamedTuple):
     untrusted: bool = False
 
 
+@_gc_paused()
 def _check_packed(envelopes: Sequence[bytes], keys: dict[str, bytes]) -> bytes:
     """Worker: :func:`_check_envelopes` as plain tuples in one marshal blob (plain tuples
     pickle twice as fast as named tuples, and marshal twice as fast again; every field

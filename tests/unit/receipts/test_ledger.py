@@ -23,6 +23,7 @@ from slurm_hooks.errors import (
     SignatureError,
     StoreError,
 )
+from slurm_hooks.receipts import ledger as ledger_module
 from slurm_hooks.receipts import merkle
 from slurm_hooks.receipts.checkpoint import open_checkpoint
 from slurm_hooks.receipts.envelope import sign_event
@@ -232,6 +233,23 @@ def test_append_pauses_the_garbage_collector(
         assert seen == [False, False] and not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_a_worker_chunk_pauses_the_garbage_collector(
+    make_lifecycle: Callable, sign_all: Sign, host_signer: Signer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[bool] = []
+    real = ledger_module.verify_envelope
+
+    def verify_envelope(data: bytes, keys: dict[str, bytes]) -> object:
+        seen.append(gc.isenabled())
+        return real(data, keys)
+
+    monkeypatch.setattr(ledger_module, "verify_envelope", verify_envelope)
+    envs = sign_all(make_lifecycle("100"))
+    blob = ledger_module._check_packed(envs, {host_signer.key_id: host_signer.public_raw})
+    assert [type(c).__name__ for c in ledger_module._unpack(blob)] == ["Checked"] * len(envs)
+    assert seen == [False] * len(envs) and gc.isenabled()
 
 
 def test_rejected_append_keeps_earlier_content(

@@ -793,22 +793,38 @@ def bench() -> None:
     """Benchmarks that print figures."""
 
 
+def _proof_sizes(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
+    """--proof-sizes: leaf counts, each 1 or more; an empty value times no proofs."""
+    if not value.strip():
+        return []
+    try:
+        sizes = [int(s) for s in value.split(",")]
+    except ValueError:
+        sizes = [0]
+    if min(sizes) < 1:
+        raise click.BadParameter(
+            f"{value!r} is not a comma-separated list of leaf counts (each 1 or more), "
+            "e.g. 10000,1000000; an empty value times no proofs"
+        )
+    return sizes
+
+
 @bench.command("ingest")
 @click.option("--db", "db_path", required=True, help="SQLite file to create (must be new).")
-@click.option("--jobs", "n_jobs", type=int, default=1000, show_default=True)
-@click.option("--hosts", "n_hosts", type=int, default=8, show_default=True)
+@click.option("--jobs", "n_jobs", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--hosts", "n_hosts", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option(
     "--proof-sizes",
+    "sizes",
     default="10000,1000000",
     show_default=True,
-    help="Log sizes at which to time inclusion proofs (comma-separated).",
+    callback=_proof_sizes,
+    help="Log sizes at which to time inclusion proofs (comma-separated; empty for none).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def bench_ingest(db_path: str, n_jobs: int, n_hosts: int, proof_sizes: str, as_json: bool) -> None:
+def bench_ingest(db_path: str, n_jobs: int, n_hosts: int, sizes: list[int], as_json: bool) -> None:
     """Ingest N synthetic signed job lifecycles and print throughput figures."""
     from slurm_hooks.receipts.throughput import run_ingest_bench
-
-    sizes = [int(s) for s in proof_sizes.split(",") if s.strip()]
 
     def progress(msg: str) -> None:
         if not as_json:

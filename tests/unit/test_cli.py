@@ -304,6 +304,41 @@ def test_forward_without_host_key(site: Site) -> None:
     assert_one_line_error(r.stderr, str(site.host_key), "does not exist")
 
 
+# -- bench -------------------------------------------------------------------------------
+
+
+def test_bench_ingest_small_run(tmp_path: Path) -> None:
+    db = tmp_path / "bench.db"
+    args = ["bench", "ingest", "--db", str(db), "--jobs", "3", "--hosts", "2"]
+    r = cli(None, *args, "--proof-sizes", "16,64", "--json", env={})
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["jobs"] == 3 and out["events"] >= 3 * 5
+    assert out["events_per_s"] > 0 and out["verify_ceiling_per_s"] > 0
+    assert set(out) >= {"ledger_verify_per_s", "proof_us_median_at_16", "proof_us_median_at_64"}
+    assert out["proof_us_median"] == out["proof_us_median_at_64"]
+    with Ledger(SQLiteStore(str(db)), None, workers=1) as ledger:
+        assert ledger.size() == out["events"] and ledger.verify().ok
+        assert [j.synthetic for j in ledger.jobs()] == [True] * 3
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "needle"),
+    [
+        ("--jobs", "0", "'--jobs'"),
+        ("--hosts", "0", "'--hosts'"),
+        ("--proof-sizes", "10k", "not a comma-separated list of leaf counts"),
+        ("--proof-sizes", "0", "not a comma-separated list of leaf counts"),
+        ("--proof-sizes", "1,,2", "not a comma-separated list of leaf counts"),
+    ],
+)
+def test_bench_ingest_bad_options(tmp_path: Path, option: str, value: str, needle: str) -> None:
+    db = tmp_path / "bench.db"
+    r = cli(None, "bench", "ingest", "--db", str(db), option, value, env={})
+    assert r.exit_code == 2 and needle in r.stderr and "Traceback" not in r.output
+    assert not db.exists()
+
+
 # -- configuration errors ----------------------------------------------------------------
 
 

@@ -60,7 +60,7 @@ def keys_init(
         signer = Signer.generate()
         write_key(path, signer, overwrite=force)
         if enroll_hosts:
-            with open_ledger(state.config) as ledger:
+            with open_ledger(state.config, create=True) as ledger:
                 ledger.enroll(signer.public_raw, enroll_hosts)
         return {
             "path": path,
@@ -100,7 +100,7 @@ def keys_enroll(state: State, public_key: str, hosts: tuple[str, ...], replace: 
         if not text.startswith("ed25519:"):
             with contextlib.suppress(ComputeProofError):
                 text = format_public_key(load_signer(public_key).public_raw)
-        with open_ledger(state.config) as ledger:
+        with open_ledger(state.config, create=True) as ledger:
             key = ledger.enroll(text, hosts, replace=replace)
             return key.key_id, key.hosts
 

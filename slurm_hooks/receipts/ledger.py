@@ -729,12 +729,14 @@ class Ledger:
                 for leaf in self.store.job_leaves(row.job_key)]  # fmt: skip
 
 
-def open_ledger(config: Config) -> Ledger:
-    """The configured ledger (SQLite file or PostgreSQL URL)."""
+def open_ledger(config: Config, create: bool = False) -> Ledger:
+    """The configured ledger (SQLite file or PostgreSQL URL). Only enrolling a key creates
+    a ledger (``create``): nothing can be appended before a key is enrolled, so any other
+    command that finds no ledger file was given the wrong path."""
     from slurm_hooks.receipts.store import open_store
 
     return Ledger(
-        open_store(config.db),
+        open_store(config.db, create),
         config.ledger_origin or None,
         config.ledger_key,
         default_origin=config.origin,

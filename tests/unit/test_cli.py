@@ -365,12 +365,38 @@ def test_missing_config_file(site: Site) -> None:
 
 
 def test_db_flag_overrides_config(site: Site, tmp_path: Path) -> None:
+    SQLiteStore(str(tmp_path / "empty.db")).close()
     r = cli(site, "--db", str(tmp_path / "empty.db"), "jobs", "list", "--json")
     assert r.exit_code == 0 and json.loads(r.stdout) == []
 
 
+def test_a_missing_ledger_is_refused_not_created(site: Site, tmp_path: Path) -> None:
+    """A mistyped --db must not read as a new, empty ledger (`ledger verify` said OK)."""
+    typo = tmp_path / "typo" / "ledgr.db"
+    out = tmp_path / "out.json"
+    for args in (
+        ("jobs", "list"),
+        ("jobs", "show", "100"),
+        ("ledger", "verify"),
+        ("ledger", "checkpoint"),
+        ("keys", "list"),
+        ("receipt", "export", "100", "-o", str(out)),
+        ("report", "--from", "2026-01", "--to", "2026-12", "-o", str(out)),
+        ("forward",),
+    ):
+        r = cli(site, *args, "--db", str(typo))
+        assert r.exit_code != 0, args
+        assert_one_line_error(r.stderr, f"no ledger at {typo}", "keys enroll")
+        assert not typo.parent.exists() and not out.exists(), args
+    r = cli(site, "keys", "enroll", str(site.host_key), "--host", "node1", "--db", str(typo))
+    assert r.exit_code == 0, r.output
+    r = cli(site, "ledger", "verify", "--db", str(typo), "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["size"] == 0
+
+
 def test_global_flags_also_after_the_command(site: Site, tmp_path: Path) -> None:
     empty = str(tmp_path / "empty.db")
+    SQLiteStore(empty).close()
     r = cli(site, "jobs", "list", "--db", empty, "--json")
     assert r.exit_code == 0 and json.loads(r.stdout) == []
     r = cli(site, "jobs", "list", "--json")

@@ -9,8 +9,9 @@ from __future__ import annotations
 from slurm_hooks.receipts.store.interface import LeafRow, Store
 
 
-def open_store(url: str) -> Store:
-    """Open a store: a ``postgresql://`` URL or a SQLite file path."""
+def open_store(url: str, create: bool = True) -> Store:
+    """Open a store: a ``postgresql://`` URL or a SQLite file path (a missing file is
+    created, or with ``create`` False refused)."""
     if url.startswith(("postgresql://", "postgres://")):
         from slurm_hooks.receipts.store.postgres import PostgresStore  # type: ignore[import-not-found,unused-ignore]
 
@@ -18,7 +19,7 @@ def open_store(url: str) -> Store:
         return store
     from slurm_hooks.receipts.store.sqlite import SQLiteStore
 
-    return SQLiteStore(url)
+    return SQLiteStore(url, create)
 
 
 def read_leaves(url: str, start: int, stop: int) -> list[LeafRow]:

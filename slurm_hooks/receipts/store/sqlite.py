@@ -131,13 +131,20 @@ def read_leaves(path: str, start: int, stop: int) -> list[LeafRow]:
 class SQLiteStore(Store):
     """A ledger in one SQLite file."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, create: bool = True) -> None:
+        """Open the ledger file ``path``; with ``create`` False a missing file is an error
+        (a mistyped path must not read as a new, empty ledger)."""
         self.path = path
         parent = os.path.dirname(os.path.abspath(path))
         if os.path.isdir(path):
             raise StoreError(
                 f"ledger database {path} is a directory; give the SQLite file "
                 f"(e.g. {os.path.join(path, 'ledger.db')})"
+            )
+        if not create and not os.path.exists(path):
+            raise StoreError(
+                f"no ledger at {path}: check --db, COMPUTEPROOF_DB or `db` in the config "
+                "(`computeproof keys enroll` creates the ledger)"
             )
         try:
             os.makedirs(parent, exist_ok=True)

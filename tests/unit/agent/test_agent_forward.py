@@ -36,7 +36,7 @@ def site(config: Config, tmp_path: Path) -> Config:
     )
     signer = Signer.generate()
     write_key(cfg.host_key, signer)
-    with open_ledger(cfg) as ledger:
+    with open_ledger(cfg, create=True) as ledger:
         ledger.enroll(signer.public_raw, ["*"])
     return cfg
 

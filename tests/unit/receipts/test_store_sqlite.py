@@ -44,6 +44,19 @@ def test_open_store_picks_sqlite_for_paths(tmp_path: Path) -> None:
         store.close()
 
 
+def test_open_store_without_create_refuses_a_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "ledger.db"
+    with pytest.raises(StoreError, match=f"no ledger at {path}"):
+        open_store(str(path), create=False)
+    assert not path.parent.exists()
+    open_store(str(path)).close()
+    store = open_store(str(path), create=False)
+    try:
+        assert store.get_meta("schema_version") == "1"
+    finally:
+        store.close()
+
+
 def test_not_a_database(tmp_path: Path) -> None:
     path = tmp_path / "ledger.db"
     path.write_bytes(b"this is not SQLite" * 100)

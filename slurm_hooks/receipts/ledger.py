@@ -401,7 +401,7 @@ class Ledger:
                     seen[item.event_id] = pos
                     candidates.append((pos, item))
                 pos += 1
-            existing = self.store.find_events([c.event_id for _, c in candidates])
+            existing = self.store.find_events([(c.job_key, c.event_id) for _, c in candidates])
             for p, c in candidates:
                 if c.event_id not in existing:
                     fresh.append((p, c))

@@ -130,8 +130,10 @@ class Store(ABC):
         Raise StoreError, changing nothing, if the log no longer has ``expected_size``."""
 
     @abstractmethod
-    def find_events(self, event_ids: Sequence[str]) -> dict[str, tuple[int, bytes]]:
-        """Leaf index and envelope of each given event id already in the log."""
+    def find_events(self, events: Sequence[tuple[str, str]]) -> dict[str, tuple[int, bytes]]:
+        """Leaf index and envelope of each given (job key, event id) already in the log, by
+        event id. An event id hashes its job's identity, so the pair is as unique as the id
+        and a store may index the two together."""
 
     @abstractmethod
     def leaves(self, start: int = 0, stop: int | None = None) -> Iterator[LeafRow]:

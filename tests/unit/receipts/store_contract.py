@@ -75,7 +75,7 @@ class StoreContract:
         assert s.leaf_count_rows() == (0, -1, -1)
         assert dict(s.read_nodes([(0, 0), (3, 1)])) == {}
         assert dict(s.read_nodes([])) == {}
-        assert s.find_events(["x" * 64]) == {}
+        assert s.find_events([("c1/1#0", "x" * 64)]) == {}
         assert list(s.leaves()) == []
         assert list(s.nodes_at_level(0)) == []
         assert s.job_leaves("c1/1#0") == []
@@ -105,8 +105,10 @@ class StoreContract:
         assert list(s.leaves(6)) == rows[6:]
         assert list(s.leaves(8)) == [] and list(s.leaves(3, 3)) == []
         assert s.job_leaves("c1/2#0") == second
-        ids = [rows[1].event_id, rows[7].event_id, "f" * 64]
-        assert s.find_events(ids) == {
+        pairs = [(r.job_key, r.event_id) for r in (rows[1], rows[7])]
+        # an unknown id, and a known id under another job key: neither is in the log
+        pairs += [("c1/1#0", "f" * 64), ("c1/2#0", rows[1].event_id)]
+        assert s.find_events(pairs) == {
             rows[1].event_id: (1, rows[1].envelope),
             rows[7].event_id: (7, rows[7].envelope),
         }
@@ -135,7 +137,7 @@ class StoreContract:
     def test_find_events_many_ids(self, make_store: MakeStore) -> None:
         s = make_store()
         rows = _append(s, 700)
-        found = s.find_events([r.event_id for r in rows])
+        found = s.find_events([(r.job_key, r.event_id) for r in rows])
         assert len(found) == 700 and found[rows[650].event_id][0] == 650
 
     def test_append_wrong_expected_size_changes_nothing(self, make_store: MakeStore) -> None:
@@ -166,7 +168,7 @@ class StoreContract:
             s.append(
                 2, [new, dup], [((0, 2), b"\x01" * 32)], [_job("c1/5#0")], [("e", "f", "s", "1")]
             )
-        assert s.size() == 2 and s.find_events([new.event_id]) == {}
+        assert s.size() == 2 and s.find_events([(new.job_key, new.event_id)]) == {}
         assert s.read_nodes([(0, 2)]) == {} and s.get_jobs(["c1/5#0"]) == {}
         assert s.openings("e") == {}
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,7 +18,7 @@ from store_contract import StoreContract
 from slurm_hooks.errors import StoreError
 from slurm_hooks.receipts.store import open_store
 from slurm_hooks.receipts.store.interface import Store
-from slurm_hooks.receipts.store.sqlite import SQLiteStore
+from slurm_hooks.receipts.store.sqlite import SCHEMA_VERSION, SQLiteStore
 
 
 class TestSQLiteStore(StoreContract):
@@ -34,12 +36,70 @@ class TestSQLiteStore(StoreContract):
             store.close()
 
 
+# The leaf table of schema 1 (ledgers made before leaves were indexed by job key and event
+# id together): those ledgers are opened as they are, so the contract must hold on it too.
+_SCHEMA_1_LEAVES = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT INTO meta VALUES ('schema_version', '1');
+CREATE TABLE leaves (
+    idx INTEGER PRIMARY KEY, event_id TEXT NOT NULL UNIQUE, job_key TEXT NOT NULL,
+    type TEXT NOT NULL, host TEXT NOT NULL, time TEXT NOT NULL, envelope BLOB NOT NULL);
+CREATE INDEX leaves_job ON leaves (job_key);
+"""
+
+
+def _schema_1_file(path: Path) -> None:
+    if not path.exists():
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            db.executescript(_SCHEMA_1_LEAVES)
+
+
+class TestSQLiteStoreSchema1(StoreContract):
+    @pytest.fixture
+    def make_store(self, tmp_path: Path) -> Iterator[Callable[..., Store]]:
+        opened: list[Store] = []
+
+        def make(name: str = "main") -> Store:
+            path = tmp_path / f"{name}.db"
+            _schema_1_file(path)
+            store = SQLiteStore(str(path))
+            assert store.get_meta("schema_version") == "1"
+            opened.append(store)
+            return store
+
+        yield make
+        for store in opened:
+            store.close()
+
+
+def test_lookups_search_an_index(tmp_path: Path) -> None:
+    """find_events and job_leaves search an index on either schema (a row-value IN scans
+    the whole table: a regression to that would be slow at scale, not wrong)."""
+    for schema in ("2", "1"):
+        path = tmp_path / f"s{schema}.db"
+        if schema == "1":
+            _schema_1_file(path)
+        store = SQLiteStore(str(path))
+        statements: list[str] = []
+        store.db.set_trace_callback(statements.append)  # the SQL with its values filled in
+        store.find_events([("c1/1#0", "a" * 64), ("c1/2#0", "b" * 64)])
+        store.job_leaves("c1/1#0")
+        store.db.set_trace_callback(None)
+        plans = [[str(r[-1]) for r in store.db.execute("EXPLAIN QUERY PLAN " + sql)]
+                 for sql in statements]  # fmt: skip
+        store.close()
+        assert len(plans) == 2
+        for plan in plans:
+            assert any(p.startswith("SEARCH l") and "INDEX" in p for p in plan), plan
+            assert not any(p.startswith(("SCAN l", "SCAN leaves")) for p in plan), plan
+
+
 def test_open_store_picks_sqlite_for_paths(tmp_path: Path) -> None:
     store = open_store(str(tmp_path / "sub" / "ledger.db"))
     try:
         assert isinstance(store, SQLiteStore)
         assert os.path.exists(tmp_path / "sub" / "ledger.db")  # parent directory created
-        assert store.get_meta("schema_version") == "1"
+        assert store.get_meta("schema_version") == SCHEMA_VERSION
     finally:
         store.close()
 
@@ -52,7 +112,7 @@ def test_open_store_without_create_refuses_a_missing_file(tmp_path: Path) -> Non
     open_store(str(path)).close()
     store = open_store(str(path), create=False)
     try:
-        assert store.get_meta("schema_version") == "1"
+        assert store.get_meta("schema_version") == SCHEMA_VERSION
     finally:
         store.close()
 

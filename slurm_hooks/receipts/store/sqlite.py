@@ -28,12 +28,12 @@ SCHEMA_VERSION = "2"
 # Leaves are indexed by (job key, event id), not by event id alone. The event id is a
 # hash, so an index on it alone takes each batch's events at random pages: every batch
 # rewrote most of that index through the WAL, and the committing process's CPU an event
-# grew with the log (46 us at 100k leaves to 62 us at 1M, ingest 10.1k down to 9.0k
-# events/s). Job keys arrive in job order, so a batch touches few pages of this index,
-# which also serves the job lookups (32-37 us an event from 100k to 1M leaves, 11.0-11.5k
-# events/s). It is as unique as the event id: an event id hashes its job's identity, so
-# one event id never comes with two job keys. Schema 1 ledgers keep their two indexes
-# (event id UNIQUE, leaves_job); every query here works with either.
+# grew with the log (35 us at 100k leaves to 57 us at 1M, ingest 10.8k down to 9.5k
+# events/s: bench/bench_ingest_scale.py). Job keys arrive in job order, so a batch touches
+# few pages of this index, which also serves the job lookups (32-36 us an event from 100k
+# to 1M leaves, 10.8k-11.5k events/s). It is as unique as the event id: an event id hashes
+# its job's identity, so one event id never comes with two job keys. Schema 1 ledgers
+# keep their two indexes (event id UNIQUE, leaves_job); every query here works with either.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS leaves (

@@ -11,6 +11,7 @@ ComputeProofError
 │   ├── CheckpointError      malformed or wrongly signed checkpoint
 │   ├── BundleError          receipt bundle malformed or failing verification
 │   └── StoreError           storage backend failure or corruption
+│       └── StoreConflict    another writer appended first (nothing changed; redo)
 ├── SpoolError               the local durable spool
 ├── SlurmError               Slurm commands / job info
 ├── AgentError               GPU agent, NVML
@@ -61,6 +62,11 @@ class BundleError(ReceiptError):
 
 class StoreError(ReceiptError):
     """The storage backend failed or holds corrupted data."""
+
+
+class StoreConflict(StoreError):
+    """Another writer appended to the log after this append read its size: the append
+    changed nothing and can be redone from a fresh read."""
 
 
 class SpoolError(ComputeProofError):

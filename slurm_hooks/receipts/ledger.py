@@ -26,6 +26,7 @@ from slurm_hooks.errors import (
     CheckpointError,
     ReceiptError,
     SignatureError,
+    StoreConflict,
     StoreError,
     UnknownKeyError,
 )
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
 
 PARALLEL_THRESHOLD = 512  # below this a batch is checked in-process (no IPC overhead)
 CHUNK = 256
+COMMIT_ATTEMPTS = 20  # another writer's appends make a commit start again (see _complete)
 
 Progress = Callable[[int, int], None]
 
@@ -401,35 +403,59 @@ class Ledger:
                     seen[item.event_id] = pos
                     candidates.append((pos, item))
                 pos += 1
-            existing = self.store.find_events([(c.job_key, c.event_id) for _, c in candidates])
-            for p, c in candidates:
-                if c.event_id not in existing:
-                    fresh.append((p, c))
-                elif existing[c.event_id][1] == envelopes[p]:
-                    result.duplicates.append((p, c.event_id, existing[c.event_id][0]))
-                else:
-                    result.rejected.append(
-                        (
-                            p,
-                            f"event {c.event_id} is already in the ledger "
-                            f"at leaf {existing[c.event_id][0]} with a "
-                            "different envelope",
-                        )
-                    )
-        if fresh:
-            self._commit(envelopes, fresh, openings, result)
+            fresh += self._not_stored(envelopes, candidates, result)
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            if not fresh:
+                break
+            try:
+                result.accepted += self._commit(envelopes, fresh, openings)
+                break
+            except StoreConflict:
+                # another writer appended since this batch read the log: what it added may
+                # include some of these events, so check them again, then redo the commit
+                if attempt == COMMIT_ATTEMPTS:
+                    raise
+                fresh = self._not_stored(envelopes, fresh, result)
         # dedupe within the batch points at the leaf the first copy got
         placed = {eid: leaf for _, eid, leaf in result.accepted}
         result.duplicates = [(p, e, placed.get(e, i)) for p, e, i in result.duplicates]
         return result
+
+    def _not_stored(
+        self,
+        envelopes: Sequence[bytes],
+        candidates: list[tuple[int, Checked]],
+        result: AppendResult,
+    ) -> list[tuple[int, Checked]]:
+        """The candidates the log does not hold yet; the others become duplicates (same
+        envelope) or rejections (another envelope under the same event id)."""
+        existing = self.store.find_events([(c.job_key, c.event_id) for _, c in candidates])
+        fresh: list[tuple[int, Checked]] = []
+        for p, c in candidates:
+            if c.event_id not in existing:
+                fresh.append((p, c))
+            elif existing[c.event_id][1] == envelopes[p]:
+                result.duplicates.append((p, c.event_id, existing[c.event_id][0]))
+            else:
+                result.rejected.append(
+                    (
+                        p,
+                        f"event {c.event_id} is already in the ledger "
+                        f"at leaf {existing[c.event_id][0]} with a "
+                        "different envelope",
+                    )
+                )
+        return fresh
 
     def _commit(
         self,
         envelopes: Sequence[bytes],
         fresh: list[tuple[int, Checked]],
         openings: Sequence[dict[str, dict[str, object]]] | None,
-        result: AppendResult,
-    ) -> None:
+    ) -> list[tuple[int, str, int]]:
+        """Append ``fresh`` at the end of the log in one transaction; return (position,
+        event id, leaf index) of each. Raises StoreConflict, changing nothing, when
+        another writer appended after this read the log's size."""
         start = self.store.size()
         frontier_keys = merkle.frontier_keys(start)
         have = self.store.read_nodes(frontier_keys)
@@ -443,6 +469,7 @@ class Ledger:
         jobs: dict[str, JobRow] = dict(self.store.get_jobs(sorted({c.job_key for _, c in fresh})))
         leaves: list[LeafRow] = []
         opening_rows: list[tuple[str, str, str, str]] = []
+        accepted: list[tuple[int, str, int]] = []
         for index, (pos, c) in enumerate(fresh, start):
             jk = c.job_key
             leaves.append(LeafRow(index, c.event_id, jk, c.type, c.host, c.time, envelopes[pos]))
@@ -455,8 +482,9 @@ class Ledger:
                     opening_rows.append(
                         (c.event_id, name, str(op["salt"]), json.dumps(op["value"], sort_keys=True))
                     )
-            result.accepted.append((pos, c.event_id, index))
+            accepted.append((pos, c.event_id, index))
         self.store.append(start, leaves, nodes, list(jobs.values()), opening_rows)
+        return accepted
 
     # -- tree ------------------------------------------------------------------------
 

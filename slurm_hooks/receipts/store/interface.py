@@ -127,7 +127,8 @@ class Store(ABC):
     ) -> None:
         """Atomically add leaves (indices from ``expected_size``), their new nodes, the
         updated job rows and private-field openings (event id, field, salt, value JSON).
-        Raise StoreError, changing nothing, if the log no longer has ``expected_size``."""
+        Raise StoreConflict, changing nothing, if the log no longer has ``expected_size``
+        (another writer appended first)."""
 
     @abstractmethod
     def find_events(self, events: Sequence[tuple[str, str]]) -> dict[str, tuple[int, bytes]]:

@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from slurm_hooks.errors import StoreError
+from slurm_hooks.errors import StoreConflict, StoreError
 from slurm_hooks.receipts.store.interface import (
     CheckpointRow,
     EnrolledKey,
@@ -227,7 +227,7 @@ class SQLiteStore(Store):
             db.execute("BEGIN IMMEDIATE")
             try:
                 if self.size() != expected_size:
-                    raise StoreError(
+                    raise StoreConflict(
                         f"ledger grew from {expected_size} to {self.size()} leaves during "
                         "the append; another writer is active"
                     )

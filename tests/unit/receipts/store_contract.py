@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import pytest
 
-from slurm_hooks.errors import StoreError
+from slurm_hooks.errors import StoreConflict, StoreError
 from slurm_hooks.receipts import merkle
 from slurm_hooks.receipts.store.interface import (
     CheckpointRow,
@@ -146,7 +146,7 @@ class StoreContract:
         before = (list(s.leaves()), list(s.nodes_at_level(0)), s.get_jobs(["c1/1#0"]))
         extra = _leaves(3, 2)
         for expected in (0, 2, 4):
-            with pytest.raises(StoreError):
+            with pytest.raises(StoreConflict):
                 s.append(
                     expected,
                     extra,

@@ -4,12 +4,14 @@ tampering with the SQLite file behind the ledger's back."""
 from __future__ import annotations
 
 import gc
+import multiprocessing
 import os
 import shutil
 import sqlite3
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -250,6 +252,56 @@ def test_a_worker_chunk_pauses_the_garbage_collector(
     blob = ledger_module._check_packed(envs, {host_signer.key_id: host_signer.public_raw})
     assert [type(c).__name__ for c in ledger_module._unpack(blob)] == ["Checked"] * len(envs)
     assert seen == [False] * len(envs) and gc.isenabled()
+
+
+def _append_in_turns(db: str, envelopes: list[bytes], start: Any, out: Any) -> None:
+    """A second process: append ``envelopes`` 20 at a time once ``start`` is set; put the
+    (accepted, duplicates, rejected) counts of each append, or the error, on ``out``."""
+    ledger = _open(db)
+    start.wait()
+    try:
+        results = [ledger.append(envelopes[i : i + 20]) for i in range(0, len(envelopes), 20)]
+    except ReceiptError as e:
+        out.put(str(e))
+        return
+    finally:
+        ledger.close()
+    out.put([(len(r.accepted), len(r.duplicates), len(r.rejected)) for r in results])
+
+
+def test_two_writers_append_at_once(
+    tmp_path: Path, host_signer: Signer, make_lifecycle: Callable, sign_all: Sign
+) -> None:
+    """Two processes appending to one ledger at the same time both succeed: a commit that
+    finds the log grown under it checks its events again and starts over (before, it
+    failed with "another writer is active" and the forwarder left the batch for later)."""
+    db = str(tmp_path / "l.db")
+    with _open(db) as ledger:
+        ledger.enroll(host_signer.public_raw, list(HOSTS))
+    envs = [e for j in range(60) for e in sign_all(make_lifecycle(str(1000 + j)))]
+    shared = envs[:40]  # both writers send these: each lands once, the other copy dedupes
+    halves = [shared + envs[40 + k :: 2] for k in range(2)]
+    ctx = multiprocessing.get_context("fork")
+    start, out = ctx.Event(), ctx.Queue()
+    writers = [ctx.Process(target=_append_in_turns, args=(db, h, start, out)) for h in halves]
+    for w in writers:
+        w.start()
+    start.set()
+    counts = [out.get(timeout=60) for _ in writers]
+    for w in writers:
+        w.join(timeout=60)
+        assert w.exitcode == 0
+    assert not [c for c in counts if isinstance(c, str)], counts
+    accepted = sum(a for c in counts for a, _, _ in c)
+    duplicates = sum(d for c in counts for _, d, _ in c)
+    assert sum(r for c in counts for _, _, r in c) == 0
+    assert accepted == len(envs) and duplicates == len(shared)
+    with _open(db) as ledger:
+        assert ledger.size() == len(envs) and ledger.verify().ok
+        rows = {leaf.job_key for leaf in ledger.store.leaves()}
+        for job in ledger.jobs():  # no lost update of a job row between the writers
+            assert job.events == len(ledger.store.job_leaves(job.job_key)), job.job_key
+        assert len(rows) == len(ledger.jobs()) == 60
 
 
 def test_rejected_append_keeps_earlier_content(

@@ -589,7 +589,12 @@ class Ledger:
 
     def verify(self, progress: Progress | None = None) -> VerifyReport:
         """Re-hash every leaf, re-check every signature, rebuild the tree, check every
-        checkpoint. Reports the first bad leaf index."""
+        checkpoint. Reports the first bad leaf index. Checks the log as it was when the
+        check began, while forwarders go on appending (they add only rows past it)."""
+        with self.store.snapshot():
+            return self._verify_snapshot(progress)
+
+    def _verify_snapshot(self, progress: Progress | None) -> VerifyReport:
         count, lo, hi = self.store.leaf_count_rows()
         size = hi + 1
         report = VerifyReport(size=size)

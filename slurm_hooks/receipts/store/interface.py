@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -99,6 +100,11 @@ class Store(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release the connection."""
+
+    @abstractmethod
+    def snapshot(self) -> AbstractContextManager[None]:
+        """A context in which this store's reads all see the log as of the first of them,
+        whatever other writers commit meanwhile (`ledger verify` on a live ledger)."""
 
     @abstractmethod
     def get_meta(self, key: str) -> str | None:

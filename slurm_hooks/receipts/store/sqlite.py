@@ -6,6 +6,7 @@ after the ledger committed it, so a committed transaction must survive power los
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -178,6 +179,21 @@ class SQLiteStore(Store):
             return self.db.execute(sql, args).fetchall()
         except sqlite3.DatabaseError as e:
             raise StoreError(f"ledger database {self.path}: {e}") from e
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """A read transaction: in WAL mode its reads see the database as of the first one,
+        while writers on other connections go on committing."""
+        try:
+            self.db.execute("BEGIN")
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"ledger database {self.path}: {e}") from e
+        try:
+            yield
+        finally:
+            # it only read; a failed read may have ended it, and that error is on its way
+            with contextlib.suppress(sqlite3.DatabaseError):
+                self.db.execute("ROLLBACK")
 
     def close(self) -> None:
         """Close the connection."""

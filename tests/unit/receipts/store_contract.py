@@ -127,6 +127,17 @@ class StoreContract:
         assert nodes[(2, 1)] == merkle.root_from_leaf_hashes(hashes[4:])
         assert merkle.root(8, s.read_nodes) == merkle.root_from_leaf_hashes(hashes)
 
+    def test_snapshot_holds_still_while_another_writer_appends(self, make_store: MakeStore) -> None:
+        reader, writer = make_store(), make_store()  # two connections to one log
+        first = _append(writer, 3)
+        with reader.snapshot():
+            assert reader.size() == 3
+            _append(writer, 2, job="c1/2#0")
+            assert reader.size() == 3 and reader.leaf_count_rows() == (3, 0, 2)
+            assert [i for i, _ in reader.nodes_at_level(0)] == [0, 1, 2]
+            assert list(reader.leaves()) == first and reader.job_leaves("c1/2#0") == []
+        assert reader.size() == 5 and len(reader.job_leaves("c1/2#0")) == 2
+
     def test_read_nodes_many_keys(self, make_store: MakeStore) -> None:
         s = make_store()
         _append(s, 600)

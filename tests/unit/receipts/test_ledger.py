@@ -9,7 +9,7 @@ import os
 import shutil
 import sqlite3
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -302,6 +302,36 @@ def test_two_writers_append_at_once(
         for job in ledger.jobs():  # no lost update of a job row between the writers
             assert job.events == len(ledger.store.job_leaves(job.job_key)), job.job_key
         assert len(rows) == len(ledger.jobs()) == 60
+
+
+def test_verify_while_a_forwarder_appends(
+    tmp_path: Path, host_signer: Signer, make_lifecycle: Callable, sign_all: Sign
+) -> None:
+    """Another writer appends after `ledger verify` read the log's size: the check is of
+    the log as it was, and passes (before, it reported the new rows as "node (0, N) lies
+    beyond the log's end" and exited 1 whenever a forwarder was at work)."""
+    db, key = tmp_path / "l.db", tmp_path / "l.key"
+    with _open(db, key) as ledger:
+        ledger.enroll(host_signer.public_raw, list(HOSTS))
+        ledger.append(sign_all(make_lifecycle("100")))
+        ledger.checkpoint()
+    later = sign_all(make_lifecycle("101"))
+    with _open(db, key) as ledger, _open(db, key) as forwarder:
+        read_levels = ledger.store.nodes_at_level
+
+        def nodes_at_level(level: int) -> Iterator[tuple[int, bytes]]:
+            if level == 0:  # the leaves are checked; now a forwarder commits, and signs
+                assert forwarder.append(later).accepted
+                forwarder.checkpoint()
+            return read_levels(level)
+
+        ledger.store.nodes_at_level = nodes_at_level  # type: ignore[method-assign]
+        report = ledger.verify()
+        assert report.ok, report.problems
+        assert report.size == len(sign_all(make_lifecycle("100")))
+    with _open(db, key) as ledger:
+        report = ledger.verify()
+        assert report.ok and report.size == ledger.size() > len(later)
 
 
 def test_rejected_append_keeps_earlier_content(

@@ -223,6 +223,37 @@ def _checkpoint_json(size: int, root: bytes, note: str) -> dict[str, Any]:
     }
 
 
+@ledger_group.command("upgrade")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_state
+def ledger_upgrade(state: State, as_json: bool) -> None:
+    """Bring the ledger file to this version's schema (one transaction; safe to rerun)."""
+    from slurm_hooks.receipts.store.sqlite import SQLiteStore
+
+    def work() -> dict[str, Any]:
+        with open_ledger(state.config) as ledger:
+            if not isinstance(ledger.store, SQLiteStore):
+                fail(f"{state.config.db} is not a SQLite ledger; there is nothing to upgrade")
+            progress = None
+            if not as_json and sys.stderr.isatty():
+
+                def progress(done: int, total: int) -> None:
+                    click.echo(f"\rcopied {done}/{total} leaves", err=True, nl=False)
+
+            before, after = ledger.store.upgrade(progress)
+            if progress is not None:
+                click.echo("", err=True)
+            return {"db": state.config.db, "schema_before": before, "schema": after}
+
+    out = run(work)
+    if as_json:
+        echo_json(out)
+    elif out["schema_before"] == out["schema"]:
+        click.echo(f"{out['db']}: schema {out['schema']} already; nothing to do")
+    else:
+        click.echo(f"{out['db']}: upgraded from schema {out['schema_before']} to {out['schema']}")
+
+
 @ledger_group.command("checkpoint")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_state

@@ -370,6 +370,29 @@ def test_db_flag_overrides_config(site: Site, tmp_path: Path) -> None:
     assert r.exit_code == 0 and json.loads(r.stdout) == []
 
 
+def test_ledger_upgrade(site: Site) -> None:
+    """A schema 1 ledger (made as the first versions made it) is upgraded once; a current
+    one is left alone; the ledger's jobs are all there after."""
+    with sqlite3.connect(site.db) as db:  # turn the site's ledger back into schema 1
+        db.executescript(
+            "CREATE TABLE old AS SELECT * FROM leaves; DROP TABLE leaves;"
+            "CREATE TABLE leaves (idx INTEGER PRIMARY KEY, event_id TEXT NOT NULL UNIQUE,"
+            " job_key TEXT NOT NULL, type TEXT NOT NULL, host TEXT NOT NULL,"
+            " time TEXT NOT NULL, envelope BLOB NOT NULL);"
+            "CREATE INDEX leaves_job ON leaves (job_key);"
+            "INSERT INTO leaves SELECT * FROM old; DROP TABLE old;"
+            "UPDATE meta SET value = '1' WHERE key = 'schema_version';"
+        )
+    r = cli(site, "ledger", "upgrade")
+    assert r.exit_code == 0 and "upgraded from schema 1 to 2" in r.stdout, r.output
+    r = cli(site, "ledger", "upgrade", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout) == {"db": str(site.db), "schema_before": "2", "schema": "2"}
+    r = cli(site, "ledger", "verify", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["ok"]
+    assert len(json.loads(cli(site, "jobs", "list", "--json").stdout)) == 2
+
+
 def test_a_missing_ledger_is_refused_not_created(site: Site, tmp_path: Path) -> None:
     """A mistyped --db must not read as a new, empty ledger (`ledger verify` said OK)."""
     typo = tmp_path / "typo" / "ledgr.db"

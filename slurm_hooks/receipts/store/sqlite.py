@@ -10,7 +10,7 @@ import contextlib
 import json
 import os
 import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from slurm_hooks.errors import StoreConflict, StoreError
@@ -34,13 +34,15 @@ SCHEMA_VERSION = "2"
 # few pages of this index, which also serves the job lookups (32-36 us an event from 100k
 # to 1M leaves, 10.8k-11.5k events/s). It is as unique as the event id: an event id hashes
 # its job's identity, so one event id never comes with two job keys. Schema 1 ledgers
-# keep their two indexes (event id UNIQUE, leaves_job); every query here works with either.
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS leaves (
+# keep their two indexes (event id UNIQUE, leaves_job) until `computeproof ledger upgrade`
+# rebuilds their leaf table; every query here works with either.
+_LEAVES = """(
     idx INTEGER PRIMARY KEY, event_id TEXT NOT NULL, job_key TEXT NOT NULL,
     type TEXT NOT NULL, host TEXT NOT NULL, time TEXT NOT NULL, envelope BLOB NOT NULL,
-    UNIQUE (job_key, event_id));
+    UNIQUE (job_key, event_id))"""
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS leaves {_LEAVES};
 CREATE TABLE IF NOT EXISTS nodes (
     level INTEGER NOT NULL, idx INTEGER NOT NULL, hash BLOB NOT NULL,
     PRIMARY KEY (level, idx)) WITHOUT ROWID;
@@ -268,6 +270,57 @@ class SQLiteStore(Store):
             db.execute("COMMIT")
         except sqlite3.DatabaseError as e:
             raise StoreError(f"ledger database {self.path}: append failed: {e}") from e
+
+    def upgrade(self, progress: Callable[[int, int], None] | None = None) -> tuple[str, str]:
+        """Bring a schema 1 ledger to schema 2 (the leaf table rebuilt with its one index),
+        in one transaction: a crash or an error leaves it as it was. Returns (schema
+        before, schema after); a current ledger is left alone. Needs free disk for a second
+        copy of the leaf table while it runs; writers wait meanwhile."""
+        before = self.get_meta("schema_version") or SCHEMA_VERSION
+        if before == SCHEMA_VERSION:
+            return before, before
+        if before != "1":
+            raise StoreError(
+                f"ledger database {self.path} has schema {before}, which this version of "
+                f"computeproof does not know (it writes schema {SCHEMA_VERSION}); upgrade "
+                "computeproof"
+            )
+        db = self.db
+        step = 20_000
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                size = self.size()
+                db.execute(f"CREATE TABLE leaves_v2 {_LEAVES}")
+                for lo in range(0, size, step):
+                    db.execute("INSERT INTO leaves_v2 SELECT idx, event_id, job_key, type, "
+                               "host, time, envelope FROM leaves WHERE idx >= ? AND idx < ?",
+                               (lo, lo + step))  # fmt: skip
+                    if progress is not None:
+                        progress(min(lo + step, size), size)
+                (old,), (new,) = (db.execute(f"SELECT count(*) FROM {t}").fetchone()
+                                  for t in ("leaves", "leaves_v2"))  # fmt: skip
+                if old != new:
+                    raise StoreError(
+                        f"ledger database {self.path}: {old - new} leaf rows lie outside "
+                        f"indices 0..{size - 1}; run `computeproof ledger verify`"
+                    )
+                db.execute("DROP TABLE leaves")  # its indexes go with it
+                db.execute("ALTER TABLE leaves_v2 RENAME TO leaves")
+                db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'",
+                           (SCHEMA_VERSION,))  # fmt: skip
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        except sqlite3.IntegrityError as e:
+            raise StoreError(
+                f"ledger database {self.path}: two leaves share a job and event id ({e}); "
+                "run `computeproof ledger verify`"
+            ) from e
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"ledger database {self.path}: upgrade failed: {e}") from e
+        return before, SCHEMA_VERSION
 
     def find_events(self, events: Sequence[tuple[str, str]]) -> dict[str, tuple[int, bytes]]:
         """Index and envelope of the given (job key, event id) pairs present in the log,

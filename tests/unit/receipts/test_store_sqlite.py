@@ -16,6 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from store_contract import StoreContract
 
 from slurm_hooks.errors import StoreError
+from slurm_hooks.receipts.keys import Signer
+from slurm_hooks.receipts.ledger import Ledger
 from slurm_hooks.receipts.store import open_store
 from slurm_hooks.receipts.store.interface import Store
 from slurm_hooks.receipts.store.sqlite import SCHEMA_VERSION, SQLiteStore
@@ -92,6 +94,51 @@ def test_lookups_search_an_index(tmp_path: Path) -> None:
         for plan in plans:
             assert any(p.startswith("SEARCH l") and "INDEX" in p for p in plan), plan
             assert not any(p.startswith(("SCAN l", "SCAN leaves")) for p in plan), plan
+
+
+def _schema_1_ledger(path: Path, signer: Signer, envelopes: list[bytes]) -> bytes:
+    """A schema 1 ledger holding ``envelopes``; returns its root."""
+    _schema_1_file(path)
+    with Ledger(SQLiteStore(str(path)), "o", None, workers=1) as ledger:
+        ledger.enroll(signer.public_raw, ["ctl", "node1", "node2"])
+        assert len(ledger.append(envelopes).accepted) == len(envelopes)
+        return ledger.root()
+
+
+def test_upgrade_from_schema_1(
+    tmp_path: Path, host_signer: Signer, make_lifecycle: Callable, sign_all: Callable
+) -> None:
+    path = tmp_path / "old.db"
+    envs = [e for j in ("100", "101", "102") for e in sign_all(make_lifecycle(j))]
+    root = _schema_1_ledger(path, host_signer, envs)
+    store = SQLiteStore(str(path))
+    before = list(store.leaves())
+    seen: list[tuple[int, int]] = []
+    assert store.upgrade(lambda done, total: seen.append((done, total))) == ("1", "2")
+    assert seen[-1] == (len(envs), len(envs))
+    indexes = {r[0] for r in store.db.execute("SELECT name FROM sqlite_master")}
+    assert "leaves_job" not in indexes and "leaves_v2" not in indexes
+    assert store.get_meta("schema_version") == "2" and list(store.leaves()) == before
+    assert store.upgrade() == ("2", "2")  # again: nothing to do
+    store.close()
+    with Ledger(SQLiteStore(str(path)), None, None, workers=1) as ledger:
+        assert ledger.root() == root and ledger.verify().ok
+        again = ledger.append(envs[:3])
+        assert len(again.duplicates) == 3 and not again.accepted  # dedupe still finds them
+
+
+def test_upgrade_refuses_rows_it_cannot_place(
+    tmp_path: Path, host_signer: Signer, make_lifecycle: Callable, sign_all: Callable
+) -> None:
+    path = tmp_path / "old.db"
+    _schema_1_ledger(path, host_signer, sign_all(make_lifecycle("100")))
+    store = SQLiteStore(str(path))
+    store.db.execute("UPDATE leaves SET idx = -5 WHERE idx = 0")  # a tampered row
+    with pytest.raises(StoreError, match="1 leaf rows lie outside"):
+        store.upgrade()
+    assert store.get_meta("schema_version") == "1"  # the transaction rolled back
+    assert store.db.execute("SELECT count(*) FROM leaves WHERE idx = -5").fetchone() == (1,)
+    store.close()
 
 
 def test_open_store_picks_sqlite_for_paths(tmp_path: Path) -> None:

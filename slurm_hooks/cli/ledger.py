@@ -251,7 +251,10 @@ def ledger_upgrade(state: State, as_json: bool) -> None:
     elif out["schema_before"] == out["schema"]:
         click.echo(f"{out['db']}: schema {out['schema']} already; nothing to do")
     else:
-        click.echo(f"{out['db']}: upgraded from schema {out['schema_before']} to {out['schema']}")
+        click.echo(
+            f"{out['db']}: upgraded from schema {out['schema_before']} to {out['schema']} "
+            "(the old leaf table's space is reused by new leaves; VACUUM returns it)"
+        )
 
 
 @ledger_group.command("checkpoint")

@@ -511,23 +511,25 @@ class Ledger:
         """Sign a checkpoint at the current size (or return the one already at it).
 
         Refuses when the log no longer matches the last checkpoint: a ledger never signs
-        two inconsistent checkpoints.
+        two inconsistent checkpoints. Reads one snapshot, so that another process appending
+        and signing meanwhile is not taken for a log that shrank.
         """
         signer = self.signer()
-        size = self.size()
-        previous = self.store.checkpoints()
-        last_size = 0
-        if previous:
-            last = previous[-1]
-            if last.size > size or self.root(last.size) != last.root:
-                raise CheckpointError(
-                    f"the log no longer matches checkpoint {last.size}: refusing to sign; "
-                    "run `computeproof ledger verify`"
-                )
-            if last.size == size:
-                return last
-            last_size = last.size
-        root = self._root_from_envelopes(last_size, size)
+        with self.store.snapshot():
+            size = self.size()
+            previous = self.store.checkpoints()
+            last_size = 0
+            if previous:
+                last = previous[-1]
+                if last.size > size or self.root(last.size) != last.root:
+                    raise CheckpointError(
+                        f"the log no longer matches checkpoint {last.size}: refusing to "
+                        "sign; run `computeproof ledger verify`"
+                    )
+                if last.size == size:
+                    return last
+                last_size = last.size
+            root = self._root_from_envelopes(last_size, size)
         note = sign_checkpoint(Checkpoint(self.origin, size, root), self.origin, signer.private_key)
         row = CheckpointRow(size, root, note, utc_now())
         self.store.add_checkpoint(row)

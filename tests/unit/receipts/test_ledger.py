@@ -32,6 +32,7 @@ from slurm_hooks.receipts.envelope import sign_event
 from slurm_hooks.receipts.keys import Signer, format_public_key, write_key
 from slurm_hooks.receipts.ledger import PARALLEL_THRESHOLD, Ledger
 from slurm_hooks.receipts.privacy import commit_fields
+from slurm_hooks.receipts.store.interface import CheckpointRow
 from slurm_hooks.receipts.store.sqlite import SQLiteStore
 
 ORIGIN = "computeproof.test.ledger"
@@ -332,6 +333,35 @@ def test_verify_while_a_forwarder_appends(
     with _open(db, key) as ledger:
         report = ledger.verify()
         assert report.ok and report.size == ledger.size() > len(later)
+
+
+def test_checkpoint_while_another_process_appends_and_signs(
+    tmp_path: Path, host_signer: Signer, make_lifecycle: Callable, sign_all: Sign
+) -> None:
+    """Between this checkpoint's read of the log's size and of the stored checkpoints,
+    another process appends and signs a larger one: this one signs the size it read
+    (before, it refused with "the log no longer matches checkpoint N")."""
+    db, key = tmp_path / "l.db", tmp_path / "l.key"
+    with _open(db, key) as ledger:
+        ledger.enroll(host_signer.public_raw, list(HOSTS))
+        first = ledger.append(sign_all(make_lifecycle("100"))).accepted
+        ledger.checkpoint()
+        ledger.append(sign_all(make_lifecycle("101")))
+    with _open(db, key) as ledger, _open(db, key) as other:
+        size = ledger.size()
+        read_checkpoints = ledger.store.checkpoints
+
+        def checkpoints() -> list[CheckpointRow]:
+            assert other.append(sign_all(make_lifecycle("102"))).accepted
+            other.checkpoint()
+            return read_checkpoints()
+
+        ledger.store.checkpoints = checkpoints  # type: ignore[method-assign]
+        row = ledger.checkpoint()
+        assert row.size == size > len(first)
+    with _open(db, key) as ledger:
+        sizes = [cp.size for cp in ledger.store.checkpoints()]
+        assert sizes == [len(first), size, ledger.size()] and ledger.verify().ok
 
 
 def test_rejected_append_keeps_earlier_content(

@@ -6,6 +6,7 @@ import contextlib
 import csv
 import io
 import json
+import os
 import sys
 from typing import Any
 
@@ -19,7 +20,7 @@ from slurm_hooks.receipts.keys import (
     load_signer,
     write_key,
 )
-from slurm_hooks.receipts.ledger import open_ledger
+from slurm_hooks.receipts.ledger import Ledger, open_ledger
 from slurm_hooks.receipts.store.interface import JobFilter, JobRow
 
 
@@ -194,6 +195,7 @@ def ledger_verify(state: State, as_json: bool) -> None:
                 "checkpoints": report.checkpoints,
                 "first_bad_index": report.first_bad_index,
                 "problems": report.problems,
+                "warnings": _ledger_warnings(ledger),
             }
 
     out = run(work)
@@ -208,8 +210,26 @@ def ledger_verify(state: State, as_json: bool) -> None:
         click.echo(f"ledger FAILED verification; first bad leaf index {out['first_bad_index']}")
         for p in out["problems"]:
             click.echo(f"  {p}")
+    if not as_json:
+        for w in out["warnings"]:
+            click.echo(f"warning: {w}", err=True)
     if not out["ok"]:
         sys.exit(EXIT_FAILED_CHECK)
+
+
+def _ledger_warnings(ledger: Ledger) -> list[str]:
+    """What is wrong around a sound ledger: a ledger file other users can read (it holds
+    the openings of private fields; versions before 2026-11-26 created it 0644)."""
+    from slurm_hooks.receipts.store.sqlite import SQLiteStore, readable_by_others
+
+    store = ledger.store
+    if isinstance(store, SQLiteStore) and readable_by_others(store.path):
+        mode = os.stat(store.path).st_mode & 0o777
+        return [
+            f"{store.path} is readable by other users (mode {mode:o}) and holds the "
+            f"openings of private fields: chmod 600 {store.path}*"
+        ]
+    return []
 
 
 def _checkpoint_json(size: int, root: bytes, note: str) -> dict[str, Any]:

@@ -393,6 +393,19 @@ def test_ledger_upgrade(site: Site) -> None:
     assert len(json.loads(cli(site, "jobs", "list", "--json").stdout)) == 2
 
 
+def test_ledger_verify_warns_of_a_ledger_others_can_read(site: Site) -> None:
+    r = cli(site, "ledger", "verify", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["warnings"] == []
+    site.db.chmod(0o644)  # as versions before 2026-11-26 created it
+    r = cli(site, "ledger", "verify", "--json")
+    assert r.exit_code == 0, r.output
+    (warning,) = json.loads(r.stdout)["warnings"]
+    assert "readable by other users (mode 644)" in warning and f"chmod 600 {site.db}" in warning
+    r = cli(site, "ledger", "verify")
+    assert r.exit_code == 0 and r.stdout.startswith("ledger OK")
+    assert r.stderr.startswith("warning: ") and "private fields" in r.stderr
+
+
 def test_a_missing_ledger_is_refused_not_created(site: Site, tmp_path: Path) -> None:
     """A mistyped --db must not read as a new, empty ledger (`ledger verify` said OK)."""
     typo = tmp_path / "typo" / "ledgr.db"

@@ -140,6 +140,22 @@ def read_leaves(path: str, start: int, stop: int) -> list[LeafRow]:
     return [_leaf_row(r) for r in rows]
 
 
+def _create_private(path: str) -> None:
+    """Create a missing ledger file readable by its owner only (SQLite gives the -wal and
+    -shm files the same mode): the ledger holds the openings of private fields, which
+    must not be readable by every user of the host."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
+def readable_by_others(path: str) -> bool:
+    """Whether the ledger file ``path`` can be read by users other than its owner."""
+    try:
+        return bool(os.stat(path).st_mode & 0o044)
+    except OSError:
+        return False
+
+
 class SQLiteStore(Store):
     """A ledger in one SQLite file."""
 
@@ -160,6 +176,7 @@ class SQLiteStore(Store):
             )
         try:
             os.makedirs(parent, exist_ok=True)
+            _create_private(path)
             self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")

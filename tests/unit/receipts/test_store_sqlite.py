@@ -20,7 +20,7 @@ from slurm_hooks.receipts.keys import Signer
 from slurm_hooks.receipts.ledger import Ledger
 from slurm_hooks.receipts.store import open_store
 from slurm_hooks.receipts.store.interface import Store
-from slurm_hooks.receipts.store.sqlite import SCHEMA_VERSION, SQLiteStore
+from slurm_hooks.receipts.store.sqlite import SCHEMA_VERSION, SQLiteStore, readable_by_others
 
 
 class TestSQLiteStore(StoreContract):
@@ -139,6 +139,26 @@ def test_upgrade_refuses_rows_it_cannot_place(
     assert store.get_meta("schema_version") == "1"  # the transaction rolled back
     assert store.db.execute("SELECT count(*) FROM leaves WHERE idx = -5").fetchone() == (1,)
     store.close()
+
+
+def test_a_new_ledger_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    """The ledger holds the openings of private fields: no other user may read it, nor
+    its WAL (before, a new ledger was 0644 under the usual umask)."""
+    path = tmp_path / "ledger.db"
+    old = os.umask(0o022)
+    try:
+        store = SQLiteStore(str(path))
+        store.set_meta("origin", "o")  # a write: the WAL and its index exist now
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+    store.close()
+    assert modes == {"ledger.db": 0o600, "ledger.db-wal": 0o600, "ledger.db-shm": 0o600}
+    assert not readable_by_others(str(path))
+    path.chmod(0o644)
+    assert readable_by_others(str(path))
+    SQLiteStore(str(path)).close()  # an existing file's mode is the site's to set
+    assert path.stat().st_mode & 0o777 == 0o644
 
 
 def test_open_store_picks_sqlite_for_paths(tmp_path: Path) -> None:

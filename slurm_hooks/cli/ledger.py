@@ -277,6 +277,37 @@ def ledger_upgrade(state: State, as_json: bool) -> None:
         )
 
 
+@ledger_group.command("backup")
+@click.argument("dest", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_state
+def ledger_backup(state: State, dest: str, as_json: bool) -> None:
+    """Write a consistent copy of the live ledger to the new file DEST (0600)."""
+    from slurm_hooks.receipts.store.sqlite import SQLiteStore
+
+    def work() -> dict[str, Any]:
+        with open_ledger(state.config) as ledger:
+            if not isinstance(ledger.store, SQLiteStore):
+                fail(f"{state.config.db} is not a SQLite ledger; back it up with its server")
+            ledger.store.backup(dest)
+        copy = SQLiteStore(dest, create=False)
+        try:
+            leaves = copy.size()
+        finally:
+            copy.close()
+        return {"db": state.config.db, "backup": dest, "leaves": leaves,
+                "bytes": os.path.getsize(dest)}  # fmt: skip
+
+    out = run(work)
+    if as_json:
+        echo_json(out)
+    else:
+        click.echo(
+            f"wrote {out['backup']}: {out['leaves']} leaves, {out['bytes'] / 2**20:.1f} MiB "
+            f"(check it with `computeproof ledger verify --db {out['backup']}`)"
+        )
+
+
 @ledger_group.command("checkpoint")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_state

@@ -406,6 +406,19 @@ def test_ledger_verify_warns_of_a_ledger_others_can_read(site: Site) -> None:
     assert r.stderr.startswith("warning: ") and "private fields" in r.stderr
 
 
+def test_ledger_backup(site: Site) -> None:
+    dest = site.dir / "backup.db"
+    r = cli(site, "ledger", "backup", str(dest), "--json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["backup"] == str(dest) and out["leaves"] == site.ledger().size() > 0
+    r = cli(site, "ledger", "verify", "--db", str(dest), "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["size"] == out["leaves"]
+    r = cli(site, "ledger", "backup", str(dest))
+    assert r.exit_code == 2
+    assert_one_line_error(r.stderr, f"{dest} exists")
+
+
 def test_a_missing_ledger_is_refused_not_created(site: Site, tmp_path: Path) -> None:
     """A mistyped --db must not read as a new, empty ledger (`ledger verify` said OK)."""
     typo = tmp_path / "typo" / "ledgr.db"

@@ -339,6 +339,22 @@ class SQLiteStore(Store):
             raise StoreError(f"ledger database {self.path}: upgrade failed: {e}") from e
         return before, SCHEMA_VERSION
 
+    def backup(self, dest: str) -> None:
+        """Write a consistent, compacted copy of the ledger to the new file ``dest`` (0600),
+        while writers go on appending: the copy is the log as of its start (SQLite's
+        VACUUM INTO reads one snapshot). A plain `cp` of a live WAL database may not be."""
+        if os.path.lexists(dest):
+            raise StoreError(f"{dest} exists; give a new file for the backup")
+        try:
+            _create_private(dest)  # VACUUM INTO writes into an empty file, keeping its mode
+            self.db.execute("VACUUM INTO ?", (dest,))
+        except OSError as e:
+            raise StoreError(f"cannot write the backup {dest}: {e.strerror}") from e
+        except sqlite3.DatabaseError as e:
+            with contextlib.suppress(OSError):
+                os.unlink(dest)
+            raise StoreError(f"cannot write the backup {dest}: {e}") from e
+
     def find_events(self, events: Sequence[tuple[str, str]]) -> dict[str, tuple[int, bytes]]:
         """Index and envelope of the given (job key, event id) pairs present in the log,
         by event id."""

@@ -161,6 +161,27 @@ def test_a_new_ledger_is_readable_by_its_owner_only(tmp_path: Path) -> None:
     assert path.stat().st_mode & 0o777 == 0o644
 
 
+def test_backup(
+    tmp_path: Path, host_signer: Signer, make_lifecycle: Callable, sign_all: Callable
+) -> None:
+    path, dest = tmp_path / "ledger.db", tmp_path / "copy.db"
+    with Ledger(SQLiteStore(str(path)), "o", str(tmp_path / "l.key"), workers=1) as ledger:
+        ledger.enroll(host_signer.public_raw, ["ctl", "node1", "node2"])
+        ledger.append(sign_all(make_lifecycle("100")))
+        ledger.checkpoint()
+        copied = ledger.size()
+        ledger.store.backup(str(dest))  # type: ignore[attr-defined]
+        ledger.append(sign_all(make_lifecycle("101")))  # after the copy: not in it
+        root, size = ledger.root(copied), ledger.size()
+        with pytest.raises(StoreError, match="exists; give a new file"):
+            ledger.store.backup(str(dest))  # type: ignore[attr-defined]
+        with pytest.raises(StoreError, match="cannot write the backup"):
+            ledger.store.backup(str(tmp_path / "no" / "such" / "dir.db"))  # type: ignore[attr-defined]
+    assert dest.stat().st_mode & 0o777 == 0o600 and not (tmp_path / "no").exists()
+    with Ledger(SQLiteStore(str(dest), create=False), None, str(tmp_path / "l.key")) as copy:
+        assert copy.size() == copied < size and copy.root() == root and copy.verify().ok
+
+
 def test_open_store_picks_sqlite_for_paths(tmp_path: Path) -> None:
     store = open_store(str(tmp_path / "sub" / "ledger.db"))
     try:

@@ -202,7 +202,11 @@ class SQLiteStore(Store):
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[None]:
         """A read transaction: in WAL mode its reads see the database as of the first one,
-        while writers on other connections go on committing."""
+        while writers on other connections go on committing. Inside another snapshot it
+        is that one."""
+        if self.db.in_transaction:
+            yield
+            return
         try:
             self.db.execute("BEGIN")
         except sqlite3.DatabaseError as e:

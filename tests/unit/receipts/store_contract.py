@@ -136,6 +136,9 @@ class StoreContract:
             assert reader.size() == 3 and reader.leaf_count_rows() == (3, 0, 2)
             assert [i for i, _ in reader.nodes_at_level(0)] == [0, 1, 2]
             assert list(reader.leaves()) == first and reader.job_leaves("c1/2#0") == []
+            with reader.snapshot():  # a snapshot inside one is the same snapshot
+                assert reader.size() == 3
+            assert reader.size() == 3
         assert reader.size() == 5 and len(reader.job_leaves("c1/2#0")) == 2
 
     def test_read_nodes_many_keys(self, make_store: MakeStore) -> None:

@@ -59,6 +59,21 @@ def run(work: Callable[[], T]) -> T:
         fail("interrupted", 130)
 
 
+def tty_progress(label: str, unit: str, shown: bool) -> Callable[[int, int], None] | None:
+    """A ``(done, total)`` callback that keeps one ``label done/total unit`` line up to date
+    on stderr, ended when done reaches total; None unless ``shown`` and stderr is a
+    terminal (scripts and --json get no progress)."""
+    if not (shown and sys.stderr.isatty()):
+        return None
+
+    def progress(done: int, total: int) -> None:
+        click.echo(f"\r{label} {done}/{total} {unit}", err=True, nl=False)
+        if done >= total:
+            click.echo("", err=True)
+
+    return progress
+
+
 def echo_json(value: Any) -> None:
     """Print ``value`` as indented JSON for scripts."""
     click.echo(json.dumps(value, indent=2, sort_keys=True, default=str))

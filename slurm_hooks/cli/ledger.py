@@ -12,7 +12,16 @@ from typing import Any
 
 import click
 
-from slurm_hooks.cli import EXIT_FAILED_CHECK, State, echo_json, fail, main, pass_state, run
+from slurm_hooks.cli import (
+    EXIT_FAILED_CHECK,
+    State,
+    echo_json,
+    fail,
+    main,
+    pass_state,
+    run,
+    tty_progress,
+)
 from slurm_hooks.errors import ComputeProofError
 from slurm_hooks.receipts.keys import (
     Signer,
@@ -179,15 +188,7 @@ def ledger_verify(state: State, as_json: bool) -> None:
 
     def work() -> dict[str, Any]:
         with open_ledger(state.config) as ledger:
-            progress = None
-            if not as_json and sys.stderr.isatty():
-
-                def progress(done: int, total: int) -> None:
-                    click.echo(f"\rverified {done}/{total} leaves", err=True, nl=False)
-
-            report = ledger.verify(progress)
-            if progress is not None:
-                click.echo("", err=True)
+            report = ledger.verify(tty_progress("verified", "leaves", not as_json))
             return {
                 "ok": report.ok,
                 "size": report.size,
@@ -254,15 +255,7 @@ def ledger_upgrade(state: State, as_json: bool) -> None:
         with open_ledger(state.config) as ledger:
             if not isinstance(ledger.store, SQLiteStore):
                 fail(f"{state.config.db} is not a SQLite ledger; there is nothing to upgrade")
-            progress = None
-            if not as_json and sys.stderr.isatty():
-
-                def progress(done: int, total: int) -> None:
-                    click.echo(f"\rcopied {done}/{total} leaves", err=True, nl=False)
-
-            before, after = ledger.store.upgrade(progress)
-            if progress is not None:
-                click.echo("", err=True)
+            before, after = ledger.store.upgrade(tty_progress("copied", "leaves", not as_json))
             return {"db": state.config.db, "schema_before": before, "schema": after}
 
     out = run(work)
@@ -766,14 +759,9 @@ def forward(state: State, interval: float | None, as_json: bool) -> None:
 
     from slurm_hooks.receipts.forward import forward_configured
 
-    def show(done: int, total: int) -> None:
-        click.echo(f"\rforwarding: {done}/{total} events", err=True, nl=False)
-        if done == total:
-            click.echo("", err=True)
-
     def once() -> dict[str, Any]:
         # a backlog (the ledger was down for hours) takes a while: show how far, on a tty
-        shown = show if interval is None and not as_json and sys.stderr.isatty() else None
+        shown = tty_progress("forwarding:", "events", interval is None and not as_json)
         r = forward_configured(state.config, progress=shown)
         assert r is not None  # waited for the lock
         return dataclasses.asdict(r)

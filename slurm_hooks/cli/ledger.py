@@ -224,13 +224,12 @@ def _ledger_warnings(ledger: Ledger) -> list[str]:
     from slurm_hooks.receipts.store.sqlite import SQLiteStore, readable_by_others
 
     store = ledger.store
-    if isinstance(store, SQLiteStore) and readable_by_others(store.path):
-        mode = os.stat(store.path).st_mode & 0o777
-        return [
-            f"{store.path} is readable by other users (mode {mode:o}) and holds the "
-            f"openings of private fields: chmod 600 {store.path}*"
-        ]
-    return []
+    if not isinstance(store, SQLiteStore) or (mode := readable_by_others(store.path)) is None:
+        return []
+    return [
+        f"{store.path} is readable by other users (mode {mode:o}) and holds the "
+        f"openings of private fields: chmod 600 {store.path}*"
+    ]
 
 
 def _checkpoint_json(size: int, root: bytes, note: str) -> dict[str, Any]:

@@ -148,12 +148,14 @@ def _create_private(path: str) -> None:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
-def readable_by_others(path: str) -> bool:
-    """Whether the ledger file ``path`` can be read by users other than its owner."""
+def readable_by_others(path: str) -> int | None:
+    """The permission bits of the ledger file ``path`` when users other than its owner can
+    read it, else None."""
     try:
-        return bool(os.stat(path).st_mode & 0o044)
+        mode = os.stat(path).st_mode & 0o777
     except OSError:
-        return False
+        return None
+    return mode if mode & 0o044 else None
 
 
 class SQLiteStore(Store):

@@ -154,9 +154,9 @@ def test_a_new_ledger_is_readable_by_its_owner_only(tmp_path: Path) -> None:
     modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
     store.close()
     assert modes == {"ledger.db": 0o600, "ledger.db-wal": 0o600, "ledger.db-shm": 0o600}
-    assert not readable_by_others(str(path))
+    assert readable_by_others(str(path)) is None
     path.chmod(0o644)
-    assert readable_by_others(str(path))
+    assert readable_by_others(str(path)) == 0o644
     SQLiteStore(str(path)).close()  # an existing file's mode is the site's to set
     assert path.stat().st_mode & 0o777 == 0o644
 

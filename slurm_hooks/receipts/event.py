@@ -14,7 +14,14 @@ heterogeneous component) as far as the hook can tell (node hooks see no array id
 """
 
 import time as _time
-from _sha256 import sha256  # type: ignore[import-not-found]  # hashlib costs 2 ms more
+
+try:  # the C modules: hashlib costs the hook 2 ms more
+    from _sha2 import sha256  # type: ignore[import-not-found,unused-ignore]  # 3.12+
+except ImportError:
+    try:
+        from _sha256 import sha256  # type: ignore[import-not-found,no-redef,unused-ignore]
+    except ImportError:  # an interpreter built without them
+        from hashlib import sha256  # type: ignore[assignment,unused-ignore]
 
 from slurm_hooks.errors import CanonicalError
 from slurm_hooks.receipts.canonical import _ESCAPES

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-ENV_DUMP = REPO / "tests" / "unit" / "slurm" / "fixtures" / "envdump"
+ENV_DUMP = REPO / "tests" / "unit" / "slurm_hooks" / "fixtures" / "envdump"
 HOOKS = {
     "prolog": (REPO / "prolog.d" / "computeproof-prolog", "prolog.9"),
     "epilog": (REPO / "epilog.d" / "computeproof-epilog", "epilog.9"),
@@ -53,7 +53,7 @@ def spawn(argv: list[str], env: dict[str, str]) -> tuple[float, int, int, float]
 
 
 # What the agent answers for a job: a summary recorded from the test cluster's agent.
-AGENT_SUMMARY_FILE = REPO / "tests" / "unit" / "slurm" / "fixtures" / "agent_summary.1008.json"
+AGENT_SUMMARY_FILE = ENV_DUMP.parent / "agent_summary.1008.json"
 
 
 def serve_agent(path: Path) -> None:

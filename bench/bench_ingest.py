@@ -28,7 +28,7 @@ def main() -> None:
         env = dict(os.environ, PYTHONPATH=str(REPO))
         env.pop("COMPUTEPROOF_CONFIG", None)
         subprocess.run(
-            [sys.executable, "-m", "slurm_hooks.cli", "bench", "ingest", "--db",
+            [sys.executable, "-m", "slurm_hooks", "bench", "ingest", "--db",
              f"{tmp}/bench.db", "--jobs", str(args.jobs), "--proof-sizes", args.proof_sizes,
              "--json"],
             check=True, env=env, cwd=tmp,

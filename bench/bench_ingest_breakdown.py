@@ -34,12 +34,12 @@ import sys
 import tempfile
 import time
 
-from slurm_hooks.receipts.envelope import open_envelope
-from slurm_hooks.receipts.keys import _public_key
-from slurm_hooks.receipts.ledger import CHUNK, Ledger, _check_packed, _unpack
-from slurm_hooks.receipts.store.sqlite import SQLiteStore
-from slurm_hooks.receipts.synthetic import host_signers, signed_jobs_parallel
-from slurm_hooks.receipts.throughput import verify_ceiling
+from computeproof.envelope import open_envelope
+from computeproof.keys import _public_key
+from computeproof.ledger import CHUNK, Ledger, _check_packed, _unpack
+from computeproof.store.sqlite import SQLiteStore
+from computeproof.synthetic import host_signers, signed_jobs_parallel
+from computeproof.throughput import verify_ceiling
 
 BATCH = 8192  # as `bench ingest`
 TARGET = 0.7

@@ -20,9 +20,9 @@ import sys
 import tempfile
 import time
 
-from slurm_hooks.receipts.ledger import Ledger
-from slurm_hooks.receipts.store.sqlite import SQLiteStore
-from slurm_hooks.receipts.synthetic import host_signers, signed_jobs_parallel
+from computeproof.ledger import Ledger
+from computeproof.store.sqlite import SQLiteStore
+from computeproof.synthetic import host_signers, signed_jobs_parallel
 
 BATCH = 8192  # as `bench ingest`
 

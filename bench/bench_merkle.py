@@ -15,7 +15,7 @@ import statistics
 import sys
 import time
 
-from slurm_hooks.receipts.merkle import MemoryNodes, inclusion_proof, verify_inclusion
+from computeproof.merkle import MemoryNodes, inclusion_proof, verify_inclusion
 
 BATCH = 10_000
 SAMPLES = 1_000

@@ -24,11 +24,11 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 
-from slurm_hooks.receipts.envelope import sign_event
-from slurm_hooks.receipts.event import new_event
-from slurm_hooks.receipts.ledger import Ledger
-from slurm_hooks.receipts.store.sqlite import SQLiteStore
-from slurm_hooks.receipts.synthetic import ACCOUNTS, CLUSTER, CONTROLLER, USERS, host_signers
+from computeproof.envelope import sign_event
+from computeproof.event import new_event
+from computeproof.ledger import Ledger
+from computeproof.store.sqlite import SQLiteStore
+from computeproof.synthetic import ACCOUNTS, CLUSTER, CONTROLLER, USERS, host_signers
 
 ORIGIN = "computeproof.bench.report"
 
@@ -103,11 +103,11 @@ def build_ledger(path: str, n_jobs: int, events_per_job: int) -> float:
 
 _CHILD = """
 import sys, time
-from slurm_hooks.receipts.ledger import Ledger
-from slurm_hooks.receipts.store.sqlite import SQLiteStore
-from slurm_hooks.reports.build import build_report
-from slurm_hooks.reports.render import render_json
-from slurm_hooks.reports.usage import ReportParams
+from computeproof.ledger import Ledger
+from computeproof.store.sqlite import SQLiteStore
+from computeproof.reports.build import build_report
+from computeproof.reports.render import render_json
+from computeproof.reports.usage import ReportParams
 path, check, out = sys.argv[1], sys.argv[2], sys.argv[3]
 t0 = time.perf_counter()
 ledger = Ledger(SQLiteStore(path), ORIGIN_TEXT, path + ".key")

@@ -20,7 +20,7 @@ eval "$(docker-slurm/cluster env)"
 # bin/computeproof-job as the cluster installed it for job users: stdlib only, world-readable
 JOBTOOL="$CP_CLUSTER_DIR/bin/computeproof-job"
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
-cp() { "$PY" -m slurm_hooks.cli "$@"; }
+cp() { "$PY" -m slurm_hooks "$@"; }
 FAKE="${CP_CLUSTER_DIR:-/var/tmp/computeproof-cluster}/fakenvml"
 
 say "scripting GPU load in the fake NVML: c1 busy at 85 %, c2 at 40 %"
@@ -70,7 +70,7 @@ cp jobs show "$train"
 say "exporting and verifying receipts offline (no database, no network)"
 for j in "$train" "$multi" "$fail" "${array}_0"; do
     cp receipt export "$j" -o "$OUT/receipt-$j.json"
-    (cd /tmp && env -i PATH=/usr/bin:/bin PYTHONPATH="$REPO" "$PY" -m slurm_hooks.cli \
+    (cd /tmp && env -i PATH=/usr/bin:/bin PYTHONPATH="$REPO" "$PY" -m slurm_hooks \
         receipt verify "$OUT/receipt-$j.json")
 done
 

@@ -7,11 +7,11 @@ from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 
-from slurm_hooks.receipts.envelope import sign_event
-from slurm_hooks.receipts.event import new_event
-from slurm_hooks.receipts.keys import Signer
-from slurm_hooks.receipts.ledger import Ledger
-from slurm_hooks.receipts.store.sqlite import SQLiteStore
+from computeproof.envelope import sign_event
+from computeproof.event import new_event
+from computeproof.keys import Signer
+from computeproof.ledger import Ledger
+from computeproof.store.sqlite import SQLiteStore
 
 TEST_ORIGIN = "computeproof.test.ledger"
 TEST_HOSTS = ("ctl", "node1", "node2")

@@ -59,7 +59,7 @@ cmd_up() {
             cd "$CP_REPO"
             export FAKE_NVML_SCRIPT="$script" LD_LIBRARY_PATH="$CP_FAKE_NVML_DIR"
             export COMPUTEPROOF_CONFIG="$CP_CPROOF_CONFIG" SLURMD_NODENAME="$node"
-            setsid "$PYTHON" -m slurm_hooks.cli agent run --node "$node" \
+            setsid "$PYTHON" -m slurm_hooks agent run --node "$node" \
                 </dev/null >>"$CP_LOG_DIR/agent-$node.log" 2>&1 &
             echo $! >"$CP_RUN_DIR/agent-$node.pid"
         )

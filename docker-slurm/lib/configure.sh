@@ -262,7 +262,7 @@ init_keys() {
     # the package beside these scripts (CP_REPO may point elsewhere for the hooks' paths)
     local pkg
     pkg="$(cd "$CP_LIB_DIR/../.." && pwd)"
-    cli() { (cd "$pkg" && PYTHONPATH="$pkg${PYTHONPATH:+:$PYTHONPATH}" python3 -m slurm_hooks.cli "$@"); }
+    cli() { (cd "$pkg" && PYTHONPATH="$pkg${PYTHONPATH:+:$PYTHONPATH}" python3 -m slurm_hooks "$@"); }
     if [[ ! -s "$host_key" ]]; then
         log "creating host key $host_key"
         cli keys init --out "$host_key" >/dev/null || die "'computeproof keys init --out $host_key' failed"
@@ -280,7 +280,7 @@ install_job_tool() {
     pkg="$(cd "$CP_LIB_DIR/../.." && pwd)"
     rm -rf "$lib.new"
     mkdir -p "$lib.new" "$bin"
-    (cd "$pkg" && tar --exclude=__pycache__ -cf - slurm_hooks) | tar -C "$lib.new" -xf -
+    (cd "$pkg" && tar --exclude=__pycache__ -cf - computeproof slurm_hooks) | tar -C "$lib.new" -xf -
     rm -rf "$lib" && mv "$lib.new" "$lib"
     sed "s|^sys.path.insert(0, .*|sys.path.insert(0, \"$lib\")|" "$pkg/bin/computeproof-job" |
         put_file "$bin/computeproof-job" 0755

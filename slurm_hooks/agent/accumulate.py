@@ -27,9 +27,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 
+from computeproof.errors import AgentError
 from slurm_hooks.agent.binding import Binding
 from slurm_hooks.agent.nvml import GpuInfo, GpuReading
-from slurm_hooks.errors import AgentError
 
 SUMMARY_SCHEMA = "computeproof.agent.summary/v1"
 MAX_FOREIGN = 32

@@ -16,8 +16,8 @@ import json
 import os
 from dataclasses import dataclass
 
-from slurm_hooks.config import Config
-from slurm_hooks.errors import AgentError
+from computeproof.config import Config
+from computeproof.errors import AgentError
 
 
 class BindingError(AgentError):

@@ -11,8 +11,8 @@ import os
 import socket
 from collections.abc import Sequence
 
-from slurm_hooks.config import Config
-from slurm_hooks.errors import AgentError
+from computeproof.config import Config
+from computeproof.errors import AgentError
 
 
 def request(

@@ -35,20 +35,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from computeproof.config import Config
+from computeproof.errors import AgentError, ComputeProofError
+from computeproof.event import new_event
+from computeproof.spool import Spool
 from slurm_hooks.agent.accumulate import JobAccumulator
 from slurm_hooks.agent.binding import Binding, jobs_by_minor, load_bindings, read_binding
 from slurm_hooks.agent.procs import ProcessTable
 from slurm_hooks.agent.sampler import Sample, Sampler, wall_clock_ms
 from slurm_hooks.agent.state import read_summary, summary_path, sweep, write_summary
-from slurm_hooks.config import Config
-from slurm_hooks.errors import AgentError, ComputeProofError
-from slurm_hooks.receipts.event import new_event
-from slurm_hooks.receipts.spool import Spool
-from slurm_hooks.slurm.finalstate import NOT_FINAL
-from slurm_hooks.slurm.jobinfo import AccountingRecord, JobInfo
+from slurm_hooks.finalstate import NOT_FINAL
+from slurm_hooks.jobinfo import AccountingRecord, JobInfo
 
 if TYPE_CHECKING:  # imported when forwarding first runs: it brings in cryptography
-    from slurm_hooks.receipts.forward import ForwardResult
+    from computeproof.forward import ForwardResult
 
 log = logging.getLogger("computeproof.agent")
 
@@ -235,7 +235,7 @@ class Agent:
         """One forwarding pass of the spool into the ledger; None when it failed (logged
         once per failure) or another forwarder was at work. Anything unexpected is left
         to the Periodic that runs it, which logs it."""
-        from slurm_hooks.receipts.forward import forward_configured
+        from computeproof.forward import forward_configured
 
         try:
             result = forward_configured(self.config, wait=False)
@@ -284,7 +284,7 @@ class Agent:
                 continue
             try:
                 if self._job_info is None:
-                    from slurm_hooks.slurm.jobinfo import job_info
+                    from slurm_hooks.jobinfo import job_info
 
                     self._job_info = job_info(self.config)
                 why = ended_here(self._job_info.job_live(b.job_id), self.node, b.run)

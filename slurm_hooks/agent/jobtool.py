@@ -17,9 +17,9 @@ import argparse
 import os
 import sys
 
+from computeproof.config import load_config
+from computeproof.errors import ComputeProofError
 from slurm_hooks.agent.client import record_artifacts, record_progress
-from slurm_hooks.config import load_config
-from slurm_hooks.errors import ComputeProofError
 
 
 def _epoch(text: str) -> tuple[int, int | None]:

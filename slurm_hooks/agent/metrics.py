@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from slurm_hooks.errors import AgentError
+from computeproof.errors import AgentError
 
 _FIGURES = {
     "busy_ms": "GPU-milliseconds with utilization above zero",

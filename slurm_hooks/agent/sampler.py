@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from computeproof.errors import AgentError
 from slurm_hooks.agent.nvml import GpuInfo, GpuReading, Nvml, NvmlError
-from slurm_hooks.errors import AgentError
 
 T = TypeVar("T")
 

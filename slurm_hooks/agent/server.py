@@ -26,9 +26,9 @@ import stat
 import struct
 import threading
 
+from computeproof.canonical import canonical_bytes
+from computeproof.errors import AgentError, ComputeProofError
 from slurm_hooks.agent.daemon import Agent, Artifact
-from slurm_hooks.errors import AgentError, ComputeProofError
-from slurm_hooks.receipts.canonical import canonical_bytes
 
 MAX_REQUEST = 64 * 1024
 MAX_FDS = 64

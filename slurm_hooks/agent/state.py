@@ -43,9 +43,9 @@ import json
 import os
 import time
 
-from slurm_hooks.config import Config
-from slurm_hooks.errors import AgentError
-from slurm_hooks.receipts.canonical import canonical_bytes
+from computeproof.canonical import canonical_bytes
+from computeproof.config import Config
+from computeproof.errors import AgentError
 
 KEEP_SECONDS = 7 * 24 * 3600
 

@@ -91,7 +91,7 @@ def test_readings_are_integers_and_energy_counter_grows() -> None:
 def test_gpus_json_lists_the_real_gpus() -> None:
     """`computeproof gpus --json` reports each GPU with the documented keys."""
     out = subprocess.run(
-        [sys.executable, "-m", "slurm_hooks.cli", "gpus", "--json"],
+        [sys.executable, "-m", "slurm_hooks", "gpus", "--json"],
         capture_output=True, text=True, check=True, cwd=REPO, timeout=60,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     ).stdout  # fmt: skip

@@ -28,7 +28,7 @@ SlurmCluster = Any  # tests/integration/conftest.py: the session's cluster handl
 
 pytestmark = pytest.mark.slurm
 
-CLI = [sys.executable, "-m", "slurm_hooks.cli"]
+CLI = [sys.executable, "-m", "slurm_hooks"]
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -223,7 +223,7 @@ def test_job_tool_outside_a_job_is_refused(slurm_cluster: SlurmCluster) -> None:
 
 def test_orphaned_bindings_are_let_go(slurm_cluster: SlurmCluster, job_dir: Path) -> None:
     """A binding the Epilog never removed: the agent asks Slurm (squeue) and lets it go."""
-    from slurm_hooks.config import load_config
+    from computeproof.config import load_config
 
     c = slurm_cluster
     config = load_config(str(c.computeproof_config))

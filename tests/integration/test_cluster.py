@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from slurm_hooks.config import load_config
+from computeproof.config import load_config
 
 if TYPE_CHECKING:
     from conftest import SlurmCluster

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from slurm_hooks.receipts.event import check_event
-from slurm_hooks.slurm.hookconfig import read_config_file
+from computeproof.event import check_event
+from slurm_hooks.hookconfig import read_config_file
 
 pytestmark = pytest.mark.slurm
 

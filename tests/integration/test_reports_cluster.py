@@ -26,7 +26,7 @@ SlurmCluster = Any  # tests/integration/conftest.py: the session's cluster handl
 
 pytestmark = pytest.mark.slurm
 
-CLI = [sys.executable, "-m", "slurm_hooks.cli"]
+CLI = [sys.executable, "-m", "slurm_hooks"]
 REPO = Path(__file__).resolve().parents[2]
 # (user, account, GPUs, seconds)
 JOBS = [

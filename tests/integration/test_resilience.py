@@ -28,7 +28,7 @@ SlurmCluster = Any  # tests/integration/conftest.py: the session's cluster handl
 
 pytestmark = pytest.mark.slurm
 
-CLI = [sys.executable, "-m", "slurm_hooks.cli"]
+CLI = [sys.executable, "-m", "slurm_hooks"]
 REPO = Path(__file__).resolve().parents[2]
 N_JOBS = 50
 # A one-node job's lifecycle: each of these exactly once (agent progress events may add more).

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from slurm_hooks.config import load_config
+from computeproof.config import load_config
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKER_SLURM = REPO / "docker-slurm"

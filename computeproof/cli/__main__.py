@@ -1,0 +1,5 @@
+"""`python -m computeproof.cli`: the receipt library's commands (no Slurm side)."""
+
+from computeproof.cli import main
+
+main()

@@ -1,0 +1,170 @@
+"""The forwarder: signs spooled events with the host key and appends them to the ledger.
+
+At least once: a spooled event is removed only after the ledger committed it (or holds
+it already); the ledger's dedupe by event id makes delivery exactly once. An event the
+ledger rejects moves to the spool's failed/ directory with the reason.
+
+Two forwarders of one spool (`computeproof forward` and the agent's) take turns on the
+spool's forward.lock (flock: a killed forwarder's lock goes with it), so they never sign
+and append the same events at the same time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from computeproof.envelope import sign_event
+from computeproof.errors import ReceiptError, SpoolError
+from computeproof.event import check_event, utc_now
+from computeproof.keys import Signer, load_signer
+from computeproof.ledger import Ledger, open_ledger
+from computeproof.privacy import commit_fields
+from computeproof.spool import Spool
+
+if TYPE_CHECKING:
+    from computeproof.config import Config
+
+
+@dataclass
+class ForwardResult:
+    """Counts of one forwarding pass."""
+
+    forwarded: int = 0
+    duplicates: int = 0
+    failed: int = 0
+    untrusted: int = 0  # left in the spool: the host key is not enrolled (for that host)
+    remaining: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def forward_spool(
+    spool: Spool,
+    signer: Signer,
+    ledger: Ledger,
+    private_fields: tuple[str, ...] = (),
+    batch_size: int = 1000,
+    progress: Callable[[int, int], None] | None = None,
+) -> ForwardResult:
+    """Drain ``spool`` into ``ledger`` in batches; return what happened. ``progress``
+    is told (events handled, events found) after each batch."""
+    result = ForwardResult()
+    paths = list(spool.pending())
+    for start in range(0, len(paths), batch_size):
+        if progress is not None and start:
+            progress(start, len(paths))
+        batch = paths[start : start + batch_size]
+        envelopes: list[bytes] = []
+        openings: list[dict[str, dict[str, object]]] = []
+        kept: list[str] = []
+        events: list[tuple[str, dict[str, object]]] = []
+        for path in batch:
+            try:
+                with open(path, "rb") as f:
+                    events.append((path, check_event(json.loads(f.read()))))
+            except FileNotFoundError:
+                continue  # forwarded by a concurrent forwarder
+            except (ValueError, ReceiptError) as e:
+                spool.fail(path, f"unreadable event: {e}")
+                result.failed += 1
+                result.errors.append(f"{os.path.basename(path)}: {e}")
+        # file times are coarse; the hook's own timestamp orders the log
+        events.sort(key=lambda pe: (str(pe[1]["time"]), str(pe[1]["id"])))
+        for path, event in events:
+            payload = event["payload"]
+            assert isinstance(payload, dict)
+            try:
+                committed, opened = commit_fields(
+                    payload, private_fields, str(event["id"]), signer.salt_secret
+                )
+                envelopes.append(sign_event({**event, "payload": committed}, signer))
+            except ReceiptError as e:  # e.g. a float in the payload: never signable
+                spool.fail(path, f"cannot sign event: {e}")
+                result.failed += 1
+                result.errors.append(f"{os.path.basename(path)}: {e}")
+                continue
+            openings.append(opened)
+            kept.append(path)
+        if not envelopes:
+            continue
+        try:
+            outcome = ledger.append(envelopes, openings)
+        except ReceiptError as e:  # ledger unreachable or locked: everything stays spooled
+            spool.record_forward_status(
+                f"{utc_now()} FAILED: {e}; {spool.count_pending()} events wait in the spool"
+            )
+            raise
+        for pos, _, _ in outcome.accepted:
+            spool.done(kept[pos])
+            result.forwarded += 1
+        for pos, _, _ in outcome.duplicates:
+            spool.done(kept[pos])
+            result.duplicates += 1
+        for pos, reason in outcome.untrusted:
+            result.untrusted += 1
+            if len(result.errors) < 20:
+                result.errors.append(f"{os.path.basename(kept[pos])}: {reason} (left in spool)")
+        for pos, reason in outcome.rejected:
+            try:
+                spool.fail(kept[pos], reason)
+            except OSError as e:
+                raise SpoolError(f"cannot move rejected event to failed/: {e}") from e
+            result.failed += 1
+            result.errors.append(f"{os.path.basename(kept[pos])}: {reason}")
+    if progress is not None and paths:
+        progress(len(paths), len(paths))
+    result.remaining = spool.count_pending()
+    spool.record_forward_status(
+        f"{utc_now()} forwarded {result.forwarded}, duplicates {result.duplicates}, "
+        f"rejected {result.failed}, waiting {result.remaining}"
+        + (
+            f"; {result.untrusted} wait because: {outcome_reason(result)}"
+            if result.untrusted
+            else ""
+        )
+    )
+    return result
+
+
+def outcome_reason(result: ForwardResult) -> str:
+    """The first reason events were left in the spool."""
+    return next((e for e in result.errors if e.endswith("(left in spool)")), "")
+
+
+@contextlib.contextmanager
+def forward_lock(spool: Spool, wait: bool = True) -> Iterator[bool]:
+    """Hold the spool's forward lock; yields False (and holds nothing) when ``wait`` is
+    False and another forwarder has it."""
+    spool.ensure()
+    try:
+        fd = os.open(os.path.join(spool.path, "forward.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as e:
+        raise SpoolError(f"cannot open {spool.path}/forward.lock: {e.strerror}") from e
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def forward_configured(
+    config: Config, wait: bool = True, progress: Callable[[int, int], None] | None = None
+) -> ForwardResult | None:
+    """One forwarding pass of the configured spool into the configured ledger, signed with
+    the host key; None when ``wait`` is False and another forwarder is at work."""
+    spool = Spool(config.spool_dir)
+    with forward_lock(spool, wait) as held:
+        if not held:
+            return None
+        signer = load_signer(config.host_key)
+        with open_ledger(config) as ledger:
+            return forward_spool(spool, signer, ledger, config.private_fields, progress=progress)

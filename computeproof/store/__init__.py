@@ -1,0 +1,30 @@
+"""Ledger storage backends behind one narrow interface (interface.py).
+
+sqlite.py is the embedded default; a PostgreSQL backend implements the same interface
+and runs the same contract tests (tests/unit/computeproof/store_contract.py).
+"""
+
+from __future__ import annotations
+
+from computeproof.store.interface import LeafRow, Store
+
+
+def open_store(url: str, create: bool = True) -> Store:
+    """Open a store: a ``postgresql://`` URL or a SQLite file path (a missing file is
+    created, or with ``create`` False refused)."""
+    if url.startswith(("postgresql://", "postgres://")):
+        from computeproof.store.postgres import PostgresStore  # type: ignore[import-not-found,unused-ignore]
+
+        store: Store = PostgresStore(url)
+        return store
+    from computeproof.store.sqlite import SQLiteStore
+
+    return SQLiteStore(url, create)
+
+
+def read_leaves(url: str, start: int, stop: int) -> list[LeafRow]:
+    """Leaves start <= index < stop through a store's :meth:`Store.reader_url`, read-only
+    (for ledger worker processes)."""
+    from computeproof.store.sqlite import read_leaves as read_sqlite
+
+    return read_sqlite(url, start, stop)

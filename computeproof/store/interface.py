@@ -1,0 +1,197 @@
+"""The storage interface of the ledger: leaves, perfect-subtree nodes, checkpoints, keys.
+
+Kept narrow on purpose so a PostgreSQL backend is a second small module. The store only
+persists; every check (signatures, Merkle math, dedupe policy) lives in the ledger.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+NodeKey = tuple[int, int]  # (level, index): perfect subtree over [index*2^level, (index+1)*2^level)
+
+
+class LeafRow(NamedTuple):
+    """One log entry: its index, the event's id and job, and the envelope bytes (a named
+    tuple in the leaves table's column order, so it binds to SQL as it is)."""
+
+    index: int  # type: ignore[assignment]  # the field shadows tuple.index, on purpose
+    event_id: str
+    job_key: str
+    type: str
+    host: str
+    time: str
+    envelope: bytes
+
+
+@dataclass(frozen=True)
+class CheckpointRow:
+    """A signed checkpoint the ledger issued."""
+
+    size: int
+    root: bytes
+    note: str
+    created: str
+
+
+@dataclass(frozen=True)
+class EnrolledKey:
+    """A host public key the ledger trusts, and the hosts it may sign for ("*": any)."""
+
+    key_id: str
+    public_raw: bytes
+    hosts: tuple[str, ...]
+    enrolled: str
+    revoked: str | None = None  # still verifies old events; new ones are refused
+
+
+@dataclass
+class JobRow:
+    """The job index: one row per run of a job, derived from its events (not authoritative:
+    `ledger verify` and receipts check the events themselves)."""
+
+    job_key: str
+    cluster: str
+    job: str
+    job_id: int
+    run: int
+    user: str | None = None
+    account: str | None = None
+    partition: str | None = None
+    state: str | None = None
+    gpus: int | None = None
+    gpu_model: str | None = None
+    nodes: str | None = None
+    submit: str | None = None
+    start: str | None = None
+    end: str | None = None
+    elapsed_s: int | None = None
+    exit_code: str | None = None
+    synthetic: bool = False
+    events: int = 0
+    first_leaf: int | None = None
+    last_leaf: int | None = None
+    fields: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    """Selection for :meth:`Store.jobs`; None means any."""
+
+    users: tuple[str, ...] = ()
+    accounts: tuple[str, ...] = ()
+    partitions: tuple[str, ...] = ()
+    states: tuple[str, ...] = ()
+    nodes: tuple[str, ...] = ()
+    gpu_models: tuple[str, ...] = ()
+    since: str | None = None  # jobs that ended at or after (or are still running)
+    until: str | None = None  # jobs that started before
+    job: str | None = None
+    limit: int | None = None
+
+
+class Store(ABC):
+    """Persistence for one ledger. One writer at a time; readers run concurrently."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the connection."""
+
+    @abstractmethod
+    def snapshot(self) -> AbstractContextManager[None]:
+        """A context in which this store's reads all see the log as of the first of them,
+        whatever other writers commit meanwhile (`ledger verify` on a live ledger)."""
+
+    @abstractmethod
+    def get_meta(self, key: str) -> str | None:
+        """A ledger-wide setting (origin, ledger public key)."""
+
+    @abstractmethod
+    def set_meta(self, key: str, value: str) -> None:
+        """Store a ledger-wide setting."""
+
+    @abstractmethod
+    def size(self) -> int:
+        """Number of leaves in the log."""
+
+    @abstractmethod
+    def read_nodes(self, keys: Sequence[NodeKey]) -> Mapping[NodeKey, bytes]:
+        """The stored hashes of the requested perfect subtrees, in one round trip."""
+
+    @abstractmethod
+    def append(
+        self,
+        expected_size: int,
+        leaves: Sequence[LeafRow],
+        nodes: Sequence[tuple[NodeKey, bytes]],
+        jobs: Sequence[JobRow],
+        openings: Sequence[tuple[str, str, str, str]],
+    ) -> None:
+        """Atomically add leaves (indices from ``expected_size``), their new nodes, the
+        updated job rows and private-field openings (event id, field, salt, value JSON).
+        Raise StoreConflict, changing nothing, if the log no longer has ``expected_size``
+        (another writer appended first)."""
+
+    @abstractmethod
+    def find_events(self, events: Sequence[tuple[str, str]]) -> dict[str, tuple[int, bytes]]:
+        """Leaf index and envelope of each given (job key, event id) already in the log, by
+        event id. An event id hashes its job's identity, so the pair is as unique as the id
+        and a store may index the two together."""
+
+    @abstractmethod
+    def leaves(self, start: int = 0, stop: int | None = None) -> Iterator[LeafRow]:
+        """Leaves with start <= index < stop, in index order."""
+
+    def reader_url(self) -> str | None:
+        """A URL that :func:`computeproof.store.read_leaves` in another process
+        can read this log's leaves through, concurrently and read-only; None when the
+        backend has none (then the ledger passes leaves to its workers itself)."""
+        return None
+
+    @abstractmethod
+    def leaf_count_rows(self) -> tuple[int, int, int]:
+        """(row count, min index, max index) of the leaf table, for integrity checks."""
+
+    @abstractmethod
+    def nodes_at_level(self, level: int) -> Iterator[tuple[int, bytes]]:
+        """All stored (index, hash) at one level, in index order (for `ledger verify`)."""
+
+    @abstractmethod
+    def job_leaves(self, job_key: str) -> list[LeafRow]:
+        """Every leaf of one job run, in index order."""
+
+    @abstractmethod
+    def jobs(self, selection: JobFilter) -> list[JobRow]:
+        """Job index rows matching ``selection``, ordered by start then job key."""
+
+    @abstractmethod
+    def get_jobs(self, job_keys: Sequence[str]) -> dict[str, JobRow]:
+        """Job index rows by key."""
+
+    @abstractmethod
+    def openings(self, event_id: str) -> dict[str, tuple[str, str]]:
+        """Private-field openings of one event: field -> (salt hex, value JSON)."""
+
+    @abstractmethod
+    def add_checkpoint(self, row: CheckpointRow) -> None:
+        """Record a signed checkpoint."""
+
+    @abstractmethod
+    def checkpoints(self) -> list[CheckpointRow]:
+        """Every checkpoint, oldest first."""
+
+    @abstractmethod
+    def enroll(self, key: EnrolledKey) -> None:
+        """Trust a host key (replacing its host list if already enrolled)."""
+
+    @abstractmethod
+    def revoke(self, key_id: str, when: str) -> bool:
+        """Stop trusting a key for new events; True if it was enrolled."""
+
+    @abstractmethod
+    def enrolled(self) -> dict[str, EnrolledKey]:
+        """Enrolled keys by key id."""

@@ -1,0 +1,5 @@
+"""`python -m slurm_hooks`: the whole `computeproof` command, Slurm side included."""
+
+from slurm_hooks.cli import main
+
+main()

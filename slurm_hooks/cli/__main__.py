@@ -1,5 +1,0 @@
-"""`python -m slurm_hooks.cli`."""
-
-from slurm_hooks.cli import main
-
-main()

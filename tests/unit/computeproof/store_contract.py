@@ -1,0 +1,321 @@
+"""Contract tests of the Store interface (computeproof/store/interface.py).
+
+A backend's test module subclasses :class:`StoreContract` and provides a ``make_store``
+fixture: a callable ``make_store(name="main")`` that opens a store, the same storage each
+time it is called with the same name, empty the first time (test_store_sqlite.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+
+import pytest
+
+from computeproof import merkle
+from computeproof.errors import StoreConflict, StoreError
+from computeproof.store.interface import (
+    CheckpointRow,
+    EnrolledKey,
+    JobFilter,
+    JobRow,
+    LeafRow,
+    Store,
+)
+
+MakeStore = Callable[..., Store]
+
+
+def _leaves(start: int, n: int, job: str = "c1/1#0") -> list[LeafRow]:
+    return [
+        LeafRow(
+            i,
+            hashlib.sha256(b"event %d" % i).hexdigest(),
+            job,
+            "progress",
+            f"node{i % 2}",
+            f"2026-01-01T00:00:{i:02d}Z",
+            b'{"envelope":%d}' % i,
+        )
+        for i in range(start, start + n)
+    ]
+
+
+def _append(
+    store: Store,
+    n: int,
+    job: str = "c1/1#0",
+    jobs: list[JobRow] | None = None,
+    openings: list[tuple[str, str, str, str]] | None = None,
+) -> list[LeafRow]:
+    """Append ``n`` leaves with their correct Merkle nodes."""
+    start = store.size()
+    keys = merkle.frontier_keys(start)
+    have = store.read_nodes(keys)
+    rows = _leaves(start, n, job)
+    nodes, _ = merkle.nodes_to_store(
+        start, [merkle.leaf_hash(r.envelope) for r in rows], [have[k] for k in keys]
+    )
+    store.append(start, rows, nodes, jobs or [], openings or [])
+    return rows
+
+
+def _job(key: str = "c1/1#0", **kw: object) -> JobRow:
+    cluster, rest = key.split("/")
+    job, run = rest.split("#")
+    return JobRow(key, cluster, job, int(job.split("_")[0]), int(run), **kw)  # type: ignore[arg-type]
+
+
+class StoreContract:
+    """Behaviour every Store backend must have."""
+
+    def test_empty(self, make_store: MakeStore) -> None:
+        s = make_store()
+        assert s.size() == 0
+        assert s.leaf_count_rows() == (0, -1, -1)
+        assert dict(s.read_nodes([(0, 0), (3, 1)])) == {}
+        assert dict(s.read_nodes([])) == {}
+        assert s.find_events([("c1/1#0", "x" * 64)]) == {}
+        assert list(s.leaves()) == []
+        assert list(s.nodes_at_level(0)) == []
+        assert s.job_leaves("c1/1#0") == []
+        assert s.jobs(JobFilter()) == []
+        assert s.get_jobs(["c1/1#0"]) == {}
+        assert s.openings("x") == {}
+        assert s.checkpoints() == []
+        assert s.enrolled() == {}
+        assert s.get_meta("origin") is None
+
+    def test_meta(self, make_store: MakeStore) -> None:
+        s = make_store()
+        s.set_meta("origin", "a")
+        s.set_meta("origin", "b")
+        s.set_meta("other", "c")
+        assert s.get_meta("origin") == "b" and s.get_meta("other") == "c"
+
+    def test_append_and_read_back(self, make_store: MakeStore) -> None:
+        s = make_store()
+        first = _append(s, 5)
+        second = _append(s, 3, job="c1/2#0")
+        rows = first + second
+        assert s.size() == 8
+        assert s.leaf_count_rows() == (8, 0, 7)
+        assert list(s.leaves()) == rows
+        assert list(s.leaves(2, 5)) == rows[2:5]
+        assert list(s.leaves(6)) == rows[6:]
+        assert list(s.leaves(8)) == [] and list(s.leaves(3, 3)) == []
+        assert s.job_leaves("c1/2#0") == second
+        pairs = [(r.job_key, r.event_id) for r in (rows[1], rows[7])]
+        # an unknown id, and a known id under another job key: neither is in the log
+        pairs += [("c1/1#0", "f" * 64), ("c1/2#0", rows[1].event_id)]
+        assert s.find_events(pairs) == {
+            rows[1].event_id: (1, rows[1].envelope),
+            rows[7].event_id: (7, rows[7].envelope),
+        }
+        # the stored nodes are those of the RFC 9162 tree over the leaf hashes
+        hashes = [merkle.leaf_hash(r.envelope) for r in rows]
+        nodes = s.read_nodes([(0, 3), (1, 2), (3, 0), (2, 1), (4, 0)])
+        assert nodes[(0, 3)] == hashes[3]
+        assert nodes[(1, 2)] == merkle.node_hash(hashes[4], hashes[5])
+        assert nodes[(3, 0)] == merkle.root_from_leaf_hashes(hashes)
+        assert (4, 0) not in nodes
+        assert [i for i, _ in s.nodes_at_level(0)] == list(range(8))
+        assert dict(s.nodes_at_level(2)) == {
+            0: merkle.root_from_leaf_hashes(hashes[:4]),
+            1: merkle.root_from_leaf_hashes(hashes[4:]),
+        }
+        assert nodes[(2, 1)] == merkle.root_from_leaf_hashes(hashes[4:])
+        assert merkle.root(8, s.read_nodes) == merkle.root_from_leaf_hashes(hashes)
+
+    def test_snapshot_holds_still_while_another_writer_appends(self, make_store: MakeStore) -> None:
+        reader, writer = make_store(), make_store()  # two connections to one log
+        first = _append(writer, 3)
+        with reader.snapshot():
+            assert reader.size() == 3
+            _append(writer, 2, job="c1/2#0")
+            assert reader.size() == 3 and reader.leaf_count_rows() == (3, 0, 2)
+            assert [i for i, _ in reader.nodes_at_level(0)] == [0, 1, 2]
+            assert list(reader.leaves()) == first and reader.job_leaves("c1/2#0") == []
+            with reader.snapshot():  # a snapshot inside one is the same snapshot
+                assert reader.size() == 3
+            assert reader.size() == 3
+        assert reader.size() == 5 and len(reader.job_leaves("c1/2#0")) == 2
+
+    def test_read_nodes_many_keys(self, make_store: MakeStore) -> None:
+        s = make_store()
+        _append(s, 600)
+        keys = [(0, i) for i in range(600)]
+        got = s.read_nodes(keys)
+        assert len(got) == 600  # more keys than one SQL statement's chunk
+
+    def test_find_events_many_ids(self, make_store: MakeStore) -> None:
+        s = make_store()
+        rows = _append(s, 700)
+        found = s.find_events([(r.job_key, r.event_id) for r in rows])
+        assert len(found) == 700 and found[rows[650].event_id][0] == 650
+
+    def test_append_wrong_expected_size_changes_nothing(self, make_store: MakeStore) -> None:
+        s = make_store()
+        _append(s, 3, jobs=[_job(events=3)], openings=[("e0", "user", "00", '"alice"')])
+        before = (list(s.leaves()), list(s.nodes_at_level(0)), s.get_jobs(["c1/1#0"]))
+        extra = _leaves(3, 2)
+        for expected in (0, 2, 4):
+            with pytest.raises(StoreConflict):
+                s.append(
+                    expected,
+                    extra,
+                    [((0, 3), b"\x00" * 32)],
+                    [_job(events=99), _job("c1/9#0")],
+                    [("e0", "user", "11", '"mallory"'), ("e9", "f", "22", "1")],
+                )
+        assert (list(s.leaves()), list(s.nodes_at_level(0)), s.get_jobs(["c1/1#0"])) == before
+        assert s.get_jobs(["c1/9#0"]) == {}
+        assert s.openings("e0") == {"user": ("00", '"alice"')} and s.openings("e9") == {}
+        assert s.size() == 3
+
+    def test_append_is_atomic_on_duplicate_event_id(self, make_store: MakeStore) -> None:
+        s = make_store()
+        rows = _append(s, 2)
+        dup = LeafRow(3, rows[0].event_id, "c1/1#0", "progress", "n", "t", b"x")
+        new = _leaves(2, 1)[0]
+        with pytest.raises(StoreError):
+            s.append(
+                2, [new, dup], [((0, 2), b"\x01" * 32)], [_job("c1/5#0")], [("e", "f", "s", "1")]
+            )
+        assert s.size() == 2 and s.find_events([(new.job_key, new.event_id)]) == {}
+        assert s.read_nodes([(0, 2)]) == {} and s.get_jobs(["c1/5#0"]) == {}
+        assert s.openings("e") == {}
+
+    def test_job_rows_round_trip(self, make_store: MakeStore) -> None:
+        s = make_store()
+        full = _job(
+            "c1/100_4#1",
+            user="alice",
+            account="physics",
+            partition="gpu",
+            state="COMPLETED",
+            gpus=4,
+            gpu_model="a100",
+            nodes="node1,node2",
+            submit="2026-01-01T09:00:00",
+            start="2026-01-01T10:00:00",
+            end="2026-01-01T11:00:00",
+            elapsed_s=3600,
+            exit_code="0:0",
+            synthetic=True,
+            events=7,
+            first_leaf=0,
+            last_leaf=6,
+            fields={"gpu_totals": {"busy_gpu_ms": 5}, "_rank": 3, "list": [1, "a"]},
+        )
+        bare = _job("c1/7#0")
+        _append(s, 1, jobs=[full, bare])
+        assert s.get_jobs([full.job_key, bare.job_key, "c1/none#0"]) == {
+            full.job_key: full,
+            bare.job_key: bare,
+        }
+        # a later append replaces the row
+        full.state, full.events = "FAILED", 8
+        _append(s, 1, jobs=[full])
+        assert s.get_jobs([full.job_key])[full.job_key] == full
+
+    def test_jobs_filter(self, make_store: MakeStore) -> None:
+        s = make_store()
+        rows = [
+            _job(
+                "c1/1#0",
+                user="alice",
+                account="a",
+                state="COMPLETED",
+                nodes="node1",
+                start="2026-01-01T10:00:00",
+                end="2026-01-01T11:00:00",
+                gpu_model="a100",
+                partition="gpu",
+            ),
+            _job(
+                "c1/2#0",
+                user="bob",
+                account="b",
+                state="FAILED",
+                nodes="node10,node2",
+                start="2026-01-02T10:00:00",
+                end="2026-01-02T11:00:00",
+                partition="cpu",
+            ),
+            _job(
+                "c1/3#0",
+                user="alice",
+                account="b",
+                state="RUNNING",
+                nodes="node2",
+                start="2026-01-03T10:00:00",
+            ),
+            _job("c2/1#1", user="carol", submit="2026-01-04T00:00:00"),
+        ]
+        _append(s, 1, jobs=rows)
+
+        def keys(**kw: object) -> list[str]:
+            return [r.job_key for r in s.jobs(JobFilter(**kw))]  # type: ignore[arg-type]
+
+        assert keys() == ["c1/1#0", "c1/2#0", "c1/3#0", "c2/1#1"]  # by start, then submit
+        assert keys(users=("alice",)) == ["c1/1#0", "c1/3#0"]
+        assert keys(accounts=("b",), states=("FAILED", "RUNNING")) == ["c1/2#0", "c1/3#0"]
+        assert keys(partitions=("gpu",), gpu_models=("a100",)) == ["c1/1#0"]
+        assert keys(nodes=("node1",)) == ["c1/1#0"]  # not node10
+        assert keys(nodes=("node2",)) == ["c1/2#0", "c1/3#0"]
+        assert keys(since="2026-01-02T10:30:00") == ["c1/2#0", "c1/3#0", "c2/1#1"]
+        assert keys(until="2026-01-02T00:00:00") == ["c1/1#0", "c2/1#1"]
+        assert keys(job="1") == ["c1/1#0", "c2/1#1"]
+        assert keys(job="c2/1#1") == ["c2/1#1"]
+        assert keys(limit=2) == ["c1/1#0", "c1/2#0"]
+
+    def test_openings(self, make_store: MakeStore) -> None:
+        s = make_store()
+        _append(
+            s,
+            1,
+            openings=[
+                ("e1", "user", "aa", '"alice"'),
+                ("e1", "cmd", "bb", '["x"]'),
+                ("e2", "user", "cc", '"bob"'),
+            ],
+        )
+        assert s.openings("e1") == {"user": ("aa", '"alice"'), "cmd": ("bb", '["x"]')}
+        assert s.openings("e2") == {"user": ("cc", '"bob"')}
+
+    def test_checkpoints(self, make_store: MakeStore) -> None:
+        s = make_store()
+        b = CheckpointRow(8, b"\x02" * 32, "note 8\n", "2026-01-02T00:00:00Z")
+        a = CheckpointRow(4, b"\x01" * 32, "note 4\n", "2026-01-01T00:00:00Z")
+        s.add_checkpoint(b)
+        s.add_checkpoint(a)
+        assert s.checkpoints() == [a, b]  # ordered by size
+
+    def test_enroll_and_revoke(self, make_store: MakeStore) -> None:
+        s = make_store()
+        k1 = EnrolledKey("a" * 64, b"\x01" * 32, ("node1", "node2"), "2026-01-01T00:00:00Z")
+        k2 = EnrolledKey("b" * 64, b"\x02" * 32, ("*",), "2026-01-01T00:00:00Z")
+        s.enroll(k1)
+        s.enroll(k2)
+        assert s.enrolled() == {k1.key_id: k1, k2.key_id: k2}
+        assert s.revoke(k1.key_id, "2026-02-01T00:00:00Z") is True
+        assert s.revoke("c" * 64, "2026-02-01T00:00:00Z") is False
+        got = s.enrolled()
+        assert got[k1.key_id].revoked == "2026-02-01T00:00:00Z"
+        assert got[k1.key_id].public_raw == k1.public_raw and got[k2.key_id].revoked is None
+        k1b = EnrolledKey(k1.key_id, k1.public_raw, ("node3",), "2026-03-01T00:00:00Z")
+        s.enroll(k1b)  # re-enrolling replaces the host list
+        assert s.enrolled()[k1.key_id].hosts == ("node3",)
+
+    def test_data_survives_reopen(self, make_store: MakeStore) -> None:
+        s = make_store("persist")
+        rows = _append(s, 3, jobs=[_job(events=3)])
+        s.set_meta("origin", "o")
+        s.add_checkpoint(CheckpointRow(3, b"\x03" * 32, "n\n", "t"))
+        s.close()
+        t = make_store("persist")
+        assert list(t.leaves()) == rows
+        assert t.get_meta("origin") == "o"
+        assert [c.size for c in t.checkpoints()] == [3]
+        assert t.get_jobs(["c1/1#0"])["c1/1#0"].events == 3

@@ -69,6 +69,46 @@ def utc_now() -> str:
     return _time.strftime("%Y-%m-%dT%H:%M:%S", _time.gmtime(secs)) + f".{micros:06d}Z"
 
 
+NON_UTF8 = "non_utf8"
+
+
+def text_value(value: str) -> "str | dict[str, str]":
+    """``value`` as an event field: itself when it is valid Unicode text, else
+    ``{"non_utf8": <base64 of its bytes>}``.
+
+    Values Slurm hands over as bytes (environment, job names, paths) are decoded with
+    surrogateescape, so a byte that is not UTF-8 becomes a lone surrogate that canonical
+    JSON cannot carry. The object form keeps the exact bytes (lone surrogates from other
+    sources are kept as their UTF-8 encoding, WTF-8) and cannot be mistaken for a string.
+    """
+    if value.isascii():
+        return value
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        pass
+    import binascii  # a builtin C module: nothing to load on the hook path
+
+    try:
+        raw = value.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raw = value.encode("utf-8", "surrogatepass")
+    return {NON_UTF8: binascii.b2a_base64(raw, newline=False).decode("ascii")}
+
+
+def text_values(value: object) -> object:
+    """``value`` with every string in it (dict values and list items, recursively) passed
+    through :func:`text_value`; keys are the project's own and stay as they are."""
+    if isinstance(value, str):
+        return text_value(value)
+    if isinstance(value, dict):
+        return {k: text_values(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [text_values(v) for v in value]
+    return value
+
+
 def new_event(
     type: str,
     cluster: str,
@@ -80,9 +120,12 @@ def new_event(
     run: int = 0,
     time: str | None = None,
 ) -> dict[str, object]:
-    """Build an event dict with its deterministic id; ``time`` defaults to now."""
+    """Build an event dict with its deterministic id; ``time`` defaults to now. Strings
+    in ``payload`` that are not valid Unicode are recorded as :func:`text_value` says."""
     if type not in EVENT_TYPES:
         raise CanonicalError(f"unknown event type {type!r}; expected one of {EVENT_TYPES}")
+    clean = text_values(payload)
+    assert isinstance(clean, dict)
     return {
         "schema": SCHEMA,
         "id": event_id(cluster, job, job_id, run, type, host, seq),
@@ -94,7 +137,7 @@ def new_event(
         "host": host,
         "seq": seq,
         "time": time if time is not None else utc_now(),
-        "payload": payload,
+        "payload": clean,
     }
 
 

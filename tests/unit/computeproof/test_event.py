@@ -161,3 +161,37 @@ def test_ids_of_escaped_identity_strings() -> None:
     # quotes, backslashes and control characters must be escaped as RFC 8785 does
     for s in ('a"b', "a\\b", "a\nb", "a\x01b", "\u00e9\U0001f600"):
         assert event_id(s, s, 1, 0, "started", s, 0) == _reference_id(s, s, 1, 0, "started", s, 0)
+
+
+def test_text_value_keeps_valid_text_and_encodes_other_bytes_losslessly() -> None:
+    import base64
+
+    from computeproof.canonical import canonical_bytes
+    from computeproof.event import text_value
+
+    assert text_value("train") == "train"
+    assert text_value("réseau\n\u2028") == "réseau\n\u2028"
+    raw = b"job\xff\xfe\nJobName=x"
+    decoded = raw.decode("utf-8", "surrogateescape")
+    value = text_value(decoded)
+    assert isinstance(value, dict)
+    assert base64.b64decode(value["non_utf8"]) == raw
+    canonical_bytes(value)  # now representable
+    lone = text_value("a\ud800b")  # a lone surrogate from a JSON escape
+    assert isinstance(lone, dict)
+    assert base64.b64decode(lone["non_utf8"]) == "a\ud800b".encode("utf-8", "surrogatepass")
+
+
+def test_new_event_records_non_utf8_payload_strings_as_objects() -> None:
+    from computeproof.canonical import canonical_bytes
+    from computeproof.event import new_event
+
+    name = b"\xc3\x28bad".decode("utf-8", "surrogateescape")
+    event = new_event(
+        "started", "c1", "5", 5, "n1", {"job_name": name, "nodes": [name, "ok"], "n": 1}
+    )
+    payload = event["payload"]
+    assert isinstance(payload, dict)
+    assert payload["job_name"] == {"non_utf8": "wyhiYWQ="}
+    assert payload["nodes"] == [{"non_utf8": "wyhiYWQ="}, "ok"] and payload["n"] == 1
+    canonical_bytes(event)

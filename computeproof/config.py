@@ -40,6 +40,7 @@ class Config:
     prometheus_port: int = 0
     ratecard: str = ""  # rate card TOML; default: ratecard.toml beside the config
     grants: str = ""  # grant map TOML; default: grants.toml beside the config
+    controller_poll_interval: int = 1  # seconds between the controller collector's polls
     source: str = "defaults"
 
     @property

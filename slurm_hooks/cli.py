@@ -9,6 +9,7 @@ the console script is this module's ``main``, the same click group with these ad
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -317,6 +318,72 @@ def reconcile_cmd(state: State, since: str, until: str | None, as_json: bool) ->
         click.echo("reconciled: OK" if out["ok"] else "reconciled: DIFFERENCES FOUND")
     if not out["ok"]:
         sys.exit(EXIT_FAILED_CHECK)
+
+
+# --------------------------------------------------------------------------------------
+# The controller's collector (slurm_hooks/controller.py): scheduled, completed and
+# final_state for every job. Kept apart from the agent's commands above.
+
+
+@main.group("controller")
+def controller_group() -> None:
+    """The controller's collector (run it on the slurmctld host)."""
+
+
+@controller_group.command("run")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.05),
+    default=None,
+    metavar="SECONDS",
+    help="Seconds between polls (default: controller_poll_interval, 1).",
+)
+@click.option(
+    "--since",
+    default=None,
+    metavar="DATE",
+    help="On the first start, also record the jobs that ended since DATE (from accounting).",
+)
+@click.option("--once", is_flag=True, help="Poll once (every batched read due), then exit.")
+@pass_state
+def controller_run(state: State, interval: float | None, since: str | None, once: bool) -> None:
+    """Write scheduled, completed and final_state for every job, polling Slurm until
+    SIGTERM or SIGINT."""
+    from slurm_hooks.backend import job_info
+    from slurm_hooks.controller import Collector, lock
+
+    config = state.config
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+
+    def work() -> int:
+        held = lock(config)
+        try:
+            collector = Collector(config, job_info(config))
+            if since is not None and collector.state.cursor is None:
+                from computeproof.reports.dates import parse_date
+                from computeproof.reports.grants import to_ms
+
+                collector.state.cursor = to_ms(parse_date(since, "--since")) // 1000
+            if once:
+                collector.detail_interval = collector.accounting_interval = 0.0
+                collector.poll()
+                return collector.written
+            stop = threading.Event()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: stop.set())
+            every = interval if interval is not None else max(1, config.controller_poll_interval)
+            logging.getLogger("computeproof.controller").info(
+                "collector for cluster %s polling every %g s (spool %s)",
+                config.cluster, every, config.spool_dir,
+            )  # fmt: skip
+            collector.run(stop, every)
+            return collector.written
+        finally:
+            os.close(held)
+
+    written = run(work)
+    if once:
+        click.echo(f"{written} events written")
 
 
 _accept_global_flags(main)

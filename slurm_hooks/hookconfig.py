@@ -44,6 +44,7 @@ DEFAULTS: dict[str, object] = {
     "prometheus_port": 0,
     "ratecard": "",
     "grants": "",
+    "controller_poll_interval": 1,
 }
 
 _ENV = {"COMPUTEPROOF_SPOOL": "spool_dir", "COMPUTEPROOF_CLUSTER": "cluster"}

@@ -1,21 +1,27 @@
-"""The four Slurm hooks: PrologSlurmctld, Prolog, Epilog, EpilogSlurmctld.
+"""The four Slurm hooks: Prolog and Epilog on every node; PrologSlurmctld and
+EpilogSlurmctld on the controller, both optional.
 
-    prolog_slurmctld  -> scheduled    (controller: who, where, what was asked and given)
     prolog            -> started      (each node: its GPUs, by minor number; binding file)
     epilog            -> node_done    (each node: the agent's GPU summary; binding removed)
-    epilog_slurmctld  -> completed    (controller: exit code, times, GPU-seconds)
-                         + a detached watcher that records final_state (finalstate.py)
+    prolog_slurmctld  -> scheduled    (optional: a record written before the job may start)
+    epilog_slurmctld  -> completed    (optional: a record written as the job ends)
+
+The controller's collector (controller.py, `computeproof controller run`) writes
+scheduled, completed and final_state for every job from batched reads; the controller
+hooks only add a synchronous record, at a Python start and one squeue call a job on the
+controller. Both build their events with lifecycle.py, so they carry the same ids: the
+ledger keeps one of each.
 
 A hook never harms a job: any failure is logged to syslog and stderr, counted in
-``<spool>/hook-failures`` and the hook exits 0, unless the site set ``strict = true``
-(then it exits 1: a failing Prolog drains the node and holds the job). A watchdog
-(SIGALRM) ends a hook that is stuck anyway. Only cheap modules are imported here
-(no json, no subprocess, no signal/enum, not even os: posix and computeproof.posixfs
-instead): see bench/bench_hook.py for the budget.
+``hook-failures`` in the spool and in the run dir (hooklog.py), and the hook exits 0,
+unless the site set ``strict = true`` (then it exits 1: a failing Prolog drains the node
+and holds the job). A value a job's user controls (name, work dir, paths: any bytes) never
+makes a hook fail. A watchdog (SIGALRM) ends a hook that is stuck anyway. Only cheap
+modules are imported here (no json, no subprocess, no signal/enum, not even os: posix and
+computeproof.posixfs instead): see bench/bench_hook.py for the budget.
 """
 
 import posix
-import sys
 
 from computeproof import posixfs
 from computeproof.errors import CanonicalError, ComputeProofError, ConfigError, SlurmError
@@ -23,6 +29,7 @@ from computeproof.event import new_event, utc_now
 from computeproof.spool import Spool
 from slurm_hooks import slurmenv
 from slurm_hooks.hookconfig import DEFAULT_CONFIG_PATH, HookConfig, load_hook_config
+from slurm_hooks.hooklog import count_failure, failure_line, log
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -33,59 +40,10 @@ else:
 
 HOOKS = ("prolog_slurmctld", "prolog", "epilog", "epilog_slurmctld")
 # Failures must end well inside a second; the watchdog is the backstop for a hung disk.
-SCONTROL_TIMEOUT = 0.7
+SQUEUE_TIMEOUT = 0.7
 AGENT_TIMEOUT = 0.7
 WATCHDOG_SECONDS = 3
-FAILURE_COUNTER = "hook-failures"
-
-
-def failure_line(kind: str, message: str, job_id: int | None = None) -> str:
-    """The one line a failure is reported as."""
-    return f"computeproof {kind}: job {job_id if job_id is not None else '?'}: {message}"
-
-
-def log(kind: str, message: str, job_id: int | None = None) -> None:
-    """One line to syslog (daemon facility) and stderr; never raises."""
-    line = failure_line(kind, message, job_id)
-    try:
-        import syslog
-
-        syslog.openlog("computeproof-hook", syslog.LOG_PID, syslog.LOG_DAEMON)
-        syslog.syslog(syslog.LOG_ERR, line)
-    except Exception:
-        pass
-    try:
-        sys.stderr.write(line + "\n")
-        sys.stderr.flush()
-    except Exception:
-        pass
-
-
-def count_failure(spool_dir: str, line: str = "") -> None:
-    """Increment ``<spool>/hook-failures`` under an flock, keep ``line`` as the last; best effort.
-
-    ``hook-failures.last`` holds the latest failure's line for hosts without syslog.
-    """
-    try:
-        import fcntl
-
-        path = posixfs.join(spool_dir, FAILURE_COUNTER)
-        fd = posix.open(path, posix.O_RDWR | posix.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            raw = posix.read(fd, 64).strip()
-            n = int(raw) + 1 if raw.isdigit() else 1
-            posix.lseek(fd, 0, 0)
-            posix.ftruncate(fd, 0)
-            posix.write(fd, b"%d\n" % n)
-            if line:
-                last = path + ".last"
-                with open(last, "w", encoding="utf-8", errors="replace") as f:
-                    f.write(line + "\n")
-        finally:
-            posix.close(fd)
-    except (OSError, ValueError):
-        pass
+__all__ = ["HOOKS", "count_failure", "failure_line", "log", "main"]
 
 
 def _config_hint(environ: dict[str, str], name: str) -> str | None:
@@ -113,27 +71,30 @@ def _write(config: HookConfig, event: dict[str, object]) -> None:
     Spool(config.spool_dir).write(event)
 
 
-def _scontrol(
+def _live_record(
     config: HookConfig, env: dict[str, str], job_id: int
-) -> tuple[dict[str, str], list[dict[str, str]]]:
-    """The job's ``scontrol show job -o -d`` record (one controller RPC, bounded)."""
+) -> "tuple[dict[str, object] | None, str]":
+    """The controller's record of the job (``squeue -O`` of fields no user sets; one
+    bounded RPC) and its source, or (None, why not)."""
     from slurm_hooks import command
-    from slurm_hooks.scontrol import parse_show_job
+    from slurm_hooks.slurmtext import SAFE_FORMAT, parse_squeue_safe
 
-    out = command.run(
-        [config.slurm_command("scontrol"), "show", "job", "-o", "-d", str(job_id)],
-        timeout=SCONTROL_TIMEOUT,
-        env=command.client_env(env),  # TZ=UTC: the times below are read as UTC
-    )
-    # An array or het job id prints one line per task or component: take this job's.
-    for line in out.decode("utf-8", "replace").splitlines():
-        if line.startswith(f"JobId={job_id} "):
-            return parse_show_job(line)
-    raise SlurmError(f"scontrol show job printed no record for job {job_id}")
+    argv = [config.slurm_command("squeue"), "-h", "-t", "all", "-j", str(job_id),
+            "-O", SAFE_FORMAT]  # fmt: skip
+    try:
+        # TZ=UTC: the times are read as UTC
+        out = command.run(argv, timeout=SQUEUE_TIMEOUT, env=command.client_env(env))
+    except (SlurmError, OSError) as e:
+        # The event is still worth writing from the environment alone; say what is missing.
+        return None, f"env only: {e}"
+    for rec in parse_squeue_safe(out.decode("utf-8", "replace")):
+        if rec["job_id"] == job_id:
+            return rec, "squeue"
+    return None, f"env only: squeue printed no record of job {job_id}"
 
 
 def _identity(
-    env: dict[str, str], job_id: int, record: dict[str, str] | None
+    env: dict[str, str], job_id: int, record: "dict[str, object] | None"
 ) -> tuple[str, dict[str, int | None]]:
     """The display id and array/het ids, from the environment, else the job record."""
     ids: dict[str, int | None] = {
@@ -143,135 +104,56 @@ def _identity(
         "het_job_offset": slurmenv.env_int(env, "SLURM_HET_JOB_OFFSET"),
     }
     if record is not None:
-        for name, key in (
-            ("array_job_id", "ArrayJobId"),
-            ("array_task_id", "ArrayTaskId"),
-            ("het_job_id", "HetJobId"),
-            ("het_job_offset", "HetJobOffset"),
-        ):
-            value = record.get(key, "")
-            if ids[name] is None and value.isdigit():
-                ids[name] = int(value)
+        for name in ids:
+            value = record.get(name)
+            if ids[name] is None and isinstance(value, int):
+                ids[name] = value
     job = slurmenv.display_id(
         job_id, ids["array_job_id"], ids["array_task_id"], ids["het_job_id"], ids["het_job_offset"]
     )
     return job, ids
 
 
-def _controller_record(
-    config: HookConfig, env: dict[str, str], job_id: int
-) -> tuple[dict[str, str] | None, list[dict[str, str]], str]:
-    try:
-        record, details = _scontrol(config, env, job_id)
-        return record, details, "scontrol"
-    except (SlurmError, OSError) as e:
-        # The event is still worth writing from the environment alone; say what is missing.
-        return None, [], f"unavailable: {e}"
-
-
-def _restarts(env: dict[str, str], record: dict[str, str] | None) -> int | None:
-    """The restart count: Slurm's hook variable, else the job record's Restarts=."""
+def _restarts(env: dict[str, str], record: "dict[str, object] | None") -> int | None:
+    """The restart count: Slurm's hook variable, else the job record's."""
     from_env = slurmenv.restart_count(env)
     if from_env is not None:
         return from_env
-    if record is not None and record.get("Restarts", "").isdigit():
-        return int(record["Restarts"])
-    return None
-
-
-def _gpu_indices_by_node(details: list[dict[str, str]]) -> dict[str, list[int]]:
-    from slurm_hooks.scontrol import parse_gres_indices
-
-    out: dict[str, list[int]] = {}
-    for group in details:
-        indices = parse_gres_indices(group.get("GRES", ""))
-        for node in slurmenv.expand_hostlist(group.get("Nodes", "")):
-            out[node] = indices
-    return out
+    restarts = record.get("restarts") if record is not None else None
+    return restarts if isinstance(restarts, int) else None
 
 
 def prolog_slurmctld(config: HookConfig, env: dict[str, str], job_id: int) -> None:
-    """Record ``scheduled``: the job's owner, placement, requested and allocated TRES."""
-    from slurm_hooks import scontrol as sc
+    """Record ``scheduled`` before the job may start (the collector records it too,
+    under the same id; this hook is for sites that want it synchronous and strict)."""
+    from slurm_hooks.lifecycle import scheduled_payload
 
-    record, details, source = _controller_record(config, env, job_id)
-    rec = record or {}
-    job, ids = _identity(env, job_id, record)
-    user, uid = sc.parse_user(rec.get("UserId", ""))
-    tres = sc.parse_tres(rec.get("TRES", ""))
-    req_tres = sc.parse_tres(rec["ReqTRES"]) if "ReqTRES" in rec else None
-    nodelist = env.get("SLURM_JOB_NODELIST") or rec.get("NodeList", "")
-    submit = sc.parse_time(rec.get("SubmitTime"), utc=True)
-    eligible = sc.parse_time(rec.get("EligibleTime"), utc=True)
-    start = sc.parse_time(rec.get("StartTime"), utc=True)
-    payload: dict[str, object] = {
-        "user": env.get("SLURM_JOB_USER") or user,
-        "uid": slurmenv.env_int(env, "SLURM_JOB_UID") if "SLURM_JOB_UID" in env else uid,
-        "gid": slurmenv.env_int(env, "SLURM_JOB_GID"),
-        "group": env.get("SLURM_JOB_GROUP"),
-        "account": env.get("SLURM_JOB_ACCOUNT") or _value(rec, "Account"),
-        "partition": env.get("SLURM_JOB_PARTITION") or _value(rec, "Partition"),
-        "qos": _value(rec, "QOS") or env.get("SLURM_JOB_QOS"),
-        "job_name": env.get("SLURM_JOB_NAME") or _value(rec, "JobName"),
-        "work_dir": _value(rec, "WorkDir") or env.get("SLURM_JOB_WORK_DIR"),
-        "nodes": slurmenv.expand_hostlist(nodelist) if nodelist else [],
-        "num_nodes": _int(rec, "NumNodes"),
-        "num_cpus": _int(rec, "NumCPUs"),
-        "submit_time": sc.rfc3339(submit),
-        "eligible_time": sc.rfc3339(eligible),
-        "start_time": sc.rfc3339(start),
-        "submit_epoch": submit,
-        "start_epoch": start,
-        "time_limit_s": sc.parse_duration(rec.get("TimeLimit")),
-        "tres_requested": req_tres,
-        "tres_per_node": _value(rec, "TresPerNode"),
-        "tres_allocated": tres,
-        "gpus": sc.gpu_count(tres),
-        "gpu_indices": _gpu_indices_by_node(details),
-        "restarts": _restarts(env, record),
-        "controller": posix.uname().nodename,
-        "slurm_record": source,
-        **ids,
-    }
-    run = start_run(config, CONTROLLER, job_id, _restarts(env, record))
+    rec, source = _live_record(config, env, job_id)
+    job, ids = _identity(env, job_id, rec)
+    run = start_run(config, CONTROLLER, job_id, _restarts(env, rec))
+    record = {**(rec or {}), **ids}
+    payload = scheduled_payload(record, source, "PrologSlurmctld", env)
     _write(
         config, new_event("scheduled", config.cluster, job, job_id, config.host, payload, run=run)
     )
 
 
 def epilog_slurmctld(config: HookConfig, env: dict[str, str], job_id: int) -> None:
-    """Queue ``completed`` and ``final_state`` for the controller's collector; no RPC.
+    """Record ``completed`` as the job ends (the collector records it too, under the
+    same id). The job is still COMPLETING; its final state is the collector's."""
+    from slurm_hooks.lifecycle import completed_payload
 
-    The job is still COMPLETING here and the environment lacks its times, TRES and the
-    signal of a cancelled job (SLURM_JOB_EXIT_CODE2 reads 0:0 then). Rather than one
-    ``scontrol`` call per job, the hook leaves the run's marker with this environment and
-    the hook's time, and the one collector per controller reads every ended job with one
-    ``squeue`` call a second (see finalstate.py) and writes ``completed`` with
-    this hook's time, then ``final_state`` once accounting has it.
-    """
-    from slurm_hooks.finalstate import COMPLETED_ENV, queue_final_state
-
-    job, ids = _identity(env, job_id, None)
-    run, run_source = end_run(config, CONTROLLER, job_id, _restarts(env, None))
-    completed: dict[str, object] = {
-        "time": utc_now(),
-        "run_source": run_source,
-        "ids": ids,
-        "env": {name: env[name] for name in COMPLETED_ENV if name in env},
-    }
-    queue_final_state(config, job, job_id, run, completed=completed)
-
-
-def _value(rec: dict[str, str], key: str) -> str | None:
-    from slurm_hooks.scontrol import unset
-
-    value = rec.get(key)
-    return None if value is None or unset(value) else value
-
-
-def _int(rec: dict[str, str], key: str) -> int | None:
-    value = rec.get(key, "")
-    return int(value) if value.isdigit() else None
+    rec, source = _live_record(config, env, job_id)
+    job, ids = _identity(env, job_id, rec)
+    # Slurm counts a requeue before this hook runs: the run is the one its prolog saw.
+    run, run_source = end_run(config, CONTROLLER, job_id, slurmenv.restart_count(env))
+    if rec is not None and rec.get("restarts") not in (None, run):
+        rec, source = None, "env only: the job was requeued; squeue shows its next run"
+    payload = completed_payload({**(rec or {}), **ids}, source, "EpilogSlurmctld", env,
+                                run_source)  # fmt: skip
+    _write(
+        config, new_event("completed", config.cluster, job, job_id, config.host, payload, run=run)
+    )
 
 
 CONTROLLER = "@slurmctld"  # run_dir entry of the controller hooks; "@" is in no node name
@@ -468,7 +350,7 @@ def main(kind: str, environ: dict[str, str] | None = None) -> int:
         what = f"watchdog: still running after {WATCHDOG_SECONDS} s, giving up"
         log(kind, what, job_id)
         if config is not None:
-            count_failure(config.spool_dir, failure_line(kind, what, job_id))
+            count_failure(config.spool_dir, failure_line(kind, what, job_id), config.run_dir)
         posix._exit(1 if strict else 0)
 
     _signal.signal(_signal.SIGALRM, on_alarm)
@@ -493,8 +375,9 @@ def main(kind: str, environ: dict[str, str] | None = None) -> int:
         what = str(e) if isinstance(e, ComputeProofError) else f"{type(e).__name__}: {e}"
         log(kind, what, job_id)
         count_failure(
-            config.spool_dir if config is not None else _default_spool(env),
+            config.spool_dir if config is not None else _default_dir(env, "spool_dir"),
             failure_line(kind, what, job_id),
+            config.run_dir if config is not None else _default_dir(env, "run_dir"),
         )
         return 1 if strict else 0
     finally:
@@ -532,13 +415,15 @@ def _find_slurm_conf(env: dict[str, str]) -> None:
         posixfs.setenv("SLURM_CONF", env["SLURM_CONF"])
 
 
-def _default_spool(env: dict[str, str]) -> str:
-    """Where to count a failure when the config did not load: its spool_dir line if it has
-    one (the counter admins alert on lives there), else the default spool."""
+def _default_dir(env: dict[str, str], key: str) -> str:
+    """Where to count a failure when the config did not load: its ``key`` line if it has
+    one (the counters admins alert on live there), else the default."""
     from slurm_hooks.hookconfig import DEFAULTS
 
-    hint = _config_hint(env, "spool_dir") or ""
+    hint = _config_hint(env, key) or ""
     # only a plain quoted absolute path counts; anything else is part of the breakage
     if not (len(hint) > 3 and hint[0] == hint[-1] == '"' and hint[1] == "/" and "\\" not in hint):
         hint = ""
-    return env.get("COMPUTEPROOF_SPOOL") or hint[1:-1] or str(DEFAULTS["spool_dir"])
+    if key == "spool_dir" and env.get("COMPUTEPROOF_SPOOL"):
+        return env["COMPUTEPROOF_SPOOL"]
+    return hint[1:-1] or str(DEFAULTS[key])

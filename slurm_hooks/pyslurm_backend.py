@@ -1,22 +1,35 @@
 """JobInfo over pyslurm, used only when it imports and was built for the running Slurm.
 
-pyslurm links libslurm of one Slurm release (PyPI ships it for 25.11 only); against
-another release it either fails to import or mis-reads structures, so the backend is
-chosen only when pyslurm's major.minor equals ``scontrol --version``'s. The adapter
-reads the pyslurm >= 23 object API (pyslurm.Job, pyslurm.db.Jobs) defensively by
-attribute name; it is unit-tested over a stub module, not against a real libslurm.
+pyslurm links libslurm of one Slurm release (PyPI ships 25.11.x for Slurm 25.11); against
+another release it fails to import or mis-reads structures, so the backend is chosen only
+when pyslurm's major.minor equals ``scontrol --version``'s. Importing pyslurm where libslurm
+finds no slurm.conf ends the process (a libslurm fatal), so the check imports it in a child
+process first. The adapter reads pyslurm 25.11's object API: ``pyslurm.Jobs.load()`` (every
+job the controller holds, one RPC), ``pyslurm.Job.load(id)``, and
+``pyslurm.db.Jobs.load(pyslurm.db.JobFilter(...))``; it is unit-tested over stand-ins of
+those classes, not against a real libslurm.
+
+pyslurm decodes Slurm's strings as strict UTF-8, so reading a job name or path that is not
+UTF-8 raises; such a value is recorded as None rather than failing the record. pyslurm's
+database view keeps one record per job id, so a requeued job's earlier runs are not
+returned (the command-line backend lists every run).
 """
 
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Callable, Iterable, Sequence
 from types import ModuleType
 
 from computeproof.errors import SlurmError
 from slurm_hooks import command
-from slurm_hooks.jobinfo import AccountingRecord
-from slurm_hooks.scontrol import parse_tres, rfc3339
-from slurm_hooks.slurmenv import display_id, expand_hostlist, parse_exit_code
+from slurm_hooks.finalstate import state_name
+from slurm_hooks.jobinfo import AccountingRecord, job_state, pick_run
+from slurm_hooks.slurmenv import expand_hostlist
+from slurm_hooks.slurmtext import finish_record
+
+_MIB = 1 << 20
 
 
 def slurm_release(slurm_bin: str) -> str:
@@ -28,18 +41,52 @@ def slurm_release(slurm_bin: str) -> str:
     return ".".join(words[1].split(".")[:2])
 
 
-def load_pyslurm(slurm_bin: str, module: ModuleType | None = None) -> PySlurm | None:
+def _major_minor(version: str) -> str:
+    return ".".join(version.split(".")[:2])
+
+
+def probe_pyslurm_version(python: str = sys.executable, timeout: float = 20.0) -> str | None:
+    """pyslurm's version as a child process imports it, None when it does not import (or
+    libslurm ends the child)."""
+    code = "import pyslurm, sys; sys.stdout.write(pyslurm.__version__)"
+    try:
+        out = command.run([python, "-c", code], timeout=timeout, env=dict(os.environ))
+    except SlurmError:
+        return None
+    text = out.decode("ascii", "replace").strip()
+    return text or None
+
+
+def load_pyslurm(
+    slurm_bin: str,
+    module: ModuleType | None = None,
+    probe: Callable[[], str | None] = probe_pyslurm_version,
+) -> PySlurm | None:
     """A PySlurm backend when pyslurm imports and matches the running Slurm, else None."""
     if module is None:
+        import importlib.util
+
+        if importlib.util.find_spec("pyslurm") is None:
+            return None  # not installed: no child process to find that out
+        version = probe()
+        if version is None or _major_minor(version) != slurm_release(slurm_bin):
+            return None
         try:
-            import pyslurm
+            import pyslurm  # type: ignore[import-not-found,unused-ignore]
         except Exception:  # ImportError, or a libslurm that does not load
             return None
         module = pyslurm
-    version = str(getattr(module, "__version__", ""))
-    if ".".join(version.split(".")[:2]) != slurm_release(slurm_bin):
+    if _major_minor(str(getattr(module, "__version__", ""))) != slurm_release(slurm_bin):
         return None
     return PySlurm(module)
+
+
+def _get(obj: object, name: str) -> object:
+    """``obj.name``, None when absent or when pyslurm cannot decode it (not UTF-8)."""
+    try:
+        return getattr(obj, name, None)
+    except (UnicodeDecodeError, ValueError, TypeError):
+        return None
 
 
 def _int(value: object) -> int | None:
@@ -49,79 +96,114 @@ def _int(value: object) -> int | None:
 
 
 def _epoch(value: object) -> int | None:
-    """pyslurm gives times as epoch ints (or datetimes in some releases); 0 means unset."""
+    """pyslurm gives times as epoch ints, None (or 0) when unset."""
     if hasattr(value, "timestamp"):
         value = int(value.timestamp())
     n = _int(value)
     return n if n else None
 
 
-def _attr(obj: object, *names: str) -> object:
-    for name in names:
-        value = getattr(obj, name, None)
-        if value is not None:
-            return value
-    return None
-
-
 def _str(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def to_record(job: object) -> AccountingRecord:
-    """An AccountingRecord from a pyslurm.db.Job or pyslurm.Job object."""
-    job_id = _int(_attr(job, "id", "job_id"))
+def _count(resource: object) -> int | None:
+    return _int(_get(resource, "count"))
+
+
+def tres_dict(tres: object) -> dict[str, int]:
+    """A pyslurm TrackableResources as {"cpu": 2, "mem": bytes, "gres/gpu:a100": 4, ...}."""
+    out: dict[str, int] = {}
+    if tres is None:
+        return out
+    for kind in ("cpu", "mem", "energy", "node", "billing", "vmem", "pages"):
+        count = _count(_get(tres, kind))
+        if count is not None:
+            out[kind] = count * _MIB if kind == "mem" else count  # pyslurm counts MiB
+    for group in ("gres", "license", "fs", "interconnect"):
+        items = _get(tres, group)
+        if not isinstance(items, dict):
+            continue
+        for name, resource in items.items():
+            count = _count(resource)
+            if isinstance(name, str) and count is not None:
+                out[f"{group}/{name}"] = count
+    return out
+
+
+def _nodes(value: object) -> list[str]:
+    text = _str(value)
+    if text is None or text == "None assigned":
+        return []
+    try:
+        return expand_hostlist(text)
+    except SlurmError:
+        return []
+
+
+def to_record(job: object, live: bool) -> AccountingRecord:
+    """An AccountingRecord from a pyslurm.Job (``live``) or a pyslurm.db.Job."""
+    job_id = _int(_get(job, "id"))
     if job_id is None:
         raise SlurmError("pyslurm job without an integer id")
-    het_id = _int(_attr(job, "het_job_id")) or None
-    start, end = _epoch(_attr(job, "start_time")), _epoch(_attr(job, "end_time"))
-    code = _attr(job, "exit_code")
-    exit_code, signal = (
-        parse_exit_code(code) or (None, None) if isinstance(code, str) else (_int(code), None)
-    )
-    if signal is None:
-        signal = _int(_attr(job, "exit_code_signal"))
-    tres_text = _attr(job, "tres_alloc_str", "allocated_tres", "tres_alloc")
-    tres = parse_tres(tres_text) if isinstance(tres_text, str) else {}
-    nodes = _str(_attr(job, "nodelist", "nodes"))
-    elapsed = _int(_attr(job, "elapsed_time", "run_time"))
+    state = _str(_get(job, "state")) or ""
+    task = _int(_get(job, "array_task_id"))
+    het = _int(_get(job, "heterogeneous_id")) or None
+    nodes = _nodes(_get(job, "allocated_nodes" if live else "nodelist"))
+    allocated = bool(nodes)
+    limit = _int(_get(job, "time_limit"))
+    name = _get(job, "name")
     rec: AccountingRecord = {
         "job_id": job_id,
-        "array_job_id": _int(_attr(job, "array_id", "array_job_id")) or None,
-        "array_task_id": _int(_attr(job, "array_task_id")),
-        "het_job_id": het_id,
-        "het_job_offset": _int(_attr(job, "het_job_offset")) if het_id else None,
-        "user": _str(_attr(job, "user_name")),
-        "account": _str(_attr(job, "account")),
-        "partition": _str(_attr(job, "partition")),
-        "qos": _str(_attr(job, "qos")),
-        "job_name": _str(_attr(job, "name")),
-        "state": _str(_attr(job, "state")) or "",
-        "reason": _str(_attr(job, "state_reason")),
-        "exit_code": exit_code,
-        "signal": signal,
-        "submit_epoch": _epoch(_attr(job, "submit_time")),
-        "start_epoch": start,
-        "end_epoch": end,
-        "start_time": rfc3339(start),
-        "end_time": rfc3339(end),
-        "elapsed_s": elapsed
-        if elapsed is not None
-        else (end - start if start is not None and end is not None else None),
-        "nodes": expand_hostlist(nodes) if nodes and nodes != "None assigned" else [],
-        "num_nodes": _int(_attr(job, "num_nodes", "node_count")),
-        "tres_allocated": tres,
-        "gpus": tres.get("gres/gpu", 0),
-        "restarts": _int(_attr(job, "restart_cnt", "requeue_count")),
+        "array_job_id": _int(_get(job, "array_id")) if task is not None else None,
+        "array_task_id": task,
+        "het_job_id": het,
+        "het_job_offset": _int(_get(job, "heterogeneous_offset")) if het else None,
+        "user": _str(_get(job, "user_name")),
+        "uid": _int(_get(job, "user_id")),
+        "gid": _int(_get(job, "group_id")),
+        "group": _str(_get(job, "group_name")),
+        "account": _str(_get(job, "account")),
+        "partition": _str(_get(job, "partition")),
+        "qos": _str(_get(job, "qos")),
+        "job_name": name if isinstance(name, str) else None,
+        "work_dir": _str(_get(job, "working_directory")),
+        "state": state_name([state]) if state else "",
+        "state_flags": [state] if state else [],
+        "reason": _str(_get(job, "state_reason")),
+        "exit_code": _int(_get(job, "exit_code")),
+        "signal": _int(_get(job, "exit_code_signal")),
+        "submit_epoch": _epoch(_get(job, "submit_time")),
+        "eligible_epoch": _epoch(_get(job, "eligible_time")),
+        "start_epoch": _epoch(_get(job, "start_time")) if allocated else None,
+        "end_epoch": _epoch(_get(job, "end_time")),
+        "time_limit_s": limit * 60 if limit is not None else None,
+        "nodes": nodes,
+        "num_nodes": _int(_get(job, "num_nodes")),
+        "num_cpus": _int(_get(job, "cpus")),
+        "tres_allocated": tres_dict(_get(job, "allocated_tres")) if allocated else {},
+        "tres_requested": tres_dict(_get(job, "requested_tres")),
+        "restarts": _int(_get(job, "requeue_count")),
     }
-    rec["job"] = display_id(
-        job_id, rec["array_job_id"], rec["array_task_id"], het_id, rec["het_job_offset"]
-    )
-    return rec
+    if live:
+        batch = _get(job, "is_batch_job")
+        rec["batch"] = batch if isinstance(batch, bool) else None
+    else:
+        elapsed = _int(_get(job, "elapsed_time"))
+        if elapsed is not None:
+            rec["elapsed_s"] = elapsed
+    return finish_record(rec)  # type: ignore[arg-type,return-value]
+
+
+def _values(collection: object) -> list[object]:
+    """The jobs of a pyslurm collection (a multi-cluster map, or a plain list)."""
+    values = getattr(collection, "values", None)
+    items = values() if callable(values) else collection
+    return list(items) if isinstance(items, Iterable) else []
 
 
 class PySlurm:
-    """JobInfo over a pyslurm module object (the real one, or a stub in tests)."""
+    """JobInfo over a pyslurm module object (the real one, or a stand-in in tests)."""
 
     def __init__(self, module: ModuleType) -> None:
         self.pyslurm = module
@@ -129,28 +211,47 @@ class PySlurm:
     def _error(self, e: Exception) -> SlurmError:
         return SlurmError(f"pyslurm: {e}")
 
-    def accounting(self, since: int, until: int) -> list[AccountingRecord]:
-        """Jobs between ``since`` and ``until`` from slurmdbd, via pyslurm.db.Jobs."""
+    def _db_jobs(self, **filter_args: object) -> list[AccountingRecord]:
         db = self.pyslurm.db
         try:
-            jobs = db.Jobs.load(db.JobFilter(start_time=since, end_time=until))
+            jobs = _values(db.Jobs.load(db.JobFilter(**filter_args)))
         except Exception as e:  # pyslurm raises RPCError and friends
             raise self._error(e) from e
-        values = jobs.values() if hasattr(jobs, "values") else jobs
-        return [to_record(job) for job in values]
+        out = [to_record(job, live=False) for job in jobs]
+        out.sort(key=lambda r: (r["job_id"], r.get("start_epoch") or 0))
+        return out
+
+    def accounting(
+        self, since: int, until: int, states: Sequence[str] = ()
+    ) -> list[AccountingRecord]:
+        """Every job active between ``since`` and ``until``, from slurmdbd; with
+        ``states``, only those in one of them then."""
+        records = self._db_jobs(start_time=since, end_time=until)
+        if states:  # pyslurm 25.11's JobFilter does not filter by state yet
+            wanted = set(states)
+            records = [r for r in records if r.get("state") in wanted]
+        return records
+
+    def jobs_accounting(self, job_ids: Sequence[int]) -> list[AccountingRecord]:
+        """The slurmdbd records of ``job_ids`` (the latest run of each), in one call."""
+        if not job_ids:
+            return []
+        wanted = set(job_ids)
+        return [r for r in self._db_jobs(ids=sorted(wanted)) if r["job_id"] in wanted]
 
     def job_accounting(self, job_id: int, start: int | None = None) -> AccountingRecord | None:
         """The slurmdbd record of ``job_id``'s run that started at ``start`` (else latest)."""
-        db = self.pyslurm.db
+        return pick_run(self.jobs_accounting([job_id]), start)
+
+    def live_jobs(
+        self, detail: bool = False, job_ids: Sequence[int] = ()
+    ) -> list[AccountingRecord]:
+        """Every job the controller holds (one RPC; names included whatever ``detail``)."""
         try:
-            jobs = db.Jobs.load(db.JobFilter(ids=[job_id]))
+            jobs = _values(self.pyslurm.Jobs.load())
         except Exception as e:
             raise self._error(e) from e
-        from slurm_hooks.slurmcli import pick_run
-
-        values = list(jobs.values() if hasattr(jobs, "values") else jobs)
-        records = [to_record(j) for j in values if _int(_attr(j, "id", "job_id")) == job_id]
-        return pick_run(records, start)
+        return [to_record(job, live=True) for job in jobs]
 
     def job_live(self, job_id: int) -> AccountingRecord | None:
         """The controller's record of ``job_id``, None once purged."""
@@ -161,12 +262,8 @@ class PySlurm:
             if "Invalid job id" in str(e):
                 return None
             raise self._error(e) from e
-        return to_record(job)
+        return to_record(job, live=True)
 
     def job_state(self, job_id: int) -> str | None:
         """The job's state from the controller, else from accounting."""
-        live = self.job_live(job_id)
-        if live is not None:
-            return live["state"]
-        rec = self.job_accounting(job_id)
-        return rec["state"] if rec is not None else None
+        return job_state(self, job_id)

@@ -1,9 +1,12 @@
 """`computeproof reconcile`: Slurm accounting (sacct) against the ledger's receipts.
 
-Findings: GPU jobs Slurm accounted that have no receipts, or incomplete ones (a finished job
-needs scheduled, started, completed and final_state events); receipts of jobs Slurm does not
-know; and GPU-count or elapsed-time mismatches beyond a tolerance of 1 s. Accounting comes
-from slurm_hooks' job info (``sacct --json`` or pyslurm).
+Findings: GPU jobs Slurm accounted that have no receipts, or incomplete ones: a finished job
+that ran needs scheduled, completed and final_state from the controller and, from every node
+Slurm ran it on, started and node_done (named ``started@c2``, ``node_done@c1``: a node whose
+Epilog never reported is a gap in the job's GPU measurement); a job that ended without ever
+running needs completed and final_state. Also: receipts of jobs Slurm does not know, and
+GPU-count or elapsed-time mismatches beyond a tolerance of 1 s. Accounting comes from
+slurm_hooks' job info (``sacct --json`` or pyslurm).
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from computeproof.store.interface import JobFilter, JobRow
 from slurm_hooks.jobinfo import AccountingRecord
 
 REQUIRED_EVENTS = ("scheduled", "started", "completed", "final_state")
+CONTROLLER_EVENTS = ("scheduled", "completed", "final_state")
+NODE_EVENTS = ("started", "node_done")
 ELAPSED_TOLERANCE_S = 1
 _UNFINISHED = frozenset(
     {
@@ -64,9 +69,33 @@ class Reconciliation:
 
 def slurm_accounting(config: Config, since: int, until: int) -> list[AccountingRecord]:
     """Slurm's accounting records between two instants (epoch seconds)."""
-    from slurm_hooks.jobinfo import job_info
+    from slurm_hooks.backend import job_info
 
     return job_info(config).accounting(since, until)
+
+
+def missing_events(
+    leaves: Sequence[tuple[str, str]], rec: AccountingRecord, finished: bool
+) -> list[str]:
+    """The events a run's receipts lack, given its leaves' (type, host): the controller's
+    by type, the nodes' as ``type@node`` for each node accounting ran the job on."""
+    types = {t for t, _ in leaves}
+    ran = bool(rec.get("start_epoch")) and bool(rec.get("nodes"))
+    if not finished:
+        need = ["scheduled"] if ran else []
+        return [t for t in need if t not in types] + _node_gaps(leaves, rec, ("started",))
+    if not ran:
+        return [t for t in ("completed", "final_state") if t not in types]
+    absent = [t for t in CONTROLLER_EVENTS if t not in types]
+    return absent + _node_gaps(leaves, rec, NODE_EVENTS)
+
+
+def _node_gaps(
+    leaves: Sequence[tuple[str, str]], rec: AccountingRecord, kinds: Sequence[str]
+) -> list[str]:
+    have = set(leaves)
+    return [f"{kind}@{node}" for node in rec.get("nodes") or () for kind in kinds
+            if (kind, node) not in have]  # fmt: skip
 
 
 def _latest_runs(rows: Sequence[JobRow]) -> dict[str, JobRow]:
@@ -105,9 +134,11 @@ def reconcile(
             if rec.get("start_epoch") or finished:
                 result.missing.append(base)
             continue
-        types = {leaf.type for leaf in ledger.store.job_leaves(row.job_key)}
-        need = REQUIRED_EVENTS if finished else REQUIRED_EVENTS[:2]
-        absent = [t for t in need if t not in types]
+        absent = missing_events(
+            [(leaf.type, leaf.host) for leaf in ledger.store.job_leaves(row.job_key)],
+            rec,
+            finished,
+        )
         if absent:
             result.incomplete.append({**base, "missing_events": absent})
         problems = []

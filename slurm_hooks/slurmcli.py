@@ -1,13 +1,22 @@
-"""JobInfo over the Slurm client commands' output (the default backend): sacct's JSON and
-text, and squeue's text fields.
+"""JobInfo over the Slurm client commands (the default backend).
 
-Absolute paths from ``slurm_bin`` (hooks have no PATH), a timeout on every call, and
-subprocess failures raised as SlurmError. Parses the data_parser v0.0.38 layout of
-Slurm 22.05 and the later {"set", "number"} integer wrappers.
+Structured reads: ``squeue --json`` and ``sacct --json``, in every layout Slurm has used:
+the flat openapi v0.0.38 of 22.05, and data_parser v0.0.42 (24.11) and v0.0.44 (25.11),
+where integers come wrapped as ``{"set", "infinite", "number"}``, a job's state is a list
+of flags and an exit code is an object. Text is read only for fields no job user can set
+(slurmtext.SAFE_FIELDS, and sacct's JobIDRaw,Start,ExitCode): the live view that the
+collector asks for every poll is ``squeue -O`` of those fields, eight times cheaper than
+22.05's ``squeue --json`` (which ignores ``-j`` and serializes every job in the system);
+the JSON is read when a record must carry a job's name, work dir or GPU indices.
 
-Slurm 22.05 quirk: ``sacct --json`` reports the job's exit_code as SUCCESS/0 even for a
-job that exited 3 (the batch step is right, the job record is not); the text output
-``sacct -P -o JobIDRaw,ExitCode`` is right, so the exit code is taken from there.
+Output is decoded as UTF-8 with surrogateescape, so bytes that are not UTF-8 (a job name
+is whatever bytes its user chose) survive to the event, which records them losslessly
+(computeproof.event.text_value). Absolute paths from ``slurm_bin`` (hooks have no PATH),
+a timeout on every call, subprocess failures raised as SlurmError.
+
+Slurm 22.05 quirk: ``sacct --json`` reports a job's exit_code as SUCCESS/0 even for a job
+that exited 3 (the batch step is right, the job record is not); the text output
+``sacct -P -o JobIDRaw,Start,ExitCode`` is right, so exit codes are taken from there.
 """
 
 from __future__ import annotations
@@ -18,16 +27,33 @@ from collections.abc import Sequence
 
 from computeproof.errors import SlurmError
 from slurm_hooks import command
-from slurm_hooks.jobinfo import AccountingRecord
-from slurm_hooks.scontrol import parse_time, rfc3339
-from slurm_hooks.slurmenv import display_id, expand_hostlist, parse_exit_code
+from slurm_hooks.finalstate import state_name
+from slurm_hooks.jobinfo import AccountingRecord, job_state, pick_run
+from slurm_hooks.slurmenv import expand_hostlist, parse_exit_code
+from slurm_hooks.slurmtext import (
+    SAFE_FORMAT,
+    finish_record,
+    parse_gres_indices,
+    parse_squeue_safe,
+    parse_time,
+    parse_tres,
+)
 
 TIMEOUT = 30.0
 _MIB = 1 << 20
 
 
+def decode_json(raw: bytes, what: str) -> object:
+    """A client's JSON output; bytes that are not UTF-8 kept as lone surrogates."""
+    try:
+        return json.loads(raw.decode("utf-8", "surrogateescape"))
+    except ValueError as e:
+        raise SlurmError(f"{what} printed something that is not JSON: {e}") from e
+
+
 def _num(value: object) -> int | None:
-    """An integer field: plain, or {"set": bool, "number": n} (v0.0.39+); None if unset."""
+    """An integer field: plain, or {"set": bool, "infinite": bool, "number": n}
+    (v0.0.40+); None when unset or infinite."""
     if isinstance(value, dict):
         if not value.get("set", True) or value.get("infinite"):
             return None
@@ -37,8 +63,8 @@ def _num(value: object) -> int | None:
     return value
 
 
-def _opt_id(value: object) -> int | None:
-    """Array/het ids: 0 means "not an array/het job" in Slurm's JSON."""
+def _opt(value: object) -> int | None:
+    """Ids and times where 0 means "none" (not an array job, never started)."""
     n = _num(value)
     return n if n else None
 
@@ -47,11 +73,23 @@ def _str(value: object) -> str | None:
     return value if isinstance(value, str) and value not in ("", "None", "(null)") else None
 
 
+def _dict(value: object) -> dict[str, object]:
+    return value if isinstance(value, dict) else {}
+
+
 def _nodes(value: object) -> list[str]:
     text = _str(value)
     if text is None or text == "None assigned":
         return []
-    return expand_hostlist(text)
+    try:
+        return expand_hostlist(text)
+    except SlurmError:
+        return []
+
+
+def _minutes(value: object) -> int | None:
+    n = _num(value)
+    return n * 60 if n is not None else None
 
 
 def _tres_list(items: object) -> dict[str, int]:
@@ -72,194 +110,182 @@ def _tres_list(items: object) -> dict[str, int]:
     return out
 
 
-def _tres_str(text: object) -> dict[str, int]:
-    from slurm_hooks.scontrol import parse_tres
-
-    return parse_tres(text) if isinstance(text, str) else {}
-
-
-def _state(value: object) -> tuple[str, str | None]:
-    if isinstance(value, dict):
-        current = value.get("current")
-        if isinstance(current, list):  # v0.0.39+: a list of flags
-            current = current[0] if current else ""
-        return (current if isinstance(current, str) else ""), _str(value.get("reason"))
+def _state(value: object) -> tuple[str, list[str]]:
+    """(state word, flags) of a state: a word (v0.0.38) or a list of flags (v0.0.40+)."""
     if isinstance(value, list):
-        return (value[0] if value and isinstance(value[0], str) else ""), None
-    return (value if isinstance(value, str) else ""), None
+        flags = [f for f in value if isinstance(f, str)]
+        return state_name(flags), flags
+    if isinstance(value, str):
+        return value, [value] if value else []
+    return "", []
 
 
-def _exit(value: object) -> tuple[int | None, int | None]:
+def _exit_object(value: object) -> tuple[int | None, int | None]:
+    """(return code, signal) of a PROCESS_EXIT_CODE object; signal 0 when not signalled."""
+    if not isinstance(value, dict):
+        return None, None
+    sig = value.get("signal")
+    signal = _num(sig.get("id", sig.get("signal_id"))) if isinstance(sig, dict) else None
+    return _num(value.get("return_code")), signal if signal is not None else 0
+
+
+def _wait_status(value: object) -> tuple[int | None, int | None]:
+    """squeue's exit_code: the raw wait(2) status (v0.0.38) or an object (v0.0.40+)."""
     if isinstance(value, dict):
-        sig = value.get("signal")
-        signal = _num(sig.get("signal_id", sig.get("id"))) if isinstance(sig, dict) else None
-        return _num(value.get("return_code")), signal if signal is not None else 0
-    return None, None
+        if "PENDING" in (value.get("status") or ()):
+            return None, None
+        return _exit_object(value)
+    status = _num(value)
+    if status is None:
+        return None, None
+    return (status >> 8) & 0xFF, status & 0x7F
 
 
-def _finish(rec: AccountingRecord) -> AccountingRecord:
-    rec["job"] = display_id(
-        rec["job_id"],
-        rec.get("array_job_id"),
-        rec.get("array_task_id"),
-        rec.get("het_job_id"),
-        rec.get("het_job_offset"),
-    )
-    rec["start_time"] = rfc3339(rec.get("start_epoch"))
-    rec["end_time"] = rfc3339(rec.get("end_epoch"))
-    rec["gpus"] = rec.get("tres_allocated", {}).get("gres/gpu", 0)
-    return rec
+def _gpu_indices(job: dict[str, object], nodes: list[str]) -> dict[str, list[int]]:
+    """Slurm's GPU indices on each node: gres_detail holds one entry per allocated node,
+    in the order of the job's node list."""
+    details = job.get("gres_detail")
+    out: dict[str, list[int]] = {}
+    if not isinstance(details, list) or len(details) != len(nodes):
+        return out
+    for node, detail in zip(nodes, details, strict=True):
+        if isinstance(detail, str):
+            try:
+                out[node] = parse_gres_indices(detail)
+            except SlurmError:
+                continue
+    return out
+
+
+def parse_squeue_json(data: object) -> list[AccountingRecord]:
+    """Live records from ``squeue --json`` output (already decoded): every job the
+    controller holds, with the fields its user sets (name, work dir) and GPU indices."""
+    jobs = _dict(data).get("jobs")
+    if not isinstance(jobs, list):
+        raise SlurmError("squeue --json output has no 'jobs' list")
+    out: list[AccountingRecord] = []
+    for job in jobs:
+        if not isinstance(job, dict) or _num(job.get("job_id")) is None:
+            continue
+        state, flags = _state(job.get("job_state"))
+        code, signal = _wait_status(job.get("exit_code"))
+        task = _num(job.get("array_task_id"))
+        het = _opt(job.get("het_job_id"))
+        nodes = _nodes(job.get("nodes"))
+        allocated = bool(nodes)
+        rec: AccountingRecord = {
+            "job_id": _num(job["job_id"]) or 0,
+            "array_job_id": _opt(job.get("array_job_id")) if task is not None else None,
+            "array_task_id": task,
+            "het_job_id": het,
+            "het_job_offset": _num(job.get("het_job_offset")) if het else None,
+            "user": _str(job.get("user_name")),
+            "uid": _num(job.get("user_id")),
+            "gid": _num(job.get("group_id")),
+            "group": _str(job.get("group_name")),
+            "account": _str(job.get("account")),
+            "partition": _str(job.get("partition")),
+            "qos": _str(job.get("qos")),
+            "job_name": job["name"] if isinstance(job.get("name"), str) else None,
+            "work_dir": _str(job.get("current_working_directory")),
+            "state": state,
+            "state_flags": flags,
+            "reason": _str(job.get("state_reason")),
+            "exit_code": code,
+            "signal": signal,
+            "submit_epoch": _opt(job.get("submit_time")),
+            "eligible_epoch": _opt(job.get("eligible_time")),
+            # a pending job's start is an estimate: only an allocation counts
+            "start_epoch": _opt(job.get("start_time")) if allocated else None,
+            "end_epoch": _opt(job.get("end_time")),
+            "time_limit_s": _minutes(job.get("time_limit")),
+            "nodes": nodes,
+            "num_nodes": _num(job.get("node_count")),
+            "num_cpus": _num(job.get("cpus")),
+            "tres_allocated": parse_tres(str(job.get("tres_alloc_str") or "")) if allocated else {},
+            "tres_requested": parse_tres(str(job.get("tres_req_str") or "")),
+            "tres_per_node": _str(job.get("tres_per_node")),
+            "gpu_indices": _gpu_indices(job, nodes),
+            "restarts": _num(job.get("restart_cnt")),
+            "batch": job["batch_flag"] if isinstance(job.get("batch_flag"), bool) else None,
+        }
+        out.append(finish_record(rec))  # type: ignore[arg-type]
+    return out
 
 
 def _batch_step(steps: object) -> dict[str, object] | None:
     for step in steps if isinstance(steps, list) else ():
-        if isinstance(step, dict) and (step.get("step") or {}).get("name") == "batch":
+        if isinstance(step, dict) and _dict(step.get("step")).get("name") == "batch":
             return step
     return None
 
 
-def _batch_step_end(steps: object) -> int | None:
-    """When the job's batch step ended, per sacct; None while it is not recorded as ended."""
-    step = _batch_step(steps)
-    times = step.get("time") if step is not None else None
-    return _opt_id(times.get("end")) if isinstance(times, dict) else None
-
-
-def _batch_exit(steps: object) -> tuple[int | None, int | None]:
-    """(exit code, signal) of the batch step. For a cancelled job Slurm records 0:0 on the
-    job and the signal (0:15) on its batch step, so the receipt keeps both."""
-    step = _batch_step(steps)
-    return _exit(step.get("exit_code")) if step is not None else (None, None)
-
-
 def parse_sacct_json(data: object) -> list[AccountingRecord]:
-    """Accounting records from ``sacct --json`` output (already decoded)."""
-    if not isinstance(data, dict) or not isinstance(data.get("jobs"), list):
+    """Accounting records from ``sacct --json`` output (already decoded), in its order."""
+    jobs = _dict(data).get("jobs")
+    if not isinstance(jobs, list):
         raise SlurmError("sacct --json output has no 'jobs' list")
     out: list[AccountingRecord] = []
-    for job in data["jobs"]:
+    for job in jobs:
         if not isinstance(job, dict) or _num(job.get("job_id")) is None:
             continue
-        array = job.get("array") if isinstance(job.get("array"), dict) else {}
-        het = job.get("het") if isinstance(job.get("het"), dict) else {}
-        times = job.get("time") if isinstance(job.get("time"), dict) else {}
-        tres = job.get("tres") if isinstance(job.get("tres"), dict) else {}
-        assert isinstance(array, dict) and isinstance(het, dict)
-        assert isinstance(times, dict) and isinstance(tres, dict)
-        state, reason = _state(job.get("state"))
-        code, signal = _exit(job.get("exit_code"))
-        het_id = _opt_id(het.get("job_id"))
+        array, het, times = _dict(job.get("array")), _dict(job.get("het")), _dict(job.get("time"))
+        tres, state_obj = _dict(job.get("tres")), _dict(job.get("state"))
+        state, flags = _state(state_obj.get("current"))
+        code, signal = _exit_object(job.get("exit_code"))
+        het_id = _opt(het.get("job_id"))
+        task = _num(array.get("task_id"))
+        batch = _batch_step(job.get("steps"))
+        batch_times = _dict(batch.get("time")) if batch is not None else {}
+        allocated = _tres_list(tres.get("allocated"))
         rec: AccountingRecord = {
             "job_id": _num(job["job_id"]) or 0,
-            "array_job_id": _opt_id(array.get("job_id")),
-            "array_task_id": _num(array.get("task_id")),
+            "array_job_id": _opt(array.get("job_id")) if task is not None else None,
+            "array_task_id": task,
             "het_job_id": het_id,
             "het_job_offset": _num(het.get("job_offset")) if het_id else None,
             "user": _str(job.get("user")),
+            "group": _str(job.get("group")),
             "account": _str(job.get("account")),
             "partition": _str(job.get("partition")),
             "qos": _str(job.get("qos")),
-            "job_name": _str(job.get("name")),
+            "job_name": job["name"] if isinstance(job.get("name"), str) else None,
+            "work_dir": _str(job.get("working_directory")),
             "state": state,
-            "reason": reason,
+            "state_flags": flags,
+            "reason": _str(state_obj.get("reason")),
             "exit_code": code,
             "signal": signal,
-            "submit_epoch": _opt_id(times.get("submission")),
-            "start_epoch": _opt_id(times.get("start")),
-            "end_epoch": _opt_id(times.get("end")),
+            "submit_epoch": _opt(times.get("submission")),
+            "eligible_epoch": _opt(times.get("eligible")),
+            "start_epoch": _opt(times.get("start")),
+            "end_epoch": _opt(times.get("end")),
             "elapsed_s": _num(times.get("elapsed")),
+            "time_limit_s": _minutes(times.get("limit")),
             "nodes": _nodes(job.get("nodes")),
             "num_nodes": _num(job.get("allocation_nodes")),
-            "tres_allocated": _tres_list(tres.get("allocated")),
+            "num_cpus": allocated.get("cpu"),
+            "tres_allocated": allocated,
+            "tres_requested": _tres_list(tres.get("requested")),
             "restarts": _num(job.get("restart_cnt")),
-            "batch_step_end": _batch_step_end(job.get("steps")),
+            "batch": True if batch is not None else None,
+            "batch_step_end": _opt(batch_times.get("end")),
         }
-        rec["batch_exit_code"], rec["batch_signal"] = _batch_exit(job.get("steps"))
-        out.append(_finish(rec))
-    return out
-
-
-# ``squeue -O`` fields read by jobs_live, in this order; the job name last, as it may hold
-# the separator. squeue --json would give the same, but in 22.05 it ignores -j and
-# serializes every job in the system: 30-100 ms of CPU a call with 200 jobs queued, where
-# this takes 3-5 ms (the collector calls it once a second through a burst of jobs).
-SQUEUE_FIELDS = (
-    "JobID", "State", "Reason", "exit_code", "SubmitTime", "StartTime", "EndTime",
-    "NodeList", "NumNodes", "tres-alloc", "UserName", "Account", "Partition", "QOS",
-    "restartcnt", "BatchFlag", "ArrayJobID", "ArrayTaskID", "HetJobID", "HetJobOffset",
-    "Name",
-)  # fmt: skip
-SQUEUE_FORMAT = ",".join(f"{name}:|" for name in SQUEUE_FIELDS[:-1]) + f",{SQUEUE_FIELDS[-1]}:"
-
-
-def _text_int(value: str) -> int | None:
-    return int(value) if value.isdigit() else None
-
-
-def _utc(value: str) -> int | None:
-    try:
-        return parse_time(value, utc=True)
-    except SlurmError:
-        return None  # a format this parser does not know: the record still counts
-
-
-def parse_squeue_text(text: str) -> list[AccountingRecord]:
-    """Records from ``squeue -h -t all -O SQUEUE_FORMAT`` run with TZ=UTC: the
-    controller's live view of jobs. Lines that are not a record are skipped."""
-    out: list[AccountingRecord] = []
-    for line in text.splitlines():
-        parts = line.split("|", len(SQUEUE_FIELDS) - 1)
-        if len(parts) != len(SQUEUE_FIELDS) or not parts[0].isdigit():
-            continue
-        f = dict(zip(SQUEUE_FIELDS, parts, strict=True))
-        submit, start, end = (_utc(f[k]) for k in ("SubmitTime", "StartTime", "EndTime"))
-        status = _text_int(f["exit_code"])
-        het_id = _opt_id(_text_int(f["HetJobID"]))
-        rec: AccountingRecord = {
-            "job_id": int(parts[0]),
-            # a job that is no array shows its own id as ArrayJobID and N/A as the task
-            "array_job_id": _text_int(f["ArrayJobID"]) if f["ArrayTaskID"] != "N/A" else None,
-            "array_task_id": _text_int(f["ArrayTaskID"]),
-            "het_job_id": het_id,
-            "het_job_offset": _text_int(f["HetJobOffset"]) if het_id else None,
-            "user": _str(f["UserName"]),
-            "account": _str(f["Account"]),
-            "partition": _str(f["Partition"]),
-            "qos": _str(f["QOS"]),
-            "job_name": _str(f["Name"]),
-            "state": f["State"],
-            "reason": _str(f["Reason"]),
-            # squeue gives the raw wait(2) status: exit code in the high byte.
-            "exit_code": (status >> 8) & 0xFF if status is not None else None,
-            "signal": status & 0x7F if status is not None else None,
-            "submit_epoch": submit,
-            "start_epoch": start,
-            "end_epoch": end,
-            "elapsed_s": end - start if start is not None and end is not None else None,
-            "nodes": _nodes(f["NodeList"]),
-            "num_nodes": _text_int(f["NumNodes"]),
-            # a pending job's tres-alloc is what it asked for: nothing is allocated yet
-            "tres_allocated": {} if f["State"] == "PENDING" else _tres_str(f["tres-alloc"]),
-            "restarts": _text_int(f["restartcnt"]),
-            "batch": {"1": True, "0": False}.get(f["BatchFlag"]),
-            "batch_step_end": None,  # squeue has no steps; sacct says when the batch step ended
-            "batch_exit_code": None,
-            "batch_signal": None,
-        }
-        out.append(_finish(rec))
+        rec["batch_exit_code"], rec["batch_signal"] = (
+            _exit_object(batch.get("exit_code")) if batch is not None else (None, None)
+        )
+        out.append(finish_record(rec))  # type: ignore[arg-type]
     return out
 
 
 def parse_sacct_exit_codes(text: str) -> dict[tuple[int, int | None], tuple[int, int]]:
-    """``sacct -P -n -D -o JobIDRaw,Start,ExitCode`` lines (run with TZ=UTC) as
-    {(job id, start): (code, sig)}.
-
-    Keyed by start time too: a requeued job has one record per run under the same id.
-    """
+    """``sacct -P -n -X -D -o JobIDRaw,Start,ExitCode`` lines (run with TZ=UTC) as
+    {(job id, start): (code, sig)}. Keyed by start time too: a requeued job has one
+    record per run under the same id."""
     out: dict[tuple[int, int | None], tuple[int, int]] = {}
-    for line in text.splitlines():
+    for line in text.split("\n"):
         parts = line.split("|")
-        if len(parts) != 3 or not parts[0].isdigit():
+        if len(parts) != 3 or not parts[0].isdigit() or not parts[0].isascii():
             continue
         parsed = parse_exit_code(parts[2])
         try:
@@ -271,21 +297,8 @@ def parse_sacct_exit_codes(text: str) -> dict[tuple[int, int | None], tuple[int,
     return out
 
 
-def pick_run(records: list[AccountingRecord], start: int | None) -> AccountingRecord | None:
-    """The record of the run that started at ``start``; the last one if no start is given.
-
-    sacct lists a requeued job once per run, oldest first, all under the same job id.
-    """
-    if start is None:
-        return records[-1] if records else None
-    for rec in records:
-        if rec.get("start_epoch") == start:
-            return rec
-    return None
-
-
 class SlurmCli:
-    """JobInfo over squeue/sacct/scontrol at ``slurm_bin``."""
+    """JobInfo over squeue/sacct at ``slurm_bin``."""
 
     def __init__(self, slurm_bin: str = "/usr/bin", timeout: float = TIMEOUT) -> None:
         self.slurm_bin = slurm_bin
@@ -295,15 +308,9 @@ class SlurmCli:
         # command.run's default environment: client_env, TZ=UTC as the parsers expect
         return command.run([os.path.join(self.slurm_bin, name), *args], timeout=self.timeout)
 
-    def _json(self, name: str, *args: str) -> object:
-        out = self._run(name, *args)
-        try:
-            return json.loads(out)
-        except ValueError as e:
-            raise SlurmError(f"{name} printed something that is not JSON: {e}") from e
-
     def _sacct(self, *select: str) -> list[AccountingRecord]:
-        records = parse_sacct_json(self._json("sacct", "--json", *select))
+        records = parse_sacct_json(decode_json(self._run("sacct", "--json", "-D", *select),
+                                               "sacct"))  # fmt: skip
         text = self._run("sacct", "-P", "-n", "-X", "-D", "-o", "JobIDRaw,Start,ExitCode", *select)
         codes = parse_sacct_exit_codes(text.decode("utf-8", "replace"))
         for rec in records:
@@ -312,44 +319,61 @@ class SlurmCli:
                 rec["exit_code"], rec["signal"] = codes[key]
         return records
 
-    def accounting(self, since: int, until: int) -> list[AccountingRecord]:
-        """Jobs that ran between ``since`` and ``until`` (epoch seconds), from sacct."""
-        return self._sacct("-a", "-S", _utc_text(since), "-E", _utc_text(until))
+    def accounting(
+        self, since: int, until: int, states: Sequence[str] = ()
+    ) -> list[AccountingRecord]:
+        """Every run active between ``since`` and ``until`` (epoch seconds), from sacct;
+        with ``states``, only runs in one of them during that time."""
+        select = ["-a", "-S", _utc_text(since), "-E", _utc_text(until)]
+        if states:
+            select += ["-s", ",".join(states)]
+        return self._sacct(*select)
+
+    def jobs_accounting(self, job_ids: Sequence[int]) -> list[AccountingRecord]:
+        """The sacct records of every run of ``job_ids``, in one read."""
+        if not job_ids:
+            return []
+        wanted = set(job_ids)
+        records = self._sacct("-j", ",".join(str(j) for j in sorted(wanted)))
+        return [r for r in records if r["job_id"] in wanted]
 
     def job_accounting(self, job_id: int, start: int | None = None) -> AccountingRecord | None:
         """The sacct record of ``job_id``'s run that started at ``start`` (else its latest)."""
-        return pick_run([r for r in self._sacct("-j", str(job_id)) if r["job_id"] == job_id], start)
+        return pick_run(self.jobs_accounting([job_id]), start)
 
-    def jobs_accounting(self, job_ids: Sequence[int]) -> list[AccountingRecord]:
-        """The sacct records of every run of ``job_ids``, in one call."""
-        return self._sacct("-j", ",".join(str(j) for j in job_ids))
-
-    def jobs_live(self, job_ids: Sequence[int]) -> list[AccountingRecord]:
-        """The squeue records of ``job_ids``, in one call; purged jobs (after MinJobAge)
-        are left out."""
-        ids = ",".join(str(j) for j in job_ids)
-        try:
-            out = self._run("squeue", "-h", "-t", "all", "-O", SQUEUE_FORMAT, "-j", ids)
-        except SlurmError as e:
-            if "Invalid job id" in str(e):
-                return []
-            raise
-        wanted = set(job_ids)
-        return [
-            r for r in parse_squeue_text(out.decode("utf-8", "replace")) if r["job_id"] in wanted
-        ]
+    def live_jobs(
+        self, detail: bool = False, job_ids: Sequence[int] = ()
+    ) -> list[AccountingRecord]:
+        """Every job slurmctld holds: ``squeue -O`` of the safe fields, or with ``detail``
+        ``squeue --json`` (names, work dirs, GPU indices), of ``job_ids`` where given
+        (22.05 ignores -j and -t with --json and serializes every job: eight times the
+        CPU of the text read)."""
+        if detail:
+            select = ["-j", ",".join(str(j) for j in sorted(set(job_ids)))] if job_ids else []
+            try:
+                out = self._run("squeue", "--json", "-t", "all", *select)
+            except SlurmError as e:
+                if select and "Invalid job id" in str(e):
+                    return []  # all purged since
+                raise
+            return parse_squeue_json(decode_json(out, "squeue"))
+        out = self._run("squeue", "-h", "-t", "all", "-O", SAFE_FORMAT)
+        return parse_squeue_safe(out.decode("utf-8", "replace"))  # type: ignore[return-value]
 
     def job_live(self, job_id: int) -> AccountingRecord | None:
-        """The squeue record of ``job_id``, None once purged (after MinJobAge)."""
-        return next(iter(self.jobs_live([job_id])), None)
+        """The controller's record of ``job_id`` (safe fields), None once purged."""
+        try:
+            out = self._run("squeue", "-h", "-t", "all", "-j", str(job_id), "-O", SAFE_FORMAT)
+        except SlurmError as e:
+            if "Invalid job id" in str(e):
+                return None
+            raise
+        records: list[AccountingRecord] = parse_squeue_safe(out.decode("utf-8", "replace"))  # type: ignore[assignment]
+        return next((r for r in records if r["job_id"] == job_id), None)
 
     def job_state(self, job_id: int) -> str | None:
         """The job's state: squeue while the controller knows it, else sacct."""
-        live = self.job_live(job_id)
-        if live is not None:
-            return live["state"]
-        rec = self.job_accounting(job_id)
-        return rec["state"] if rec is not None else None
+        return job_state(self, job_id)
 
 
 def _utc_text(epoch: int) -> str:

@@ -14,8 +14,12 @@ SLURM_JOB_NAME, SLURM_JOB_NODELIST, but no SLURM_CONF, no GPU indices and no sub
 
 from computeproof.errors import SlurmError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
-def env_int(env: dict[str, str], name: str) -> int | None:
+
+def env_int(env: "Mapping[str, str]", name: str) -> int | None:
     """The non-negative integer in ``env[name]``, None when unset, empty or not a number."""
     value = env.get(name, "").strip()
     if value.isdigit() and value.isascii():

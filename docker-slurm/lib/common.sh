@@ -10,6 +10,7 @@ CP_REPO="${CP_REPO:-$(cd "$CP_LIB_DIR/../.." && pwd)}"
 CP_MODE="${CP_MODE:-native}"
 CP_CLUSTER_DIR="${CP_CLUSTER_DIR:-/var/tmp/computeproof-cluster}"
 CP_HOOKS="${CP_HOOKS:-1}"
+CP_CTLD_HOOKS="${CP_CTLD_HOOKS:-0}" # 1: also PrologSlurmctld/EpilogSlurmctld
 CP_CLUSTER_NAME="cptest"
 CP_NODES=(c1 c2)
 CP_GPUS_PER_NODE=4

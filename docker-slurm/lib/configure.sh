@@ -24,11 +24,13 @@ put_file() {
 check_hooks() {
     case "$CP_HOOKS" in
         1) ;;
-        0 | noop | epilog-noop) return 0 ;;
-        *) die "CP_HOOKS=$CP_HOOKS is not a hooks setting; use 1 (the ComputeProof hooks, the default), 0 (no hooks), noop (four /bin/true hooks) or epilog-noop (a /bin/true node Epilog only)" ;;
+        0 | noop | node-noop | epilog-noop) return 0 ;;
+        *) die "CP_HOOKS=$CP_HOOKS is not a hooks setting; use 1 (the ComputeProof hooks, the default), 0 (no hooks), noop (four /bin/true hooks), node-noop (a /bin/true node Prolog and Epilog) or epilog-noop (a /bin/true node Epilog only)" ;;
     esac
-    local hook missing=()
-    for hook in "$CP_HOOK_PROLOG" "$CP_HOOK_EPILOG" "$CP_HOOK_PROLOG_CTLD" "$CP_HOOK_EPILOG_CTLD"; do
+    case "$CP_CTLD_HOOKS" in 0 | 1) ;; *) die "CP_CTLD_HOOKS=$CP_CTLD_HOOKS: use 0 (the default) or 1" ;; esac
+    local hook missing=() hooks=("$CP_HOOK_PROLOG" "$CP_HOOK_EPILOG")
+    [[ "$CP_CTLD_HOOKS" == 1 ]] && hooks+=("$CP_HOOK_PROLOG_CTLD" "$CP_HOOK_EPILOG_CTLD")
+    for hook in "${hooks[@]}"; do
         [[ -x "$hook" ]] || missing+=("$hook")
     done
     if ((${#missing[@]})); then
@@ -92,15 +94,25 @@ write_slurm_conf() {
 Epilog=/bin/true
 PrologSlurmctld=/bin/true
 EpilogSlurmctld=/bin/true"
+    elif [[ "$CP_HOOKS" == node-noop ]]; then
+        # the node hooks' slots as no-ops, no controller hooks: the controller-side
+        # benchmark's setting, where only our collector (on or off) differs
+        hooks="Prolog=/bin/true
+Epilog=/bin/true"
     elif [[ "$CP_HOOKS" == epilog-noop ]]; then
         # a node Epilog alone, as most sites have one: with any Epilog configured, slurmctld
         # schedules as each job's epilog completes (52 jobs/s here, against 12-20 with none)
         hooks="Epilog=/bin/true"
     else
+        # the node hooks; the controller's events come from the collector (controller.sh),
+        # the controller hooks only where a synchronous record is wanted (CP_CTLD_HOOKS=1)
         hooks="Prolog=$CP_HOOK_PROLOG
-Epilog=$CP_HOOK_EPILOG
+Epilog=$CP_HOOK_EPILOG"
+        if [[ "$CP_CTLD_HOOKS" == 1 ]]; then
+            hooks+="
 PrologSlurmctld=$CP_HOOK_PROLOG_CTLD
 EpilogSlurmctld=$CP_HOOK_EPILOG_CTLD"
+        fi
     fi
     {
         cat <<CONF

@@ -284,7 +284,7 @@ class Agent:
                 continue
             try:
                 if self._job_info is None:
-                    from slurm_hooks.jobinfo import job_info
+                    from slurm_hooks.backend import job_info
 
                     self._job_info = job_info(self.config)
                 why = ended_here(self._job_info.job_live(b.job_id), self.node, b.run)

@@ -116,7 +116,7 @@ needs_root = pytest.mark.skipif(
 
 
 def configure(
-    tmp_path: Path, mode: str, repo: Path | None = None, hooks: str = "0"
+    tmp_path: Path, mode: str, repo: Path | None = None, hooks: str = "0", ctld_hooks: str = "0"
 ) -> subprocess.CompletedProcess[str]:
     """Run configure.sh with all its output (and the hooks' config link) under tmp_path."""
     env = dict(os.environ)
@@ -124,6 +124,7 @@ def configure(
         CP_MODE=mode,
         CP_CLUSTER_DIR=str(tmp_path / "cluster"),
         CP_HOOKS=hooks,
+        CP_CTLD_HOOKS=ctld_hooks,
         CP_ETC_CONFIG=str(tmp_path / "etc" / "config.toml"),
         CP_CONTAINER_RUN_DIR=str(tmp_path / "container-run"),
     )
@@ -225,6 +226,11 @@ def test_hooks_are_configured_by_absolute_path(tmp_path: Path) -> None:
     slurm = conf(tmp_path / "cluster" / "etc" / "slurm.conf")
     assert slurm["Prolog"] == [f"{repo}/prolog.d/computeproof-prolog"]
     assert slurm["Epilog"] == [f"{repo}/epilog.d/computeproof-epilog"]
+    # the controller's events come from the collector: no controller hooks by default
+    assert "PrologSlurmctld" not in slurm and "EpilogSlurmctld" not in slurm
+    proc = configure(tmp_path, "native", repo=repo, hooks="1", ctld_hooks="1")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    slurm = conf(tmp_path / "cluster" / "etc" / "slurm.conf")
     assert slurm["PrologSlurmctld"] == [f"{repo}/prolog.d/computeproof-prolog-slurmctld"]
     assert slurm["EpilogSlurmctld"] == [f"{repo}/epilog.d/computeproof-epilog-slurmctld"]
 
@@ -234,6 +240,7 @@ def test_hooks_are_configured_by_absolute_path(tmp_path: Path) -> None:
     ("hooks", "configured"),
     [
         ("noop", {"Prolog", "Epilog", "PrologSlurmctld", "EpilogSlurmctld"}),
+        ("node-noop", {"Prolog", "Epilog"}),
         ("epilog-noop", {"Epilog"}),
     ],
 )
@@ -275,7 +282,7 @@ def test_unknown_hooks_setting_fails_clearly(tmp_path: Path) -> None:
 
 def test_missing_hook_fails_clearly(tmp_path: Path) -> None:
     repo = fake_repo(tmp_path, HOOKS[:3])
-    proc = configure(tmp_path, "native", repo=repo, hooks="1")
+    proc = configure(tmp_path, "native", repo=repo, hooks="1", ctld_hooks="1")
     assert proc.returncode != 0
     assert f"{repo}/epilog.d/computeproof-epilog-slurmctld" in proc.stderr
     assert "CP_HOOKS=0" in proc.stderr

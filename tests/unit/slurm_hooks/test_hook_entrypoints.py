@@ -1,6 +1,6 @@
 """The four hook executables, run as Slurm runs them: env -i, no PATH, absolute paths.
 
-Covers the never-harm contract (broken config, unwritable spool, hung scontrol -> exit 0
+Covers the never-harm contract (broken config, unwritable spool, hung squeue -> exit 0
 and one logged line; strict -> exit 1) and what each event records.
 """
 
@@ -16,89 +16,13 @@ import time
 from pathlib import Path
 
 import pytest
-from squeue_text import squeue_line
-
-from computeproof.event import check_event
-
-REPO = Path(__file__).resolve().parents[3]
-FIXTURES = Path(__file__).parent / "fixtures"
-PROLOG = REPO / "prolog.d" / "computeproof-prolog"
-EPILOG = REPO / "epilog.d" / "computeproof-epilog"
-PROLOG_CTLD = REPO / "prolog.d" / "computeproof-prolog-slurmctld"
-EPILOG_CTLD = REPO / "epilog.d" / "computeproof-epilog-slurmctld"
-
-
-class Site:
-    """A temporary site: config, spool, run dir, slurm.conf + gres.conf, fake devices."""
-
-    def __init__(self, root: Path, extra: str = "") -> None:
-        self.root = root
-        self.spool = root / "spool"
-        self.run = root / "run"
-        self.bin = root / "bin"
-        self.bin.mkdir()
-        self.etc = root / "etc"
-        self.etc.mkdir()
-        self.dev = root / "dev"
-        self.dev.mkdir()
-        self.config = root / "config.toml"
-        self.config.write_text(
-            f'cluster = "cptest"\nspool_dir = "{self.spool}"\nrun_dir = "{self.run}"\n'
-            f'slurm_bin = "{self.bin}"\nhost = "ctl"\n{extra}'
-        )
-        (self.etc / "slurm.conf").write_text("ClusterName=cptest\n")
-        (self.etc / "gres.conf").write_text(
-            f"NodeName=c1 Name=gpu Type=a100 File={self.dev}/nvidia[0-3]\n"
-            f"NodeName=c2 Name=gpu Type=a100 File={self.dev}/nvidia[4-7]\n"
-        )
-        if os.geteuid() == 0:
-            for minor in range(8):
-                os.mknod(self.dev / f"nvidia{minor}", 0o600 | 0o020000, os.makedev(195, minor))
-
-    def env(self, name: str, **more: str) -> dict[str, str]:
-        text = (FIXTURES / "envdump" / f"{name}.env").read_text()
-        env = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
-        if "SLURM_CONF" in env:
-            env["SLURM_CONF"] = str(self.etc / "slurm.conf")
-        env["COMPUTEPROOF_CONFIG"] = str(self.config)
-        env.update(more)
-        return env
-
-    def fake(self, name: str, script: str) -> None:
-        path = self.bin / name
-        path.write_text("#!/bin/sh\n" + script)
-        path.chmod(0o755)
-
-    def events(self, type: str | None = None) -> list[dict[str, object]]:
-        out = []
-        for path in sorted((self.spool / "new").glob("*.json")):
-            event = check_event(json.loads(path.read_bytes()))
-            if type is None or event["type"] == type:
-                out.append(event)
-        return out
-
-    def failures(self) -> int:
-        try:
-            return int((self.spool / "hook-failures").read_text())
-        except FileNotFoundError:
-            return 0
-
-
-def run(exe: Path, env: dict[str, str], timeout: float = 10) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(exe)], env=env, capture_output=True, text=True, timeout=timeout, check=False
-    )
+from fakeslurm import install, roles
+from hooksite import EPILOG, EPILOG_CTLD, PROLOG, PROLOG_CTLD, REPO, Site, payload, run
 
 
 @pytest.fixture
 def site(tmp_path: Path) -> Site:
     return Site(tmp_path)
-
-
-def payload(event: dict[str, object]) -> dict[str, object]:
-    p = event["payload"]
-    assert isinstance(p, dict)
-    return p
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mknod needs root")
@@ -162,7 +86,7 @@ def test_requeued_first_run_epilogs_keep_the_prologs_run(site: Site) -> None:
     done = sorted((e["run"], payload(e)["run_source"]) for e in site.events("node_done"))
     assert done == [(0, "prolog"), (1, "prolog")]
     assert sorted(e["run"] for e in site.events("started")) == [0, 1]  # type: ignore[type-var]
-    site.fake("scontrol", "exit 1\n")
+    site.fake("squeue", "exit 1\n")
     env = site.env("prolog_slurmctld.23")
     run(PROLOG_CTLD, env)
     run(
@@ -171,9 +95,10 @@ def test_requeued_first_run_epilogs_keep_the_prologs_run(site: Site) -> None:
             "epilog_slurmctld.18", SLURM_JOB_ID="23", SLURM_JOBID="23", SLURM_JOB_RESTART_COUNT="1"
         ),
     )
-    # the collector writes completed from Slurm's record (none here): the run is the marker's
-    marker = json.loads((site.spool / "final-pending" / "23.0.json").read_text())
-    assert (marker["run"], marker["completed"]["run_source"]) == (0, "prolog")
+    # Slurm's record is unavailable here: the run is the one PrologSlurmctld saw
+    (done,) = site.events("completed")
+    assert (done["run"], payload(done)["run_source"]) == (0, "prolog")
+    assert str(payload(done)["source"]).startswith("env only: squeue failed")
 
 
 def test_epilog_without_agent_records_null_summary(site: Site) -> None:
@@ -249,15 +174,29 @@ def test_agent_floats_do_not_cost_the_event(site: Site) -> None:
 # than the hook's own work); Slurm runs four hooks a job. subprocess pulls in all three.
 # os costs 1 ms (of a 10 ms hook) and __future__ 0.1 ms: the hook path uses posix.
 COSTLY_MODULES = {
-    "json", "re", "enum", "subprocess", "typing", "hashlib", "socket", "os", "__future__"
-}  # fmt: skip
+    "json",
+    "re",
+    "enum",
+    "subprocess",
+    "typing",
+    "hashlib",
+    "socket",
+    "os",
+    "__future__",
+}
 
 
 @pytest.mark.parametrize(
     ("kind", "dump"),
-    [("prolog", "prolog.9"), ("epilog", "epilog.9"), ("epilog_slurmctld", "epilog_slurmctld.18")],
+    [
+        ("prolog", "prolog.9"),
+        ("epilog", "epilog.9"),
+        ("prolog_slurmctld", "prolog_slurmctld.23"),
+        ("epilog_slurmctld", "epilog_slurmctld.18"),
+    ],
 )
 def test_hooks_do_not_import_costly_modules(site: Site, kind: str, dump: str) -> None:
+    install(site.bin, "22.05", "ended", site.root / "slurm.log")  # the controller hooks' squeue
     # the Epilog parses an agent summary (here its file): that must not import json either
     path = site.run / "c1" / "agent" / "9.json"
     path.parent.mkdir(parents=True)
@@ -339,90 +278,118 @@ def test_spool_status_shows_the_hook_failures_and_the_last_one(site: Site) -> No
     assert "last hook failure: computeproof prolog: job ?: SLURM_JOB_ID" in r.stdout
 
 
-def test_prolog_slurmctld_records_scheduled(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
-    # scontrol runs with TZ=UTC (the fixture is its UTC output), whatever slurmctld's zone
-    site.fake("scontrol", f'echo "$TZ" > {site.root}/tz\ncat {FIXTURES / "scontrol_array.txt"}\n')
-    env = site.env("prolog_slurmctld.23", TZ="America/New_York")
-    # The fixture holds task 19_2 (job 19); run the hook as that job.
-    env.update(
-        SLURM_JOB_ID="19", SLURM_JOBID="19", SLURM_ARRAY_TASK_ID="2", SLURM_JOB_NODELIST="c1"
+def _ctld_env(site: Site, dump: str, version: str, role: str, **more: str) -> dict[str, str]:
+    ids = roles(version)
+    env = site.env(dump, TZ="America/New_York")  # squeue must run in UTC whatever the zone
+    job = str(ids[role])
+    env.update(SLURM_JOB_ID=job, SLURM_JOBID=job, SLURM_JOB_NODELIST="c1", **more)
+    for name in (
+        "SLURM_ARRAY_JOB_ID",
+        "SLURM_ARRAY_TASK_ID",
+        "SLURM_ARRAY_TASK_COUNT",
+        "SLURM_ARRAY_TASK_MAX",
+        "SLURM_ARRAY_TASK_MIN",
+        "SLURM_ARRAY_TASK_STEP",
+    ):
+        env.pop(name, None)
+    return env
+
+
+@pytest.mark.parametrize("version", ["22.05", "24.11"])
+def test_prolog_slurmctld_records_scheduled(site: Site, version: str) -> None:
+    """PrologSlurmctld: the environment plus one squeue read of the safe fields."""
+    log = site.root / "slurm.log"
+    install(site.bin, version, "running", log)
+    env = _ctld_env(
+        site,
+        "prolog_slurmctld.23",
+        version,
+        "victim",
+        SLURM_JOB_USER="cpbob",
+        SLURM_JOB_ACCOUNT="biology",
+        SLURM_JOB_NAME="victim",
     )
     result = run(PROLOG_CTLD, env)
     assert result.returncode == 0, result.stderr
     (event,) = site.events("scheduled")
-    assert (event["job"], event["job_id"], event["host"]) == ("19_2", 19, "ctl")
+    job = roles(version)["victim"]
+    assert (event["job"], event["job_id"], event["host"], event["run"]) == (str(job), job, "ctl", 0)
     p = payload(event)
-    assert p["slurm_record"] == "scontrol"
-    assert p["submit_time"] == "2026-11-25T16:58:38Z"
-    assert (site.root / "tz").read_text().strip() == "UTC"
-    assert (p["array_job_id"], p["array_task_id"]) == (19, 2)
-    assert p["gpus"] == 1 and p["nodes"] == ["c1"]
-    assert (p["user"], p["account"], p["partition"], p["qos"]) == ("root", "root", "gpu", "normal")
+    assert (p["source"], p["recorded_by"]) == ("squeue", "PrologSlurmctld")
+    assert (p["user"], p["account"], p["qos"], p["job_name"]) == (
+        "cpbob",
+        "biology",
+        "normal",
+        "victim",
+    )
+    assert (p["gpus"], p["nodes"], p["num_cpus"]) == (1, ["c1"], 1)
+    assert p["submit_time"].endswith("Z") and p["start_epoch"] is not None  # type: ignore[union-attr]
+    (call,) = [c for c in log.read_text().splitlines() if c.startswith("squeue")]
+    assert f"-j {job} -O " in call and ",Name:" not in call
 
 
-def test_prolog_slurmctld_hung_scontrol_is_bounded(site: Site) -> None:
-    site.fake("scontrol", "exec sleep 30\n")
+def test_prolog_slurmctld_hung_squeue_is_bounded(site: Site) -> None:
+    site.fake("squeue", "exec sleep 30\n")
     start = time.monotonic()
     result = run(PROLOG_CTLD, site.env("prolog_slurmctld.23"))
     assert time.monotonic() - start < 1.5
     assert result.returncode == 0
     p = payload(site.events("scheduled")[0])
-    assert str(p["slurm_record"]).startswith("unavailable: scontrol timed out")
+    assert str(p["source"]).startswith("env only: squeue timed out")
     assert p["job_name"] == "arr" and p["nodes"] == ["c2"]
 
 
-# squeue's view of job 9 just after it ended (Slurm 22.05), in UTC as the collector asks
-SQUEUE_JOB_9 = squeue_line(
-    JobID=9, State="COMPLETING", Reason="NonZeroExitCode", exit_code=768,
-    SubmitTime="2026-11-25T16:57:54", StartTime="2026-11-25T16:57:56",
-    EndTime="2026-11-25T16:57:58", NodeList="c[1-2]", NumNodes=2, restartcnt=0, BatchFlag=1,
-    UserName="root", Account="root", Partition="gpu", QOS="normal", ArrayJobID=9,
-    tres_alloc="cpu=2,mem=1000M,node=2,billing=2,gres/gpu=4,gres/gpu:a100=4", Name="wrap",
-)  # fmt: skip
-
-
-def test_epilog_slurmctld_completed_and_final_state(site: Site) -> None:
-    """EpilogSlurmctld makes no RPC; the collector writes completed (with the epilog's time)
-    from one squeue call, then final_state from sacct."""
-    site.fake("scontrol", "echo scontrol must not be called >&2; exit 1\n")
-    (site.root / "squeue.txt").write_text(SQUEUE_JOB_9 + "\n")
-    site.fake(
-        "squeue", f'echo "$*" >> {site.root / "squeue.log"}; cat {site.root / "squeue.txt"}\n'
+@pytest.mark.parametrize("version", ["22.05", "24.11"])
+def test_epilog_slurmctld_records_completed(site: Site, version: str) -> None:
+    """EpilogSlurmctld: completed from the environment and one squeue read, under the id
+    the collector gives it; the final state is the collector's."""
+    install(site.bin, version, "ended", site.root / "slurm.log")
+    env = _ctld_env(
+        site,
+        "epilog_slurmctld.18",
+        version,
+        "attacker",
+        SLURM_JOB_USER="cpalice",
+        SLURM_JOB_EXIT_CODE2="3:0",
     )
-    sacct_json = FIXTURES / "sacct_18_19_22.json"
-    # The sacct fixture is for job 18; serve it for job 9 with its id rewritten.
-    text = sacct_json.read_text().replace('"job_id": 18,', '"job_id": 9,')
-    # ...and with the start time scontrol reported for job 9 (the run to watch).
-    text = text.replace('"start": 1795625919', '"start": 1795625876')
-    (site.root / "sacct.json").write_text(text)
-    site.fake(
-        "sacct",
-        f'case "$*" in *--json*) cat {site.root / "sacct.json"};; '
-        '*) echo "9|2026-11-25T16:57:56|3:0";; esac\n',
-    )
-    env = site.env("epilog_slurmctld.18", TZ="UTC")
-    env.update(SLURM_JOB_ID="9", SLURM_JOBID="9")
     before = time.time()
     result = run(EPILOG_CTLD, env)
     assert result.returncode == 0, result.stderr
     assert site.failures() == 0
-    # The detached collector writes completed, then final_state once sacct has it.
-    deadline = time.monotonic() + 10
-    while not site.events("final_state") and time.monotonic() < deadline:
-        time.sleep(0.05)
-    (event,) = site.events("completed")
+    (event,) = site.events()
+    assert event["type"] == "completed" and event["run"] == 0
     p = payload(event)
-    assert (p["exit_code"], p["signal"]) == (3, 0)
-    assert p["exit_code_env"] == "3:0" and p["exit_code_slurm"] == "3:0"
-    assert p["gpus"] == 4 and p["nodes"] == ["c1", "c2"] and p["slurm_record"] == "squeue"
-    assert p["start_time"] == "2026-11-25T16:57:56Z" and p["elapsed_s"] == 2
-    assert p["gpu_seconds"] == 8 and p["reason"] == "NonZeroExitCode"
-    # stamped with the epilog's time, not the collector's
+    assert (p["exit_code"], p["signal"], p["exit_code_env"]) == (3, 0, "3:0")
+    assert (p["gpus"], p["source"], p["recorded_by"]) == (1, "squeue", "EpilogSlurmctld")
+    assert p["elapsed_s"] == p["end_epoch"] - p["start_epoch"]  # type: ignore[operator]
+    assert p["gpu_seconds"] == p["elapsed_s"] and p["reason"] == "NonZeroExitCode"
     stamp = calendar.timegm(time.strptime(str(event["time"])[:19], "%Y-%m-%dT%H:%M:%S"))
-    assert abs(stamp - before) < 5
-    assert (site.root / "squeue.log").read_text().split("\n")[0].endswith(" -j 9")
-    (final,) = site.events("final_state")
-    fp = payload(final)
-    assert (fp["state"], fp["exit_code"], fp["source"]) == ("FAILED", 3, "sacct")
-    assert fp["gpu_seconds"] == 4 * 2
-    assert final["run"] == event["run"] and final["job"] == "9"
+    assert abs(stamp - before) < 5  # the hook's own time
+
+
+def test_controller_hooks_and_collector_share_event_ids(tmp_path: Path) -> None:
+    """With the controller hooks configured, the collector writes the same events under
+    the same ids: the spool and the ledger hold one of each."""
+    from computeproof.config import Config
+    from slurm_hooks.controller import Collector
+    from slurm_hooks.slurmcli import SlurmCli
+
+    site = Site(tmp_path)
+    version = "22.05"
+    install(site.bin, version, "ended", site.root / "slurm.log")
+    ids = roles(version)
+    env = _ctld_env(site, "prolog_slurmctld.23", version, "attacker", SLURM_JOB_USER="cpalice")
+    run(PROLOG_CTLD, env)
+    run(EPILOG_CTLD, _ctld_env(site, "epilog_slurmctld.18", version, "attacker"))
+    hook_ids = {e["type"]: e["id"] for e in site.events()}
+    config = Config(
+        cluster="cptest",
+        spool_dir=str(site.spool),
+        run_dir=str(site.run),
+        slurm_bin=str(site.bin),
+        host="ctl",
+    )
+    Collector(config, SlurmCli(config.slurm_bin, timeout=10)).poll()
+    mine = [e for e in site.events() if e["job_id"] == ids["attacker"]]
+    assert {e["type"]: e["id"] for e in mine if e["type"] in hook_ids} == hook_ids
+    assert sorted(e["type"] for e in mine) == ["completed", "final_state", "scheduled"]

@@ -1,4 +1,6 @@
-"""The pyslurm adapter over a stub module (no libslurm for 22.05 exists on PyPI)."""
+"""The pyslurm adapter over stand-ins of pyslurm 25.11.2's classes (pyslurm.Job, Jobs,
+db.Jobs, db.JobFilter, db.TrackableResources, GPU): no libslurm 25.11 is installed here.
+The attribute names are pyslurm's (read from its source, PySlurm/pyslurm v25.11.2)."""
 
 from __future__ import annotations
 
@@ -15,36 +17,103 @@ class RPCError(Exception):
     pass
 
 
-def stub(version: str = "22.05.3") -> types.ModuleType:
+class Resource:
+    """pyslurm.db.TrackableResource / GPU: a count."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+
+class Tres:
+    """pyslurm.db.TrackableResources as from_cstr builds it (mem in MiB)."""
+
+    def __init__(self, cpu: int, mem_mib: int, gpus: int) -> None:
+        self.cpu, self.mem, self.node = Resource(cpu), Resource(mem_mib), Resource(1)
+        self.energy = self.billing = self.vmem = self.pages = None
+        self.gres = {"gpu": Resource(gpus), "gpu:a100": Resource(gpus)}
+        self.license: dict[str, Resource] = {}
+        self.fs: dict[str, Resource] = {}
+        self.interconnect: dict[str, Resource] = {}
+
+
+class Undecodable:
+    """An attribute pyslurm decodes as strict UTF-8 (a name that is not): it raises."""
+
+    def __get__(self, obj: object, owner: type) -> str:
+        raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
+
+
+class LiveJob:
+    """pyslurm.Job's attributes for a running het component."""
+
+    id = 101
+    state = "RUNNING"
+    state_reason = None
+    heterogeneous_id = 200
+    heterogeneous_offset = 1
+    array_id = None
+    array_task_id = None
+    user_name, user_id, group_id, group_name = "alice", 1000, 1000, "alice"
+    account, partition, qos = "lab", "gpu", "normal"
+    name = Undecodable()
+    working_directory = "/home/alice"
+    exit_code, exit_code_signal = 0, 0
+    submit_time, eligible_time, start_time, end_time = 90, 90, 100, None
+    time_limit = 60
+    allocated_nodes = "c1"
+    num_nodes, cpus = 1, 2
+    allocated_tres = Tres(2, 1024, 1)
+    requested_tres = Tres(2, 1024, 1)
+    requeue_count = 0
+    is_batch_job = True
+
+
+def stub(version: str = "25.11.2") -> types.ModuleType:
     db_job = types.SimpleNamespace(
         id=101,
         array_id=100,
         array_task_id=4,
-        het_job_id=0,
-        het_job_offset=0,
+        heterogeneous_id=None,
+        heterogeneous_offset=None,
         user_name="alice",
+        user_id=1000,
+        group_id=1000,
+        group_name="alice",
         account="lab",
         partition="gpu",
         qos="normal",
         name="train",
+        working_directory="/home/alice",
         state="TIMEOUT",
         state_reason="TimeLimit",
-        exit_code="0:15",
+        exit_code=0,
+        exit_code_signal=15,
         submit_time=90,
+        eligible_time=90,
         start_time=100,
         end_time=160,
         elapsed_time=60,
+        time_limit=1,
         nodelist="c[1-2]",
-        tres_alloc_str="cpu=2,mem=1G,gres/gpu=2",
-        restart_cnt=0,
+        num_nodes=2,
+        cpus=2,
+        allocated_tres=Tres(2, 1024, 2),
+        requested_tres=Tres(2, 1024, 2),
+        requeue_count=0,
     )
     filters: list[dict[str, object]] = []
 
-    class Jobs:
+    class MultiClusterMap(dict[str, dict[int, object]]):
+        """pyslurm's collections: keyed by cluster, then id; values() yields the jobs."""
+
+        def values(self):  # type: ignore[override]
+            return [job for cluster in dict.values(self) for job in cluster.values()]
+
+    class DbJobs:
         @staticmethod
-        def load(f: dict[str, object]) -> dict[int, object]:
+        def load(f: dict[str, object]) -> MultiClusterMap:
             filters.append(f)
-            return {101: db_job}
+            return MultiClusterMap({"cptest": {101: db_job}})
 
     def job_filter(**kw: object) -> dict[str, object]:
         return kw
@@ -54,14 +123,18 @@ def stub(version: str = "22.05.3") -> types.ModuleType:
         def load(job_id: int) -> object:
             if job_id != 101:
                 raise RPCError("Invalid job id specified")
-            return types.SimpleNamespace(
-                id=101, state="RUNNING", het_job_id=200, het_job_offset=1, exit_code=0
-            )
+            return LiveJob()
+
+    class Jobs:
+        @staticmethod
+        def load() -> MultiClusterMap:
+            return MultiClusterMap({"cptest": {101: LiveJob()}})
 
     mod = types.ModuleType("pyslurm")
     mod.__version__ = version  # type: ignore[attr-defined]
-    mod.db = types.SimpleNamespace(Jobs=Jobs, JobFilter=job_filter)  # type: ignore[attr-defined]
+    mod.db = types.SimpleNamespace(Jobs=DbJobs, JobFilter=job_filter)  # type: ignore[attr-defined]
     mod.Job = Job  # type: ignore[attr-defined]
+    mod.Jobs = Jobs  # type: ignore[attr-defined]
     mod.filters = filters  # type: ignore[attr-defined]
     return mod
 
@@ -69,14 +142,19 @@ def stub(version: str = "22.05.3") -> types.ModuleType:
 @pytest.fixture
 def slurm_bin(tmp_path: Path) -> str:
     script = tmp_path / "scontrol"
-    script.write_text("#!/bin/sh\necho 'slurm 22.05.8'\n")
+    script.write_text("#!/bin/sh\necho 'slurm 25.11.7'\n")
     script.chmod(0o755)
     return str(tmp_path)
 
 
 def test_version_must_match(slurm_bin: str) -> None:
-    assert pyslurm_backend.load_pyslurm(slurm_bin, stub("25.11.0")) is None
-    assert pyslurm_backend.load_pyslurm(slurm_bin, stub("22.05.3")) is not None
+    assert pyslurm_backend.load_pyslurm(slurm_bin, stub("24.11.0")) is None
+    assert pyslurm_backend.load_pyslurm(slurm_bin, stub("25.11.2")) is not None
+
+
+def test_a_pyslurm_that_does_not_import_is_no_backend(slurm_bin: str) -> None:
+    """The child that imports pyslurm died (libslurm's fatal) or found none: CLI instead."""
+    assert pyslurm_backend.load_pyslurm(slurm_bin, probe=lambda: None) is None
 
 
 def test_accounting_records(slurm_bin: str) -> None:
@@ -89,16 +167,25 @@ def test_accounting_records(slurm_bin: str) -> None:
     assert (rec["state"], rec["exit_code"], rec["signal"]) == ("TIMEOUT", 0, 15)
     assert rec["nodes"] == ["c1", "c2"] and rec["gpus"] == 2
     assert rec["tres_allocated"]["mem"] == 1 << 30
+    assert rec["tres_allocated"]["gres/gpu:a100"] == 2
     assert rec["start_time"] == "1970-01-01T00:01:40Z" and rec["elapsed_s"] == 60
+    assert (rec["job_name"], rec["time_limit_s"]) == ("train", 60)
+    assert backend.accounting(50, 200, ("COMPLETED",)) == []  # filtered here, not by pyslurm
+    assert [r["job_id"] for r in backend.jobs_accounting([101, 7])] == [101]
 
 
-def test_live_and_state(slurm_bin: str) -> None:
+def test_live_reads(slurm_bin: str) -> None:
     backend = pyslurm_backend.PySlurm(stub())
     live = backend.job_live(101)
     assert live is not None and live["job"] == "200+1"
+    assert live["job_name"] is None  # pyslurm cannot decode it: None, not a failed read
+    assert live["end_epoch"] is None and live["elapsed_s"] is None and live["batch"] is True
+    assert (live["gpus"], live["tres_allocated"]["cpu"], live["nodes"]) == (1, 2, ["c1"])
     assert backend.job_state(101) == "RUNNING"
     assert backend.job_live(5) is None
     assert backend.job_accounting(101) is not None
+    (every,) = backend.live_jobs(detail=True)
+    assert every["job_id"] == 101 and every["work_dir"] == "/home/alice"
 
 
 def test_other_errors_become_slurm_errors() -> None:
@@ -114,7 +201,7 @@ def test_other_errors_become_slurm_errors() -> None:
 
 def test_no_pyslurm_means_cli(slurm_bin: str) -> None:
     from computeproof.config import Config
-    from slurm_hooks.jobinfo import job_info
+    from slurm_hooks.backend import job_info
     from slurm_hooks.slurmcli import SlurmCli
 
     assert isinstance(job_info(Config(slurm_bin=slurm_bin)), SlurmCli)

@@ -1,0 +1,507 @@
+"""The controller's collector: ``scheduled``, ``completed`` and ``final_state`` for every
+job, from batched reads, written to the spool as the hooks write (so the controller's
+host key signs them). One long-lived process per controller: ``computeproof controller
+run`` (conf/computeproof-controller.service).
+
+Each poll (``controller_poll_interval``, default 1 s) makes one cheap read of every job
+slurmctld holds: ``squeue -O`` of fields no job user can set (or pyslurm). From it the
+collector learns which runs were allocated and which ended, and writes ``completed`` at
+once (exit code and signal, times, TRES). Records that need more are batched:
+
+- ``scheduled`` carries the job's name, work dir and GPU indices, which only a structured
+  read gives (``squeue --json``): one such read for all jobs owed one, at most every
+  DETAIL_INTERVAL seconds (in 22.05 it serializes every job, eight times the probe's CPU);
+- ``final_state`` is accounting's settled record (``sacct --json -j`` of all the runs owed
+  one, plus sacct's exit-code text), at most every ACCOUNTING_INTERVAL seconds; a run whose
+  job was requeued or purged before it was seen ending takes its ``completed`` (and, if
+  need be, ``scheduled``) from there too.
+
+Short jobs that start and end between two polls are still recorded: slurmctld keeps ended
+jobs for MinJobAge, and accounting has them after that. On start, and every SWEEP_INTERVAL,
+one ``sacct`` read of the jobs that ended since the persisted cursor catches up on what
+happened while the collector was down. What was written is kept in
+``<spool>/controller/state.json`` (written after the events, fsynced, renamed), and event
+ids are deterministic, so across restarts every event is written once by id; an event
+written again after a crash is the same bytes (its time is Slurm's, not the poll's).
+
+The optional controller hooks write ``scheduled`` / ``completed`` under the same ids.
+Failures (Slurm unreachable, no final state in time) are logged and counted like a
+hook's (hooklog.py); Slurm errors never stop the loop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from computeproof.config import Config
+from computeproof.errors import CanonicalError, ComputeProofError, SpoolError
+from computeproof.event import new_event
+from computeproof.spool import Spool
+from slurm_hooks.finalstate import NOT_FINAL, ended, settled
+from slurm_hooks.hooklog import count_failure, failure_line
+from slurm_hooks.jobinfo import AccountingRecord, JobInfo
+from slurm_hooks.lifecycle import completed_payload, event_time, final_payload, scheduled_payload
+
+log = logging.getLogger("computeproof.controller")
+
+DETAIL_INTERVAL = 5.0  # seconds between structured reads for owed scheduled events
+ACCOUNTING_INTERVAL = 5.0  # seconds between sacct reads for owed final states
+SWEEP_INTERVAL = 300.0  # seconds between catch-up reads of jobs ended since the cursor
+SWEEP_OVERLAP = 120  # seconds the next sweep reaches back (controller/slurmdbd clocks)
+DETAIL_DEADLINE = 60.0  # after this, scheduled is written from the cheap read alone
+FINAL_DEADLINE = 120.0  # after this, a run's final state is given up (and counted)
+BATCH = 500  # job ids per sacct call
+# accounting states of a run that is over: the sweep asks only for these
+ENDED_STATES = ("CANCELLED", "COMPLETED", "FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY",
+                "PREEMPTED", "BOOT_FAIL", "DEADLINE", "REQUEUED")  # fmt: skip
+EVENTS = ("scheduled", "completed", "final_state")
+STATE_VERSION = 1
+COMPLETING_DEADLINE = 30.0  # a run COMPLETING this long gets completed from what is known
+
+
+@dataclass
+class Run:
+    """What the collector knows of one run of one job."""
+
+    job_id: int
+    run: int
+    job: str  # display id
+    written: set[str] = field(default_factory=set)
+    start: int | None = None
+    end: int | None = None
+    batch: bool | None = None  # a batch job: accounting's record waits for its batch step
+    nodes: list[str] = field(default_factory=list)  # while it ran (COMPLETING shrinks it)
+    ran: bool = True  # False: ended without ever being allocated (no scheduled)
+    first_seen: float = 0.0
+    ended_seen: float | None = None  # when it was first known to be over
+    live: bool = False  # in the controller's latest view, as this run
+
+    @property
+    def done(self) -> bool:
+        """Whether every event this run gets has been written (or given up)."""
+        return "final_state" in self.written
+
+    def to_json(self) -> list[object]:
+        """The persisted form."""
+        return [self.job_id, self.run, self.job, sorted(self.written), self.start, self.end,
+                self.batch, self.nodes, self.ran, self.first_seen, self.ended_seen]  # fmt: skip
+
+    @classmethod
+    def from_json(cls, item: list[object]) -> Run:
+        """Read back :meth:`to_json`."""
+        job_id, run, job, written, start, end, batch, nodes, ran, first, ended_at = item
+        return cls(int(job_id), int(run), str(job), set(written), start, end, batch,  # type: ignore[call-overload,arg-type]
+                   list(nodes), bool(ran), float(first), ended_at)  # type: ignore[call-overload,arg-type]  # fmt: skip
+
+
+class CollectorState:
+    """The runs owed events, the runs done but still visible, and the sweep cursor."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.runs: dict[tuple[int, int], Run] = {}
+        self.cursor: int | None = None
+        self.dirty = False
+
+    def load(self) -> None:
+        """Read the state file, if any (a damaged one is an error: events would repeat)."""
+        try:
+            with open(self.path, "rb") as f:
+                data = json.loads(f.read())
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as e:
+            raise ComputeProofError(
+                f"cannot read the collector's state {self.path}: {e}; move it away to "
+                "start over (events already written would be written again, same ids)"
+            ) from e
+        if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
+            raise ComputeProofError(f"{self.path} is not a collector state of version "
+                                    f"{STATE_VERSION}; move it away to start over")  # fmt: skip
+        cursor = data.get("cursor")
+        self.cursor = cursor if isinstance(cursor, int) else None
+        for item in data.get("runs") or ():
+            r = Run.from_json(item)
+            self.runs[(r.job_id, r.run)] = r
+
+    def save(self) -> None:
+        """Write the state whole or not at all (tmp, fsync, rename)."""
+        if not self.dirty:
+            return
+        data = json.dumps(
+            {"version": STATE_VERSION, "cursor": self.cursor,
+             "runs": [r.to_json() for r in self.runs.values()]},
+            separators=(",", ":"),
+        ).encode()  # fmt: skip
+        directory = os.path.dirname(self.path)
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        tmp = f"{self.path}.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path)
+        self.dirty = False
+
+
+class Collector:
+    """Polls Slurm through ``info`` and writes the controller's events for every job."""
+
+    def __init__(
+        self,
+        config: Config,
+        info: JobInfo,
+        clock: Callable[[], float] = time.time,
+        detail_interval: float = DETAIL_INTERVAL,
+        accounting_interval: float = ACCOUNTING_INTERVAL,
+        sweep_interval: float = SWEEP_INTERVAL,
+    ) -> None:
+        self.config = config
+        self.info = info
+        self.clock = clock
+        self.detail_interval = detail_interval
+        self.accounting_interval = accounting_interval
+        self.sweep_interval = sweep_interval
+        self.spool = Spool(config.spool_dir)
+        self.state = CollectorState(os.path.join(config.spool_dir, "controller", "state.json"))
+        self.state.load()
+        self._last_detail = -1e18
+        self._last_accounting = -1e18
+        self._last_sweep = -1e18
+        self._warned: dict[str, float] = {}
+        self._live_ids: set[int] = set()  # jobs in the controller's latest view
+        self.written = 0
+
+    # ----------------------------------------------------------------- events
+
+    def _write(self, kind: str, run: Run, payload: dict[str, object], epoch: int | None) -> None:
+        try:
+            event = new_event(kind, self.config.cluster, run.job, run.job_id, self.config.host,
+                              payload, run=run.run, time=event_time(epoch))  # fmt: skip
+            self.spool.write(event)
+        except CanonicalError as e:  # never expected of Slurm's values; never retried
+            self._problem(f"cannot record {kind} (run {run.run}): {e}", run.job_id)
+        run.written.add(kind)
+        self.state.dirty = True
+        self.written += 1
+
+    def _scheduled(self, run: Run, rec: AccountingRecord, source: str) -> None:
+        self._write("scheduled", run, scheduled_payload(rec, source, "collector"),
+                    rec.get("start_epoch"))  # fmt: skip
+
+    def _completed(self, run: Run, rec: AccountingRecord, source: str) -> None:
+        self._write("completed", run, completed_payload(rec, source, "collector"),
+                    rec.get("end_epoch"))  # fmt: skip
+
+    def _final(self, run: Run, rec: AccountingRecord, source: str) -> None:
+        self._write("final_state", run, final_payload(rec, source), rec.get("end_epoch"))
+
+    def _problem(self, what: str, job_id: int | None = None, count: bool = True) -> None:
+        """Log a problem (once a minute per message) and count it where admins look."""
+        now = self.clock()
+        if now - self._warned.get(what, -1e18) >= 60:
+            self._warned[what] = now
+            log.warning("job %s: %s", job_id if job_id is not None else "-", what)
+        if count:
+            count_failure(self.config.spool_dir, failure_line("controller", what, job_id),
+                          self.config.run_dir)  # fmt: skip
+
+    # ------------------------------------------------------------------ polls
+
+    def poll(self) -> int:
+        """One pass: the cheap read, and the batched reads that are due; events written."""
+        before = self.written
+        now = self.clock()
+        try:
+            live = self.info.live_jobs(detail=False)
+        except ComputeProofError as e:
+            self._problem(f"cannot read the controller's jobs: {e}", count=False)
+            live = None
+        if live is not None:
+            self._see(live, now)
+        if now - self._last_sweep >= self.sweep_interval:
+            self._sweep(now)
+        owed_sched = [r for r in self.state.runs.values() if r.ran and r.live
+                      and "scheduled" not in r.written]  # fmt: skip
+        if owed_sched and now - self._last_detail >= self.detail_interval:
+            self._detail(owed_sched, now)
+        owed_acct = [r for r in self.state.runs.values()
+                     if not r.done and r.ended_seen is not None]  # fmt: skip
+        if owed_acct and now - self._last_accounting >= self.accounting_interval:
+            self._accounting(owed_acct, now)
+        self._prune(now)
+        self.state.save()
+        return self.written - before
+
+    def _see(self, live: Sequence[AccountingRecord], now: float) -> None:
+        """Fold the controller's view into the runs: new allocations, ended runs."""
+        runs = self.state.runs
+        for r in runs.values():
+            r.live = False
+        latest: dict[int, int] = {}
+        for rec in live:
+            job_id, run_no = rec["job_id"], rec.get("restarts") or 0
+            latest[job_id] = max(latest.get(job_id, 0), run_no)
+            allocated = bool(rec.get("nodes"))
+            over = ended(rec)
+            if not allocated and not over:
+                continue  # pending: nothing to record yet
+            key = (job_id, run_no)
+            run = runs.get(key)
+            if run is None:
+                if not allocated and rec.get("state") in NOT_FINAL:
+                    continue
+                run = Run(job_id, run_no, rec["job"], start=rec.get("start_epoch"),
+                          batch=_expects_batch_step(rec), ran=allocated,
+                          first_seen=now)  # fmt: skip
+                runs[key] = run
+                self.state.dirty = True
+            run.live = True
+            completing = rec.get("state") == "COMPLETING"
+            if allocated and not completing and run.nodes != rec.get("nodes"):
+                run.nodes = list(rec.get("nodes") or ())
+                self.state.dirty = True
+            if over:
+                if run.ended_seen is None:
+                    run.ended_seen = now
+                    run.end = rec.get("end_epoch")
+                    self.state.dirty = True
+                if "completed" not in run.written:
+                    # slurmctld lists only the nodes still completing: wait for the job's
+                    # final state, unless the nodes were seen while it ran
+                    if not completing:
+                        self._completed(run, rec, "squeue")
+                    elif run.nodes or now - run.ended_seen >= COMPLETING_DEADLINE:
+                        self._completed(run, _with_nodes(rec, run.nodes), "squeue")
+            elif (run.ran and "scheduled" not in run.written
+                  and now - run.first_seen >= DETAIL_DEADLINE):  # fmt: skip
+                # no structured read succeeded in time: what the cheap read gives
+                self._scheduled(run, rec, "squeue -O")
+        self._live_ids = set(latest)
+        # earlier runs of a requeued job that no poll saw (requeued between two polls)
+        for job_id, newest in latest.items():
+            for run_no in range(newest):
+                if (job_id, run_no) not in runs:
+                    runs[(job_id, run_no)] = Run(job_id, run_no, "", first_seen=now,
+                                                 ended_seen=now)  # fmt: skip
+                    self.state.dirty = True
+        # a run whose job was requeued since, or purged: its end is accounting's to tell
+        for (job_id, run_no), r in runs.items():
+            gone = job_id not in latest or latest[job_id] > run_no
+            if gone and not r.done and not r.live and r.ended_seen is None:
+                r.ended_seen = now
+                self.state.dirty = True
+
+    def _detail(self, owed: list[Run], now: float) -> None:
+        """One structured read for every run owed ``scheduled``."""
+        self._last_detail = now
+        try:
+            records = self.info.live_jobs(detail=True, job_ids=[r.job_id for r in owed])
+        except ComputeProofError as e:
+            self._problem(f"cannot read the controller's jobs in detail: {e}", count=False)
+            return
+        by_id = {rec["job_id"]: rec for rec in records}
+        for run in owed:
+            rec = by_id.get(run.job_id)
+            if rec is not None and (rec.get("restarts") or 0) == run.run and rec.get("nodes"):
+                if rec.get("state") == "COMPLETING" and run.nodes:
+                    rec = _with_nodes(rec, run.nodes)
+                self._scheduled(run, rec, "squeue --json")
+
+    def _accounting(self, owed: list[Run], now: float) -> None:
+        """One accounting read for every run owed an event accounting must give."""
+        self._last_accounting = now
+        ids = sorted({r.job_id for r in owed})
+        records: list[AccountingRecord] = []
+        for i in range(0, len(ids), BATCH):
+            try:
+                records.extend(self.info.jobs_accounting(ids[i : i + BATCH]))
+            except ComputeProofError as e:
+                self._problem(f"cannot read accounting: {e}", count=False)
+                return
+        by_job: dict[int, list[AccountingRecord]] = {}
+        for rec in records:
+            by_job.setdefault(rec["job_id"], []).append(rec)
+        for run in owed:
+            self._from_accounting(run, by_job.get(run.job_id, []), now)
+
+    def _from_accounting(self, run: Run, records: list[AccountingRecord], now: float) -> None:
+        rec = _match(records, run)
+        if rec is not None:
+            if not run.job:  # a run known only from its job's restart count
+                run.job, run.start = rec["job"], rec.get("start_epoch")
+                run.ran = run.start is not None
+                self.state.dirty = True
+            if run.end is None and rec.get("end_epoch") is not None:
+                run.end = rec.get("end_epoch")
+                self.state.dirty = True
+            if run.batch is not None:
+                rec["batch"] = run.batch  # so settled() waits for the batch step, or not
+            if run.ran and "scheduled" not in run.written and rec.get("start_epoch"):
+                self._scheduled(run, rec, "sacct --json")
+            if "completed" not in run.written and ended(rec):
+                self._completed(run, rec, "sacct")
+            if settled(rec):
+                self._final(run, rec, "sacct")
+                return
+        waited = now - (run.ended_seen if run.ended_seen is not None else run.first_seen)
+        if waited < FINAL_DEADLINE:
+            return  # slurmdbd has not caught up yet: the next read asks again
+        if rec is not None and rec.get("state") not in NOT_FINAL:
+            self._final(run, rec, "sacct (partial)")
+            return
+        self._problem(f"no final state from accounting within {FINAL_DEADLINE:g} s of the "
+                      f"run's end (run {run.run})", run.job_id)  # fmt: skip
+        run.written.add("final_state")  # given up: counted above, never invented
+        self.state.dirty = True
+
+    def _sweep(self, now: float) -> None:
+        """Catch up on runs that ended since the cursor (the collector was down)."""
+        self._last_sweep = now
+        until = int(now)
+        since = self.state.cursor if self.state.cursor is not None else until
+        if since < until:
+            try:
+                records = self.info.accounting(since, until, ENDED_STATES)
+            except ComputeProofError as e:
+                self._problem(f"cannot read accounting since the cursor: {e}", count=False)
+                return
+            by_job: dict[int, list[AccountingRecord]] = {}
+            for rec in records:
+                by_job.setdefault(rec["job_id"], []).append(rec)
+            for job_id, job_records in by_job.items():
+                known = [r for r in self.state.runs.values() if r.job_id == job_id]
+                for rec, run_no in zip(job_records, run_numbers(job_records, known), strict=True):
+                    if run_no is None or (job_id, run_no) in self.state.runs:
+                        continue
+                    if (rec.get("end_epoch") or since) < since:
+                        continue  # ended before the window: recorded before, or never
+                    start = rec.get("start_epoch")
+                    self.state.runs[(job_id, run_no)] = Run(
+                        job_id, run_no, rec["job"], start=start, end=rec.get("end_epoch"),
+                        ran=start is not None, first_seen=now, ended_seen=now,
+                    )  # fmt: skip
+                    self.state.dirty = True
+        self.state.cursor = max(since, until - SWEEP_OVERLAP)
+        self.state.dirty = True
+
+    def _prune(self, now: float) -> None:
+        """Forget runs that are done, gone from the controller and behind the cursor (a
+        later sweep cannot return them)."""
+        cursor = self.state.cursor
+        if cursor is None:
+            return
+        gone = [key for key, r in self.state.runs.items()
+                if r.done and r.job_id not in self._live_ids and _end(r, now) < cursor]  # fmt: skip
+        for key in gone:
+            del self.state.runs[key]
+        if gone:
+            self.state.dirty = True
+
+    # ------------------------------------------------------------------- loop
+
+    def run(self, stop: threading.Event, interval: float) -> None:
+        """Poll every ``interval`` seconds until ``stop`` is set."""
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                self.poll()
+            except SpoolError as e:  # the spool's disk: counted, tried again next poll
+                self._problem(str(e))
+            stop.wait(max(0.0, interval - (time.monotonic() - started)))
+
+
+def run_numbers(records: list[AccountingRecord], known: list[Run]) -> list[int | None]:
+    """The run number of each of one job's accounting records (oldest first): Slurm's
+    restart count where accounting has one (24.11 and later); else (22.05) counted from
+    the runs the collector already knows by their start times, whose numbers came from
+    the controller; None for a record that is a known run."""
+    out: list[int | None] = []
+    anchors = sorted((r.start, r.run) for r in known if r.start is not None)
+    known_starts = {s for s, _ in anchors}
+    unknown = sorted({r.get("start_epoch") or 0 for r in records
+                      if not isinstance(r.get("restarts"), int)} - known_starts)  # fmt: skip
+    for rec in records:
+        restarts = rec.get("restarts")
+        if isinstance(restarts, int):
+            out.append(restarts)
+            continue
+        start = rec.get("start_epoch") or 0
+        if start in known_starts:
+            out.append(None)
+            continue
+        after = [(s, n) for s, n in anchors if s > start]
+        before = [(s, n) for s, n in anchors if s < start]
+        if after:
+            s_a, n_a = after[0]
+            out.append(n_a - sum(1 for u in unknown if start <= u < s_a))
+        elif before:
+            s_b, n_b = before[-1]
+            out.append(n_b + sum(1 for u in unknown if s_b < u <= start))
+        else:
+            out.append(unknown.index(start))
+    return [n if n is None or n >= 0 else None for n in out]
+
+
+def _end(run: Run, now: float) -> float:
+    """When the run ended, as far as the collector knows."""
+    if run.end is not None:
+        return run.end
+    return run.ended_seen if run.ended_seen is not None else now
+
+
+def _expects_batch_step(rec: AccountingRecord) -> bool | None:
+    """Whether accounting will list a batch step for this run: batch jobs, except a het
+    job's later components (squeue says batch for them; their batch step is the leader's)."""
+    offset = rec.get("het_job_offset")
+    if isinstance(offset, int) and offset > 0:
+        return False
+    return rec.get("batch")
+
+
+def _with_nodes(rec: AccountingRecord, nodes: list[str]) -> AccountingRecord:
+    """``rec`` with the node list seen while the job ran (a COMPLETING job's shrinks)."""
+    if not nodes:
+        return rec
+    return {**rec, "nodes": list(nodes), "num_nodes": len(nodes)}
+
+
+def _match(records: list[AccountingRecord], run: Run) -> AccountingRecord | None:
+    """The accounting record of ``run``: by restart count where accounting has it, else
+    by start time, else by position (accounting lists runs oldest first)."""
+    if not records:
+        return None
+    with_count = [r for r in records if isinstance(r.get("restarts"), int)]
+    if with_count:
+        return next((r for r in with_count if r.get("restarts") == run.run), None)
+    if run.start is not None:
+        for r in records:
+            if r.get("start_epoch") == run.start:
+                return r
+    return records[run.run] if run.run < len(records) else None
+
+
+def lock(config: Config) -> int:
+    """Take the collector's lock (one collector per spool); ComputeProofError if held."""
+    import fcntl
+
+    directory = os.path.join(config.spool_dir, "controller")
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    fd = os.open(os.path.join(directory, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        os.close(fd)
+        raise ComputeProofError(
+            f"another collector runs for spool {config.spool_dir} (its lock "
+            f"{directory}/lock is held); run one collector per controller"
+        ) from e
+    return fd

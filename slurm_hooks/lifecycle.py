@@ -1,0 +1,173 @@
+"""The controller's events, built from one job record: ``scheduled``, ``completed`` and
+``final_state``.
+
+The collector (controller.py) and the optional controller hooks (PrologSlurmctld,
+EpilogSlurmctld) build them here, so a job's events carry the same fields and the same
+deterministic ids whichever wrote them first. A record is a jobinfo.AccountingRecord;
+the hooks' environment, where given, wins for what Slurm hands the hook directly (its
+values are the raw bytes of the job's name and work dir). Every payload says where its
+figures came from (``source``) and who recorded it (``recorded_by``).
+Standard library only: the hooks import this.
+"""
+
+import posix
+
+from slurm_hooks.finalstate import ended
+from slurm_hooks.slurmenv import env_int, expand_hostlist, parse_exit_code
+from slurm_hooks.slurmtext import rfc3339
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    Record = Mapping[str, object]
+
+ID_KEYS = ("array_job_id", "array_task_id", "het_job_id", "het_job_offset")
+
+
+def _get(rec: "Record", key: str) -> object:
+    return rec.get(key)
+
+
+def _ints(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def ids_of(rec: "Record") -> "dict[str, int | None]":
+    """The array and het ids of a record."""
+    return {k: _ints(rec.get(k)) for k in ID_KEYS}
+
+
+def _gpus_per_node(rec: "Record") -> "dict[str, int] | None":
+    indices = rec.get("gpu_indices")
+    if isinstance(indices, dict) and indices:
+        return {str(node): len(idx) for node, idx in indices.items() if isinstance(idx, list)}
+    return None
+
+
+def _env_nodes(env: "Mapping[str, str]", rec: "Record") -> object:
+    nodelist = env.get("SLURM_JOB_NODELIST")
+    if nodelist:
+        try:
+            return expand_hostlist(nodelist)
+        except Exception:  # a hostlist this parser does not know: Slurm's record has it
+            pass
+    return rec.get("nodes") or []
+
+
+def scheduled_payload(
+    rec: "Record",
+    source: str,
+    recorded_by: str,
+    env: "Mapping[str, str] | None" = None,
+) -> dict[str, object]:
+    """``scheduled``: who, where, what was asked for and given, when."""
+    env = env or {}
+    tres = rec.get("tres_allocated")
+    submit, eligible, start = (_ints(rec.get(k)) for k in
+                               ("submit_epoch", "eligible_epoch", "start_epoch"))  # fmt: skip
+    return {
+        "user": env.get("SLURM_JOB_USER") or rec.get("user"),
+        "uid": env_int(env, "SLURM_JOB_UID") if "SLURM_JOB_UID" in env else rec.get("uid"),
+        "gid": env_int(env, "SLURM_JOB_GID") if "SLURM_JOB_GID" in env else rec.get("gid"),
+        "group": env.get("SLURM_JOB_GROUP") or rec.get("group"),
+        "account": env.get("SLURM_JOB_ACCOUNT") or rec.get("account"),
+        "partition": env.get("SLURM_JOB_PARTITION") or rec.get("partition"),
+        "qos": rec.get("qos"),
+        # the raw bytes Slurm handed the hook, else what the structured read said
+        "job_name": env["SLURM_JOB_NAME"] if "SLURM_JOB_NAME" in env else rec.get("job_name"),
+        "work_dir": env.get("SLURM_JOB_WORK_DIR") or rec.get("work_dir"),
+        "nodes": _env_nodes(env, rec),
+        "num_nodes": rec.get("num_nodes"),
+        "num_cpus": rec.get("num_cpus"),
+        "submit_time": rfc3339(submit),
+        "eligible_time": rfc3339(eligible),
+        "start_time": rfc3339(start),
+        "submit_epoch": submit,
+        "start_epoch": start,
+        "time_limit_s": rec.get("time_limit_s"),
+        "tres_requested": rec.get("tres_requested"),
+        "tres_per_node": rec.get("tres_per_node"),
+        "tres_allocated": tres if isinstance(tres, dict) else None,
+        "gpus": rec.get("gpus") if isinstance(tres, dict) else None,
+        "gpus_per_node": _gpus_per_node(rec),
+        "gpu_indices": rec.get("gpu_indices"),
+        "restarts": rec.get("restarts"),
+        "controller": posix.uname().nodename,
+        "source": source,
+        "recorded_by": recorded_by,
+        **ids_of(rec),
+    }
+
+
+def completed_payload(
+    rec: "Record",
+    source: str,
+    recorded_by: str,
+    env: "Mapping[str, str] | None" = None,
+    run_source: str | None = None,
+) -> dict[str, object]:
+    """``completed``: exit code and signal, times, GPU-seconds, from the record of the run
+    (empty when Slurm never reported it: then only what the environment says)."""
+    env = env or {}
+    env_exit = parse_exit_code(env.get("SLURM_JOB_EXIT_CODE2", ""))
+    code, sig = _ints(rec.get("exit_code")), _ints(rec.get("signal"))
+    slurm_exit = (code, sig) if code is not None and sig is not None else None
+    # SLURM_JOB_EXIT_CODE2 reads 0:0 for a cancelled or timed-out job; Slurm's record
+    # carries the signal then, so prefer whichever is non-zero.
+    exit_code, signal = env_exit or slurm_exit or (None, None)
+    if env_exit == (0, 0) and slurm_exit is not None and slurm_exit != (0, 0):
+        exit_code, signal = slurm_exit
+    over = ended(rec)
+    start, end = _ints(rec.get("start_epoch")), _ints(rec.get("end_epoch")) if over else None
+    elapsed = end - start if start is not None and end is not None and end >= start else None
+    tres = rec.get("tres_allocated")
+    gpus = _ints(rec.get("gpus")) if isinstance(tres, dict) else None
+    return {
+        "exit_code": exit_code,
+        "signal": signal,
+        "exit_code_env": env.get("SLURM_JOB_EXIT_CODE2"),
+        "exit_code_slurm": f"{code}:{sig}" if slurm_exit is not None else None,
+        "derived_exit_code": env.get("SLURM_JOB_DERIVED_EC"),
+        "state_seen": rec.get("state"),
+        "reason": rec.get("reason"),
+        "start_time": rfc3339(start),
+        "end_time": rfc3339(end),
+        "start_epoch": start,
+        "end_epoch": end,
+        "elapsed_s": elapsed,
+        "nodes": _env_nodes(env, rec),
+        "tres_allocated": tres if isinstance(tres, dict) else None,
+        "gpus": gpus,
+        "gpu_seconds": gpus * elapsed if gpus is not None and elapsed is not None else None,
+        "user": env.get("SLURM_JOB_USER") or rec.get("user"),
+        "account": env.get("SLURM_JOB_ACCOUNT") or rec.get("account"),
+        "partition": env.get("SLURM_JOB_PARTITION") or rec.get("partition"),
+        "qos": rec.get("qos"),
+        "controller": posix.uname().nodename,
+        "source": source,
+        "recorded_by": recorded_by,
+        "run_source": run_source,
+        **ids_of(rec),
+    }
+
+
+# record keys that are the collector's bookkeeping, not Slurm's word
+_NOT_PAYLOAD = frozenset({"job_id", "batch"})
+
+
+def final_payload(rec: "Record", source: str) -> dict[str, object]:
+    """``final_state``: Slurm's settled record of the run, and its GPU-seconds."""
+    payload: dict[str, object] = {k: v for k, v in rec.items() if k not in _NOT_PAYLOAD}
+    elapsed, gpus = _ints(rec.get("elapsed_s")), _ints(rec.get("gpus"))
+    payload["gpu_seconds"] = gpus * elapsed if gpus is not None and elapsed is not None else None
+    payload["source"] = source
+    payload["recorded_by"] = "collector"
+    return payload
+
+
+def event_time(epoch: int | None) -> str | None:
+    """A Slurm time as an event's ``time``: the collector stamps its events with the
+    times Slurm recorded, so an event written again after a restart is the same bytes."""
+    stamp = rfc3339(epoch)
+    return stamp[:-1] + ".000000Z" if stamp is not None else None

@@ -1,0 +1,245 @@
+"""The controller's collector over real captured Slurm output: one cheap read a poll,
+batched structured reads, every job's scheduled/completed/final_state written once."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+from fakeslurm import VERSIONS, calls, install, manifest, roles
+
+from computeproof.config import Config
+from computeproof.errors import SlurmError
+from computeproof.event import check_event
+from slurm_hooks import controller
+from slurm_hooks.controller import Collector, Run, run_numbers
+from slurm_hooks.jobinfo import AccountingRecord
+from slurm_hooks.slurmcli import SlurmCli
+from slurm_hooks.slurmtext import SAFE_FORMAT
+
+
+class Clock:
+    def __init__(self, now: float = 1_796_411_400.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def site(tmp_path: Path) -> Config:
+    return Config(
+        cluster="cptest",
+        spool_dir=str(tmp_path / "spool"),
+        run_dir=str(tmp_path / "run"),
+        slurm_bin=str(tmp_path / "bin"),
+        host="ctl",
+    )
+
+
+def events(config: Config) -> list[dict[str, object]]:
+    new = Path(config.spool_dir) / "new"
+    return [check_event(json.loads(p.read_bytes())) for p in sorted(new.glob("*.json"))]
+
+
+def by_key(config: Config) -> dict[tuple[int, int, str], dict[str, object]]:
+    out: dict[tuple[int, int, str], dict[str, object]] = {}
+    for e in events(config):
+        key = (int(e["job_id"]), int(e["run"]), str(e["type"]))  # type: ignore[call-overload]
+        assert key not in out, f"two events for {key}"
+        out[key] = e
+    return out
+
+
+def payload(event: dict[str, object]) -> dict[str, object]:
+    p = event["payload"]
+    assert isinstance(p, dict)
+    return p
+
+
+def hostile(version: str, key: str) -> bytes:
+    return base64.b64decode(str(manifest(version)["hostile"][key]))  # type: ignore[index]
+
+
+def run_through(tmp_path: Path, version: str) -> tuple[Config, Clock, Path]:
+    """Poll while the jobs run, once they ended, and once accounting has them."""
+    config, clock, log = site(tmp_path), Clock(), tmp_path / "log"
+    install(Path(config.slurm_bin), version, "running", log)
+    collector = Collector(config, SlurmCli(config.slurm_bin, timeout=10), clock=clock)
+    collector.poll()
+    install(Path(config.slurm_bin), version, "ended", log)
+    clock.now += 10
+    collector.poll()
+    install(Path(config.slurm_bin), version, "late", log)
+    clock.now += 10
+    collector.poll()
+    return config, clock, log
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_every_job_recorded_once_with_slurms_values(tmp_path: Path, version: str) -> None:
+    config, _, log = run_through(tmp_path, version)
+    ids = roles(version)
+    got = by_key(config)
+    victim = payload(got[(ids["victim"], 0, "scheduled")])
+    assert (victim["user"], victim["account"], victim["job_name"]) == ("cpbob", "biology", "victim")
+    assert (victim["gpus"], victim["nodes"], victim["source"]) == (1, ["c1"], "squeue --json")
+    assert victim["gpus_per_node"] == {"c1": 1} and victim["recorded_by"] == "collector"
+    done = payload(got[(ids["victim"], 0, "completed")])
+    assert (done["exit_code"], done["signal"], done["gpus"]) == (0, 0, 1)
+    assert done["gpu_seconds"] == done["elapsed_s"] and done["source"] == "squeue"
+    final = payload(got[(ids["victim"], 0, "final_state")])
+    assert (final["state"], final["exit_code"], final["source"]) == ("COMPLETED", 0, "sacct")
+    # the attacker's bytes are recorded exactly (not UTF-8: base64 in an object) and
+    # change nothing else of any event
+    attacker = payload(got[(ids["attacker"], 0, "scheduled")])
+    assert base64.b64decode(attacker["job_name"]["non_utf8"]) == hostile(version, "name")  # type: ignore[index]
+    assert base64.b64decode(attacker["work_dir"]["non_utf8"]) == hostile(version, "work_dir")  # type: ignore[index]
+    assert (attacker["user"], attacker["gpus"], attacker["qos"]) == ("cpalice", 1, "normal")
+    failed = payload(got[(ids["attacker"], 0, "completed")])
+    assert (failed["exit_code"], failed["signal"], failed["reason"]) == (3, 0, "NonZeroExitCode")
+    assert payload(got[(ids["attacker"], 0, "final_state")])["state"] == "FAILED"
+    assert (payload(got[(ids["attacker"], 0, "final_state")])["exit_code"]) == 3  # text merged
+    cancelled = payload(got[(ids["cancelled"], 0, "completed")])
+    assert (cancelled["exit_code"], cancelled["signal"]) == (0, 15)
+    cancelled_final = payload(got[(ids["cancelled"], 0, "final_state")])
+    assert (cancelled_final["state"], cancelled_final["batch_signal"]) == ("CANCELLED", 15)
+    # a requeued job: run 0 was requeued between two polls (never seen running), run 1 ran
+    requeued = ids["requeued"]
+    assert payload(got[(requeued, 0, "final_state")])["state"] == "REQUEUED"
+    assert payload(got[(requeued, 0, "completed")])["source"] == "sacct"
+    assert payload(got[(requeued, 1, "final_state")])["state"] == "COMPLETED"
+    assert payload(got[(requeued, 1, "completed")])["source"] == "squeue"
+    # het: the second component ends without a batch step of its own, and settles
+    het_finals = [
+        e
+        for (j, _, t), e in got.items()
+        if t == "final_state" and str(e["job"]).startswith(f"{ids['het']}+")
+    ]
+    assert sorted(str(e["job"]) for e in het_finals) == [f"{ids['het']}+0", f"{ids['het']}+1"]
+    assert all(payload(e)["source"] == "sacct" for e in het_finals)
+    # the held job never ran: nothing yet
+    assert not [k for k in got if k[0] == ids["held"]]
+    # one cheap read a poll, at most one structured read, accounting batched
+    squeue = calls(log, "squeue")
+    assert [c for c in squeue if SAFE_FORMAT in c] and len(squeue) <= 6
+    assert len([c for c in squeue if "--json" in c]) <= 2
+    # one accounting read (JSON + exit-code text) a poll at most, for every run owed one
+    assert len(calls(log, "sacct")) <= 2 * 3
+    assert any(f"{ids['victim']},{ids['attacker']}" in c for c in calls(log, "sacct"))
+    for e in events(config):
+        assert e["host"] == "ctl" and e["cluster"] == "cptest"
+        assert str(e["time"]).endswith(".000000Z")  # Slurm's time: rewritten alike
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_restarted_collector_writes_nothing_twice(tmp_path: Path, version: str) -> None:
+    config, clock, _ = run_through(tmp_path, version)
+    before = {e["id"] for e in events(config)}
+    again = Collector(config, SlurmCli(config.slurm_bin, timeout=10), clock=clock)
+    for _ in range(3):
+        clock.now += 10
+        again.poll()
+    assert again.written == 0
+    assert {e["id"] for e in events(config)} == before
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_the_sweep_catches_up_on_jobs_ended_while_down(tmp_path: Path, version: str) -> None:
+    """Started after the jobs ran and were purged: accounting alone records them."""
+    config, clock, log = site(tmp_path), Clock(), tmp_path / "log"
+    install(Path(config.slurm_bin), version, "late", log)
+    # accounting's window read is what the sweep asks for
+    sacct = Path(config.slurm_bin) / "sacct"
+    window = Path(__file__).parent / "fixtures" / f"slurm-{version}"
+    sacct.write_text(
+        sacct.read_text()
+        .replace("sacct.json", "sacct_window.json")
+        .replace("sacct_exit.txt", "sacct_window_exit.txt")
+    )
+    assert (window / "sacct_window.json").exists()
+    collector = Collector(config, SlurmCli(config.slurm_bin, timeout=10), clock=clock)
+    collector.state.cursor = int(clock.now) - 3600
+    collector.poll()
+    ids = roles(version)
+    got = by_key(config)
+    first = payload(got[(ids["requeued"], 0, "final_state")])
+    assert first["state"] == "REQUEUED"
+    assert payload(got[(ids["requeued"], 1, "final_state")])["state"] == "COMPLETED"
+    scheduled = payload(got[(ids["victim"], 0, "scheduled")])
+    assert scheduled["source"] == "sacct --json" and scheduled["job_name"] == "victim"
+    assert payload(got[(ids["timeout"], 0, "final_state")])["state"] == "TIMEOUT"
+    assert any("-s CANCELLED,COMPLETED" in c for c in calls(log, "sacct"))
+
+
+def test_run_numbers_of_accounting_without_restart_counts() -> None:
+    """22.05's accounting has no restart count: runs are counted from the ones the
+    controller numbered, by start time."""
+    recs: list[AccountingRecord] = [
+        {"job_id": 9, "start_epoch": 100},
+        {"job_id": 9, "start_epoch": 200},
+        {"job_id": 9, "start_epoch": 300},
+    ]
+    assert run_numbers(recs, []) == [0, 1, 2]
+    assert run_numbers(recs, [Run(9, 2, "9", start=300)]) == [0, 1, None]
+    assert run_numbers(recs[:2], [Run(9, 5, "9", start=400)]) == [3, 4]
+    assert run_numbers(recs[1:], [Run(9, 0, "9", start=100)]) == [1, 2]
+    assert run_numbers([{"job_id": 9, "restarts": 4}], []) == [4]
+
+
+class Unreachable:
+    """A backend whose every read fails as Slurm down would."""
+
+    def __getattr__(self, name: str) -> object:
+        def fail(*args: object, **kwargs: object) -> object:
+            raise SlurmError("squeue failed: Unable to contact slurm controller")
+
+        return fail
+
+
+def test_slurm_down_is_logged_not_fatal(tmp_path: Path) -> None:
+    config = site(tmp_path)
+    collector = Collector(config, Unreachable(), clock=Clock())  # type: ignore[arg-type]
+    assert collector.poll() == 0  # no exception, nothing invented
+
+
+def test_no_final_state_is_counted_where_admins_look(tmp_path: Path) -> None:
+    config, clock, log = site(tmp_path), Clock(), tmp_path / "log"
+    install(Path(config.slurm_bin), "22.05", "ended", log)
+    # accounting never learns of any job
+    (Path(config.slurm_bin) / "sacct").write_text("#!/bin/sh\necho '{\"jobs\": []}'\n")
+    collector = Collector(config, SlurmCli(config.slurm_bin, timeout=10), clock=clock)
+    collector.poll()
+    clock.now += controller.FINAL_DEADLINE + 1
+    collector.poll()
+    assert not [e for e in events(config) if e["type"] == "final_state"]
+    for counter in (Path(config.spool_dir), Path(config.run_dir)):
+        assert int((counter / "hook-failures").read_text()) >= 1
+        assert "no final state" in (counter / "hook-failures.last").read_text()
+
+
+def test_the_lock_admits_one_collector(tmp_path: Path) -> None:
+    import os
+
+    from computeproof.errors import ComputeProofError
+
+    config = site(tmp_path)
+    fd = controller.lock(config)
+    try:
+        with pytest.raises(ComputeProofError, match="another collector"):
+            controller.lock(config)
+    finally:
+        os.close(fd)
+    os.close(controller.lock(config))
+
+
+def test_a_damaged_state_file_is_one_clear_error(tmp_path: Path) -> None:
+    from computeproof.errors import ComputeProofError
+
+    config = site(tmp_path)
+    path = Path(config.spool_dir) / "controller" / "state.json"
+    path.parent.mkdir(parents=True)
+    path.write_text("{not json")
+    with pytest.raises(ComputeProofError, match="move it away"):
+        Collector(config, Unreachable(), clock=Clock())  # type: ignore[arg-type]

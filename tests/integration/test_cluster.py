@@ -53,15 +53,19 @@ def test_status_reports_every_daemon_running(slurm_cluster: SlurmCluster) -> Non
         check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    for daemon in ("munged", "mariadbd", "slurmdbd", "slurmctld", "slurmd-c1", "slurmd-c2"):
+    for daemon in ("munged", "mariadbd", "slurmdbd", "slurmctld", "slurmd-c1", "slurmd-c2",
+                   "controller"):  # fmt: skip
         assert re.search(rf"^{daemon}\s+running \(pid \d+\)$", proc.stdout, re.M), proc.stdout
 
 
 def test_second_up_is_a_no_op(slurm_cluster: SlurmCluster) -> None:
     before = slurm_cluster.run("sinfo", "-h", "-N", "-o", "%N %t").stdout
     # Same hooks setting as the running cluster, or `up` would reconfigure it.
-    hooks_on = re.search(r"^Prolog=", slurm_cluster.slurm_conf.read_text(), re.M) is not None
-    env = {**os.environ, "CP_HOOKS": "1" if hooks_on else "0"}
+    text = slurm_cluster.slurm_conf.read_text()
+    hooks_on = re.search(r"^Prolog=", text, re.M) is not None
+    ctld_on = re.search(r"^PrologSlurmctld=", text, re.M) is not None
+    env = {**os.environ, "CP_HOOKS": "1" if hooks_on else "0",
+           "CP_CTLD_HOOKS": "1" if ctld_on else "0"}  # fmt: skip
     proc = subprocess.run(
         [str(slurm_cluster.script), "up"],
         capture_output=True, text=True, timeout=120, check=False, env=env,

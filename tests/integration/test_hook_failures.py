@@ -3,8 +3,9 @@
 - Non-strict (the default): a hook that fails logs one line, adds one to the spool's
   ``hook-failures`` counter and exits 0: the job runs and completes, no node drains. A config
   file that does not parse is non-strict unless it still has a ``strict = true`` line.
-- ``strict = true``: a failing hook exits 1. A failing PrologSlurmctld gets the (batch) job
-  requeued; a failing node Prolog drains the node and requeues the job held.
+- ``strict = true``: a failing hook exits 1. A failing PrologSlurmctld (where the optional
+  controller hooks are configured, CP_CTLD_HOOKS=1) gets the (batch) job requeued; a failing
+  node Prolog drains the node and requeues the job held.
 
 The hooks read /etc/computeproof/config.toml, a symlink the cluster made to its config; each
 test points it elsewhere and the fixture puts it back, resumes drained nodes and cancels the
@@ -13,6 +14,7 @@ test's jobs.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -30,6 +32,7 @@ pytestmark = pytest.mark.slurm
 
 ETC_CONFIG = Path("/etc/computeproof/config.toml")
 DEFAULT_SPOOL = Path("/var/spool/computeproof")  # where hooks count failures without a config
+DEFAULT_RUN = Path("/run/computeproof")  # ... and the run dir's counter, likewise
 COUNTER = "hook-failures"
 DRAINED = {"drain", "drng", "drained", "down", "fail", "failg"}
 
@@ -145,13 +148,19 @@ def with_keys(text: str, **values: str) -> str:
     return "\n".join([*lines, *(f"{k} = {v}" for k, v in values.items())]) + "\n"
 
 
+def controller_hooks(cluster: SlurmCluster) -> bool:
+    """Whether slurm.conf has the optional controller hooks (CP_CTLD_HOOKS=1)."""
+    return "\nPrologSlurmctld=" in cluster.slurm_conf.read_text()
+
+
 def test_broken_config_fails_no_job(slurm_cluster: SlurmCluster, hooks: HookSetup) -> None:
     """A config that does not parse: the GPU job completes, no node drains, failures counted."""
     c = slurm_cluster
     spool = c.dir / "computeproof" / "spool"
     # Without a config the hooks cannot know the cluster's spool_dir: they count failures
-    # in the default spool, which must exist for that.
+    # in the default spool, which must exist for that (and in the default run dir).
     made_default = not DEFAULT_SPOOL.exists()
+    made_run = not DEFAULT_RUN.exists()
     if made_default:
         DEFAULT_SPOOL.mkdir(mode=0o700, parents=True)
     try:
@@ -166,25 +175,48 @@ def test_broken_config_fails_no_job(slurm_cluster: SlurmCluster, hooks: HookSetu
             for d in (spool, DEFAULT_SPOOL)
             if (d / f"{COUNTER}.last").exists()
         )
+        run_counted = read_counter(DEFAULT_RUN)
     finally:
         if made_default:
             shutil.rmtree(DEFAULT_SPOOL, ignore_errors=True)
-    # four hooks ran for the job (PrologSlurmctld, Prolog, Epilog, EpilogSlurmctld), all failed
-    assert grown >= 4, f"hook-failures grew by {grown}"
+        if made_run:
+            shutil.rmtree(DEFAULT_RUN, ignore_errors=True)
+    # the hooks that ran for the job all failed: Prolog and Epilog, and PrologSlurmctld and
+    # EpilogSlurmctld where configured
+    ran = 4 if controller_hooks(c) else 2
+    assert grown >= ran, f"hook-failures grew by {grown}"
+    assert run_counted >= ran, f"the run dir's hook-failures counted {run_counted}"
     assert "invalid TOML" in last, last
     states = node_states(c)
     assert not DRAINED & set(states.values()), states
-    events = [p for p in (spool / "new").glob("*.json") if f'"job_id":{job},' in p.read_text()]
-    assert not events, "a hook wrote an event without a configuration"
+    # no hook wrote an event without a configuration (the collector, which loaded its own
+    # when it started, still records the job: scheduled, completed, final_state)
+    written = [json.loads(p.read_bytes()) for p in (spool / "new").glob("*.json")]
+    mine = {e["type"] for e in written if e["job_id"] == job and e["host"] in c.nodes}
+    assert not mine, f"a hook wrote {mine} without a configuration"
+
+
+def _strict_node_prolog_failed(c: SlurmCluster, hooks: HookSetup, job: int) -> None:
+    """Without controller hooks the strict failure is the node Prolog's: the node drains
+    and the job waits requeued and held."""
+    hooks.nodes.add("c1")
+    poll("c1 drained", lambda: node_states(c).get("c1") in DRAINED)
+    fields = poll("the job requeued held", lambda: held(job_fields(c, job)))
+    assert fields["JobState"] == "PENDING", fields
+    hooks.restore()
+    c.run("scancel", str(job))
 
 
 def test_broken_config_with_strict_line_is_strict(
     slurm_cluster: SlurmCluster, hooks: HookSetup
 ) -> None:
-    """An unparsable config that still says `strict = true`: PrologSlurmctld fails the job."""
+    """An unparsable config that still says `strict = true`: the first hook fails the job."""
     c = slurm_cluster
     hooks.use_config("strict = true\nspool_dir = [unterminated\n")
     job = hooks.submit("-w", "c1", "--gres=gpu:1", "--wrap", "sleep 1")
+    if not controller_hooks(c):
+        _strict_node_prolog_failed(c, hooks, job)
+        return
     fields = poll(
         "the job requeued by the failing PrologSlurmctld",
         lambda: requeued(job_fields(c, job)),
@@ -199,12 +231,16 @@ def test_broken_config_with_strict_line_is_strict(
 def test_strict_unwritable_spool_requeues_job(
     slurm_cluster: SlurmCluster, hooks: HookSetup
 ) -> None:
-    """strict + a spool_dir that is a file: PrologSlurmctld exits 1, Slurm requeues the job."""
+    """strict + a spool_dir that is a file: PrologSlurmctld exits 1, Slurm requeues the job
+    (the node Prolog drains the node where no controller hook is configured)."""
     c = slurm_cluster
     blocker = hooks.dir / "spool-is-a-file"
     blocker.write_text("")
     hooks.use_config(with_keys(cluster_config(c), strict="true", spool_dir=f'"{blocker}"'))
     job = hooks.submit("-w", "c1", "--gres=gpu:1", "--wrap", "sleep 1")
+    if not controller_hooks(c):
+        _strict_node_prolog_failed(c, hooks, job)
+        return
     fields = poll(
         "the job requeued by the failing PrologSlurmctld",
         lambda: requeued(job_fields(c, job)),

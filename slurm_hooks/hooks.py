@@ -4,13 +4,13 @@ EpilogSlurmctld on the controller, both optional.
     prolog            -> started      (each node: its GPUs, by minor number; binding file)
     epilog            -> node_done    (each node: the agent's GPU summary; binding removed)
     prolog_slurmctld  -> scheduled    (optional: a record written before the job may start)
-    epilog_slurmctld  -> completed    (optional: a record written as the job ends)
+    epilog_slurmctld  -> nothing      (kept as a no-op for slurm.conf files that name it)
 
 The controller's collector (controller.py, `computeproof controller run`) writes
-scheduled, completed and final_state for every job from batched reads; the controller
-hooks only add a synchronous record, at a Python start and one squeue call a job on the
-controller. Both build their events with lifecycle.py, so they carry the same ids: the
-ledger keeps one of each.
+scheduled, completed and final_state for every job from batched reads; PrologSlurmctld
+only adds a synchronous record, at a Python start and one squeue call a job on the
+controller. Both build ``scheduled`` with lifecycle.py, under the same id: the ledger
+keeps one.
 
 A hook never harms a job: any failure is logged to syslog and stderr, counted in
 ``hook-failures`` in the spool and in the run dir (hooklog.py), and the hook exits 0,
@@ -130,7 +130,8 @@ def prolog_slurmctld(config: HookConfig, env: dict[str, str], job_id: int) -> No
 
     rec, source = _live_record(config, env, job_id)
     job, ids = _identity(env, job_id, rec)
-    run = start_run(config, CONTROLLER, job_id, _restarts(env, rec))
+    # SLURM_JOB_RESTART_COUNT is the run about to start (it is the epilogs that see it early)
+    run = _restarts(env, rec) or 0
     record = {**(rec or {}), **ids}
     payload = scheduled_payload(record, source, "PrologSlurmctld", env)
     _write(
@@ -139,24 +140,12 @@ def prolog_slurmctld(config: HookConfig, env: dict[str, str], job_id: int) -> No
 
 
 def epilog_slurmctld(config: HookConfig, env: dict[str, str], job_id: int) -> None:
-    """Record ``completed`` as the job ends (the collector records it too, under the
-    same id). The job is still COMPLETING; its final state is the collector's."""
-    from slurm_hooks.lifecycle import completed_payload
+    """Nothing: the collector records ``completed`` and ``final_state``.
 
-    rec, source = _live_record(config, env, job_id)
-    job, ids = _identity(env, job_id, rec)
-    # Slurm counts a requeue before this hook runs: the run is the one its prolog saw.
-    run, run_source = end_run(config, CONTROLLER, job_id, slurmenv.restart_count(env))
-    if rec is not None and rec.get("restarts") not in (None, run):
-        rec, source = None, "env only: the job was requeued; squeue shows its next run"
-    payload = completed_payload({**(rec or {}), **ids}, source, "EpilogSlurmctld", env,
-                                run_source)  # fmt: skip
-    _write(
-        config, new_event("completed", config.cluster, job, job_id, config.host, payload, run=run)
-    )
-
-
-CONTROLLER = "@slurmctld"  # run_dir entry of the controller hooks; "@" is in no node name
+    As EpilogSlurmctld runs, a cancelled job's signal is known neither to its environment
+    (SLURM_JOB_EXIT_CODE2 0:0) nor to slurmctld (squeue 0:0 while COMPLETING), so a record
+    written here would be wrong where the collector's, a poll later, is right. The hook
+    stays, exiting 0 at once, for slurm.conf files that still name it."""
 
 
 def _run_file(config: HookConfig, where: str, job_id: int) -> str:
@@ -359,6 +348,8 @@ def main(kind: str, environ: dict[str, str] | None = None) -> int:
         handler = _HANDLERS.get(kind)
         if handler is None:
             raise ComputeProofError(f"unknown hook {kind!r}; expected one of {HOOKS}")
+        if handler is epilog_slurmctld:
+            return 0  # records nothing: not even a broken config is its concern
         job_id = slurmenv.job_id_of(env)
         try:
             config = load_hook_config(env)
@@ -366,7 +357,7 @@ def main(kind: str, environ: dict[str, str] | None = None) -> int:
             strict = _strict_hint(env)
             raise
         strict = config.strict
-        if kind.endswith("_slurmctld"):
+        if kind == "prolog_slurmctld":
             _find_slurm_conf(env)
         handler(config, env, job_id)
         return 0

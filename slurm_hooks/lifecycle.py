@@ -1,11 +1,11 @@
 """The controller's events, built from one job record: ``scheduled``, ``completed`` and
 ``final_state``.
 
-The collector (controller.py) and the optional controller hooks (PrologSlurmctld,
-EpilogSlurmctld) build them here, so a job's events carry the same fields and the same
-deterministic ids whichever wrote them first. A record is a jobinfo.AccountingRecord;
-the hooks' environment, where given, wins for what Slurm hands the hook directly (its
-values are the raw bytes of the job's name and work dir). Every payload says where its
+The collector (controller.py) builds all three, and the optional PrologSlurmctld builds
+``scheduled`` here too, so both carry the same fields under the same deterministic id
+whichever was written first. A record is a jobinfo.AccountingRecord; the hook's
+environment, where given, wins for what Slurm hands the hook directly (its values are the
+raw bytes of the job's name and work dir). Every payload says where its
 figures came from (``source``) and who recorded it (``recorded_by``).
 Standard library only: the hooks import this.
 """
@@ -13,7 +13,7 @@ Standard library only: the hooks import this.
 import posix
 
 from slurm_hooks.finalstate import ended
-from slurm_hooks.slurmenv import env_int, expand_hostlist, parse_exit_code
+from slurm_hooks.slurmenv import env_int, expand_hostlist
 from slurm_hooks.slurmtext import rfc3339
 
 TYPE_CHECKING = False
@@ -100,35 +100,19 @@ def scheduled_payload(
     }
 
 
-def completed_payload(
-    rec: "Record",
-    source: str,
-    recorded_by: str,
-    env: "Mapping[str, str] | None" = None,
-    run_source: str | None = None,
-) -> dict[str, object]:
+def completed_payload(rec: "Record", source: str, recorded_by: str) -> dict[str, object]:
     """``completed``: exit code and signal, times, GPU-seconds, from the record of the run
-    (empty when Slurm never reported it: then only what the environment says)."""
-    env = env or {}
-    env_exit = parse_exit_code(env.get("SLURM_JOB_EXIT_CODE2", ""))
+    as it ended (the controller's, or accounting's for a run the controller no longer
+    held)."""
     code, sig = _ints(rec.get("exit_code")), _ints(rec.get("signal"))
-    slurm_exit = (code, sig) if code is not None and sig is not None else None
-    # SLURM_JOB_EXIT_CODE2 reads 0:0 for a cancelled or timed-out job; Slurm's record
-    # carries the signal then, so prefer whichever is non-zero.
-    exit_code, signal = env_exit or slurm_exit or (None, None)
-    if env_exit == (0, 0) and slurm_exit is not None and slurm_exit != (0, 0):
-        exit_code, signal = slurm_exit
     over = ended(rec)
     start, end = _ints(rec.get("start_epoch")), _ints(rec.get("end_epoch")) if over else None
     elapsed = end - start if start is not None and end is not None and end >= start else None
     tres = rec.get("tres_allocated")
     gpus = _ints(rec.get("gpus")) if isinstance(tres, dict) else None
     return {
-        "exit_code": exit_code,
-        "signal": signal,
-        "exit_code_env": env.get("SLURM_JOB_EXIT_CODE2"),
-        "exit_code_slurm": f"{code}:{sig}" if slurm_exit is not None else None,
-        "derived_exit_code": env.get("SLURM_JOB_DERIVED_EC"),
+        "exit_code": code,
+        "signal": sig,
         "state_seen": rec.get("state"),
         "reason": rec.get("reason"),
         "start_time": rfc3339(start),
@@ -136,24 +120,24 @@ def completed_payload(
         "start_epoch": start,
         "end_epoch": end,
         "elapsed_s": elapsed,
-        "nodes": _env_nodes(env, rec),
+        "nodes": rec.get("nodes") or [],
         "tres_allocated": tres if isinstance(tres, dict) else None,
         "gpus": gpus,
         "gpu_seconds": gpus * elapsed if gpus is not None and elapsed is not None else None,
-        "user": env.get("SLURM_JOB_USER") or rec.get("user"),
-        "account": env.get("SLURM_JOB_ACCOUNT") or rec.get("account"),
-        "partition": env.get("SLURM_JOB_PARTITION") or rec.get("partition"),
+        "user": rec.get("user"),
+        "account": rec.get("account"),
+        "partition": rec.get("partition"),
         "qos": rec.get("qos"),
         "controller": posix.uname().nodename,
         "source": source,
         "recorded_by": recorded_by,
-        "run_source": run_source,
         **ids_of(rec),
     }
 
 
-# record keys that are the collector's bookkeeping, not Slurm's word
-_NOT_PAYLOAD = frozenset({"job_id", "batch"})
+# the collector's bookkeeping, and what a user set (accounting keeps its own version of it:
+# scheduled has the exact bytes)
+_NOT_PAYLOAD = frozenset({"job_id", "batch", "job_name", "work_dir"})
 
 
 def final_payload(rec: "Record", source: str) -> dict[str, object]:

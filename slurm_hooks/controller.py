@@ -186,7 +186,10 @@ class Collector:
         try:
             event = new_event(kind, self.config.cluster, run.job, run.job_id, self.config.host,
                               payload, run=run.run, time=event_time(epoch))  # fmt: skip
-            self.spool.write(event)
+            # PrologSlurmctld may have written this event (same id) and it waits in the
+            # spool: keep the synchronous record (forwarded ones the ledger dedupes)
+            if not os.path.exists(os.path.join(self.spool.new, f"{event['id']}.json")):
+                self.spool.write(event)
         except CanonicalError as e:  # never expected of Slurm's values; never retried
             self._problem(f"cannot record {kind} (run {run.run}): {e}", run.job_id)
         run.written.add(kind)
@@ -345,10 +348,13 @@ class Collector:
                 self.state.dirty = True
             if run.batch is not None:
                 rec["batch"] = run.batch  # so settled() waits for the batch step, or not
-            if run.ran and "scheduled" not in run.written and rec.get("start_epoch"):
-                self._scheduled(run, rec, "sacct --json")
-            if "completed" not in run.written and ended(rec):
-                self._completed(run, rec, "sacct")
+            # while slurmctld holds the run, its records are the better source (the exact
+            # bytes of a name; squeue's signal of a cancelled job): accounting is for the rest
+            if not run.live:
+                if run.ran and "scheduled" not in run.written and rec.get("start_epoch"):
+                    self._scheduled(run, rec, "sacct --json")
+                if "completed" not in run.written and ended(rec):
+                    self._completed(run, rec, "sacct")
             if settled(rec):
                 self._final(run, rec, "sacct")
                 return

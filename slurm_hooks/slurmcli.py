@@ -303,6 +303,7 @@ class SlurmCli:
     def __init__(self, slurm_bin: str = "/usr/bin", timeout: float = TIMEOUT) -> None:
         self.slurm_bin = slurm_bin
         self.timeout = timeout
+        self._lines: dict[str, dict[str, object]] = {}  # the last cheap read's, parsed
 
     def _run(self, name: str, *args: str) -> bytes:
         # command.run's default environment: client_env, TZ=UTC as the parsers expect
@@ -344,7 +345,8 @@ class SlurmCli:
     def live_jobs(
         self, detail: bool = False, job_ids: Sequence[int] = ()
     ) -> list[AccountingRecord]:
-        """Every job slurmctld holds: ``squeue -O`` of the safe fields, or with ``detail``
+        """Every job slurmctld holds: ``squeue -O`` of the safe fields (a job whose line did
+        not change since the last call is not parsed again), or with ``detail``
         ``squeue --json`` (names, work dirs, GPU indices), of ``job_ids`` where given
         (22.05 ignores -j and -t with --json and serializes every job: eight times the
         CPU of the text read)."""
@@ -358,7 +360,8 @@ class SlurmCli:
                 raise
             return parse_squeue_json(decode_json(out, "squeue"))
         out = self._run("squeue", "-h", "-t", "all", "-O", SAFE_FORMAT)
-        return parse_squeue_safe(out.decode("utf-8", "replace"))  # type: ignore[return-value]
+        # records of lines unchanged since the last read are reused: do not change them
+        return parse_squeue_safe(out.decode("utf-8", "replace"), self._lines)  # type: ignore[return-value]
 
     def job_live(self, job_id: int) -> AccountingRecord | None:
         """The controller's record of ``job_id`` (safe fields), None once purged."""

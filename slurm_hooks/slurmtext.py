@@ -174,12 +174,27 @@ def _utc(value: str) -> int | None:
         return None  # a format this parser does not know: the record still counts
 
 
-def parse_squeue_safe(text: str) -> "list[dict[str, object]]":
+def parse_squeue_safe(
+    text: str, seen: "dict[str, dict[str, object]] | None" = None
+) -> "list[dict[str, object]]":
     """Records from ``squeue -h -t all -O SAFE_FORMAT`` run with TZ=UTC: the controller's
     live view of every job it holds, in the keys of jobinfo.AccountingRecord. Lines that
-    are not a record are skipped."""
+    are not a record are skipped.
+
+    ``seen`` maps the lines of the previous read to their records (shared, not to be
+    changed) and is updated to this read's: a job whose line did not change since (every
+    ended job slurmctld still holds) costs a lookup, not a parse."""
     out: list[dict[str, object]] = []
+    previous = dict(seen) if seen is not None else {}
+    if seen is not None:
+        seen.clear()
     for line in text.split("\n"):
+        known = previous.get(line)
+        if known is not None:
+            out.append(known)
+            if seen is not None:
+                seen[line] = known
+            continue
         parts = line.split("|", _N - 1)
         if len(parts) != _N or not parts[0].isdigit() or not parts[0].isascii():
             continue
@@ -228,6 +243,8 @@ def parse_squeue_safe(text: str) -> "list[dict[str, object]]":
         rec["start_epoch"] = _utc(start) if allocated else None
         rec["end_epoch"] = _utc(end)
         out.append(finish_record(rec))
+        if seen is not None:
+            seen[line] = rec
     return out
 
 

@@ -198,3 +198,17 @@ def test_utc_time_ignores_the_local_zone(monkeypatch: pytest.MonkeyPatch) -> Non
     finally:
         monkeypatch.delenv("TZ")
         time.tzset()
+
+
+def test_unchanged_lines_are_not_parsed_again() -> None:
+    """The collector reads every job slurmctld holds each second: an ended job's line,
+    unchanged since the last read, costs a lookup (CPU does not grow with ended jobs)."""
+    text = (fixture_dir("22.05") / "squeue_safe.ended.txt").read_bytes().decode()
+    seen: dict[str, dict[str, object]] = {}
+    first = parse_squeue_safe(text, seen)
+    again = parse_squeue_safe(text, seen)
+    assert [id(r) for r in again] == [id(r) for r in first] and len(seen) == len(first)
+    changed = text.replace("|RUNNING|", "|COMPLETING|", 1)
+    third = parse_squeue_safe(changed, seen)
+    assert sum(1 for a, b in zip(first, third, strict=True) if a is not b) == 1
+    assert len(seen) == len(first)  # lines gone from the read are forgotten

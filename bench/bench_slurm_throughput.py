@@ -254,6 +254,8 @@ def poll_mode(args: argparse.Namespace, workdir: str) -> dict[str, object]:
     while any(not r.done for r in collector.state.runs.values()) and time.monotonic() < deadline:
         time.sleep(1)
         collector.poll()
+    # within MinJobAge (30 s on the test cluster) slurmctld still holds the ended jobs
+    out["jobs_held_by_slurmctld"] = len(info.live_jobs())
     out[f"poll_{args.queued}_ended_in_memory_recorded"] = cost(collector.poll, args.polls)
     out["read_squeue_safe_all"] = cost(lambda: info.live_jobs(), args.polls)
     out["read_squeue_json_all"] = cost(lambda: info.live_jobs(detail=True), 3)

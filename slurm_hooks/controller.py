@@ -52,6 +52,7 @@ log = logging.getLogger("computeproof.controller")
 
 DETAIL_INTERVAL = 5.0  # seconds between structured reads for owed scheduled events
 ACCOUNTING_INTERVAL = 5.0  # seconds between sacct reads for owed final states
+ACCOUNTING_DELAY = 3.0  # seconds after a run's end before accounting is first asked
 SWEEP_INTERVAL = 300.0  # seconds between catch-up reads of jobs ended since the cursor
 SWEEP_OVERLAP = 120  # seconds the next sweep reaches back (controller/slurmdbd clocks)
 DETAIL_DEADLINE = 60.0  # after this, scheduled is written from the cheap read alone
@@ -81,6 +82,7 @@ class Run:
     first_seen: float = 0.0
     ended_seen: float | None = None  # when it was first known to be over
     live: bool = False  # in the controller's latest view, as this run
+    asked: int = 0  # accounting reads of this run so far (not persisted)
 
     @property
     def done(self) -> bool:
@@ -237,7 +239,8 @@ class Collector:
         if owed_sched and now - self._last_detail >= self.detail_interval:
             self._detail(owed_sched, now)
         owed_acct = [r for r in self.state.runs.values()
-                     if not r.done and r.ended_seen is not None]  # fmt: skip
+                     if not r.done and r.ended_seen is not None
+                     and now >= _next_ask(r)]  # fmt: skip
         if owed_acct and now - self._last_accounting >= self.accounting_interval:
             self._accounting(owed_acct, now)
         self._prune(now)
@@ -337,6 +340,7 @@ class Collector:
             self._from_accounting(run, by_job.get(run.job_id, []), now)
 
     def _from_accounting(self, run: Run, records: list[AccountingRecord], now: float) -> None:
+        run.asked += 1
         rec = _match(records, run)
         if rec is not None:
             if not run.job:  # a run known only from its job's restart count
@@ -386,7 +390,15 @@ class Collector:
             for job_id, job_records in by_job.items():
                 known = [r for r in self.state.runs.values() if r.job_id == job_id]
                 for rec, run_no in zip(job_records, run_numbers(job_records, known), strict=True):
-                    if run_no is None or (job_id, run_no) in self.state.runs:
+                    if run_no is None:
+                        continue
+                    known_run = self.state.runs.get((job_id, run_no))
+                    if known_run is not None:
+                        if not known_run.job:  # known only by its job's restart count
+                            known_run.job, known_run.end = rec["job"], rec.get("end_epoch")
+                            known_run.start = rec.get("start_epoch")
+                            known_run.ran = known_run.start is not None
+                            self.state.dirty = True
                         continue
                     if (rec.get("end_epoch") or since) < since:
                         continue  # ended before the window: recorded before, or never
@@ -457,10 +469,21 @@ def run_numbers(records: list[AccountingRecord], known: list[Run]) -> list[int |
     return [n if n is None or n >= 0 else None for n in out]
 
 
+def _next_ask(run: Run) -> float:
+    """When accounting is next asked for ``run``'s record: slurmdbd has a run's end a
+    moment after slurmctld (ACCOUNTING_DELAY after Slurm's end time, or after the
+    collector learned of it), and a record not yet whole is asked for again after 5, 10,
+    20... s (at most 30 s): a burst of jobs is read about once, not once a poll."""
+    base = float(run.end if run.end is not None else run.ended_seen or 0.0)
+    if run.asked == 0:
+        return base + ACCOUNTING_DELAY
+    return base + ACCOUNTING_DELAY + min(30.0, 5.0 * 2.0 ** (run.asked - 1))
+
+
 def _end(run: Run, now: float) -> float:
     """When the run ended, as far as the collector knows."""
     if run.end is not None:
-        return run.end
+        return float(run.end)
     return run.ended_seen if run.ended_seen is not None else now
 
 

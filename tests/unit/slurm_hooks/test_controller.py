@@ -21,7 +21,9 @@ from slurm_hooks.slurmtext import SAFE_FORMAT
 
 
 class Clock:
-    def __init__(self, now: float = 1_796_411_400.0) -> None:
+    """A clock the test moves; it starts after the captures' jobs ended."""
+
+    def __init__(self, now: float = 1_796_500_000.0) -> None:
         self.now = now
 
     def __call__(self) -> float:
@@ -160,7 +162,7 @@ def test_the_sweep_catches_up_on_jobs_ended_while_down(tmp_path: Path, version: 
     )
     assert (window / "sacct_window.json").exists()
     collector = Collector(config, SlurmCli(config.slurm_bin, timeout=10), clock=clock)
-    collector.state.cursor = int(clock.now) - 3600
+    collector.state.cursor = 1_796_400_000  # before the captured jobs ran
     collector.poll()
     ids = roles(version)
     got = by_key(config)

@@ -201,7 +201,12 @@ def _strict_node_prolog_failed(c: SlurmCluster, hooks: HookSetup, job: int) -> N
     and the job waits requeued and held."""
     hooks.nodes.add("c1")
     poll("c1 drained", lambda: node_states(c).get("c1") in DRAINED)
-    fields = poll("the job requeued held", lambda: held(job_fields(c, job)))
+
+    def waiting_held() -> dict[str, str] | None:
+        fields = held(job_fields(c, job))  # held while still COMPLETING, then PENDING
+        return fields if fields is not None and fields["JobState"] == "PENDING" else None
+
+    fields = poll("the job requeued held", waiting_held)
     assert fields["JobState"] == "PENDING", fields
     hooks.restore()
     c.run("scancel", str(job))

@@ -8,7 +8,9 @@ the console script is this module's ``main``, the same click group with these ad
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -56,13 +58,12 @@ def agent_run(state: object, node: str | None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
     def work() -> None:
-        exporter = None
-        if config.prometheus_port > 0:
-            from slurm_hooks.agent.metrics import Exporter
+        from slurm_hooks.agent.metrics import exporter_for
 
-            exporter = Exporter(config.prometheus_port)
-        the_agent = Agent(config, node, exporter=exporter)
+        raise_fd_limit()
+        the_agent = Agent(config, node)
         the_agent.refresh()
+        exporter = exporter_for(the_agent)
         server = AgentServer(config.agent_socket_path(node), the_agent)
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -75,8 +76,22 @@ def agent_run(state: object, node: str | None) -> None:
             the_agent.run(stop)
         finally:
             server.stop()
+            if exporter is not None:
+                exporter.close()
 
     run(work)
+
+
+def raise_fd_limit(ceiling: int = 65536) -> None:
+    """Raise the soft descriptor limit to the hard one (at most ``ceiling``): the socket's
+    caps bound what callers can hold, and headroom keeps bindings readable meanwhile."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = ceiling if hard == resource.RLIM_INFINITY else min(hard, ceiling)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 @agent.command("sample")
@@ -262,8 +277,12 @@ def artifact(state: object, node: str | None, paths: tuple[str, ...], as_json: b
     if as_json:
         echo_json(event)
         return
-    for a in event["payload"]["artifacts"]:  # type: ignore[index]
-        click.echo(f"{a['sha256']}  {a['size']}  {a['path']}")
+    from slurm_hooks.agent.ratelog import printable
+
+    # the paths as given, in order: the event may hold one as {"non_utf8": ...}
+    artifacts = event["payload"]["artifacts"]  # type: ignore[index]
+    for a, given in zip(artifacts, paths, strict=True):
+        click.echo(f"{a['sha256']}  {a['size']}  {printable(os.path.abspath(given), 4096)}")
 
 
 @main.command("reconcile")

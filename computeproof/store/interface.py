@@ -49,6 +49,21 @@ class EnrolledKey:
     revoked: str | None = None  # still verifies old events; new ones are refused
 
 
+@dataclass(frozen=True)
+class AnchorRow:
+    """A record that a public registry holds one of this log's checkpoints (or, in the
+    per-job mode, one event): its kind ("evm", "numbers", "numbers-event"), the registry it
+    went to, the log size it speaks for, and the registry's record as JSON
+    (computeproof.anchors.AnchorRecord). Stored only from a real response or chain receipt."""
+
+    kind: str
+    target: str
+    size: int
+    record: str
+    created: str
+    id: int = 0  # assigned by the store
+
+
 @dataclass
 class JobRow:
     """The job index: one row per run of a job, derived from its events (not authoritative:
@@ -183,6 +198,19 @@ class Store(ABC):
     @abstractmethod
     def checkpoints(self) -> list[CheckpointRow]:
         """Every checkpoint, oldest first."""
+
+    @abstractmethod
+    def add_anchor(self, row: AnchorRow) -> int:
+        """Record an anchor (``row.id`` is ignored); return the id the store gave it."""
+
+    @abstractmethod
+    def anchors(self, kind: str | None = None, target: str | None = None) -> list[AnchorRow]:
+        """Anchor records, of one kind and registry when given, by size then id."""
+
+    @abstractmethod
+    def update_anchor(self, anchor_id: int, record: str) -> None:
+        """Replace an anchor's record JSON (a Numbers commit transaction learnt later);
+        raise StoreError when there is no anchor ``anchor_id``."""
 
     @abstractmethod
     def enroll(self, key: EnrolledKey) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from computeproof.errors import StoreConflict, StoreError
 from computeproof.store.interface import (
+    AnchorRow,
     CheckpointRow,
     EnrolledKey,
     JobFilter,
@@ -60,6 +61,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     state TEXT, gpus INTEGER, gpu_model TEXT, nodes TEXT, submit TEXT, start TEXT, "end" TEXT,
     elapsed_s INTEGER, exit_code TEXT, synthetic INTEGER NOT NULL DEFAULT 0,
     events INTEGER NOT NULL DEFAULT 0, first_leaf INTEGER, last_leaf INTEGER, fields TEXT);
+CREATE TABLE IF NOT EXISTS anchors (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, target TEXT NOT NULL,
+    size INTEGER NOT NULL, record TEXT NOT NULL, created TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS anchors_size ON anchors (size);
 CREATE INDEX IF NOT EXISTS jobs_start ON jobs (start);
 CREATE INDEX IF NOT EXISTS jobs_job ON jobs (job);
 """
@@ -508,6 +513,42 @@ class SQLiteStore(Store):
                 "SELECT size, root, note, created FROM checkpoints ORDER BY size"
             )
         ]
+
+    def add_anchor(self, row: AnchorRow) -> int:
+        """Record an anchor; its id."""
+        try:
+            cur = self.db.execute(
+                "INSERT INTO anchors (kind, target, size, record, created) VALUES (?, ?, ?, ?, ?)",
+                (row.kind, row.target, row.size, row.record, row.created),
+            )
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"ledger database {self.path}: {e}") from e
+        assert cur.lastrowid is not None
+        return int(cur.lastrowid)
+
+    def anchors(self, kind: str | None = None, target: str | None = None) -> list[AnchorRow]:
+        """Anchor records, by size then id."""
+        where, args = [], []
+        for column, value in (("kind", kind), ("target", target)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        sql = "SELECT id, kind, target, size, record, created FROM anchors"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        return [
+            AnchorRow(str(k), str(t), int(s), str(r), str(c), int(i))
+            for i, k, t, s, r, c in self._query(sql + " ORDER BY size, id", args)
+        ]
+
+    def update_anchor(self, anchor_id: int, record: str) -> None:
+        """Replace one anchor's record JSON."""
+        try:
+            cur = self.db.execute("UPDATE anchors SET record = ? WHERE id = ?", (record, anchor_id))
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"ledger database {self.path}: {e}") from e
+        if cur.rowcount != 1:
+            raise StoreError(f"ledger database {self.path}: no anchor {anchor_id}")
 
     def enroll(self, key: EnrolledKey) -> None:
         """Trust a host key."""

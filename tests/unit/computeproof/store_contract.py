@@ -15,6 +15,7 @@ import pytest
 from computeproof import merkle
 from computeproof.errors import StoreConflict, StoreError
 from computeproof.store.interface import (
+    AnchorRow,
     CheckpointRow,
     EnrolledKey,
     JobFilter,
@@ -292,6 +293,30 @@ class StoreContract:
         s.add_checkpoint(a)
         assert s.checkpoints() == [a, b]  # ordered by size
 
+    def test_anchors(self, make_store: MakeStore) -> None:
+        s = make_store()
+        assert s.anchors() == []
+        late = AnchorRow("evm", "evm:1:0xab", 9, '{"tx":"a"}', "2026-01-02T00:00:00Z")
+        early = AnchorRow("numbers", "numbers:api", 4, '{"nid":"b"}', "2026-01-01T00:00:00Z")
+        other = AnchorRow("evm", "evm:2:0xcd", 4, '{"tx":"c"}', "2026-01-03T00:00:00Z")
+        ids = [s.add_anchor(r) for r in (late, early, other)]
+        assert len(set(ids)) == 3 and all(i > 0 for i in ids)
+        got = s.anchors()
+        assert [(r.kind, r.size, r.record) for r in got] == [
+            ("numbers", 4, '{"nid":"b"}'),
+            ("evm", 4, '{"tx":"c"}'),
+            ("evm", 9, '{"tx":"a"}'),
+        ]  # by size, then in the order they were added
+        assert [r.id for r in got] == [ids[1], ids[2], ids[0]]
+        assert [r.size for r in s.anchors(kind="evm")] == [4, 9]
+        assert [r.record for r in s.anchors(kind="evm", target="evm:1:0xab")] == ['{"tx":"a"}']
+        assert s.anchors(target="nowhere") == []
+        s.update_anchor(ids[1], '{"nid":"b","commit_tx":"0x01"}')
+        assert s.anchors(kind="numbers")[0].record == '{"nid":"b","commit_tx":"0x01"}'
+        assert s.anchors(kind="numbers")[0].created == "2026-01-01T00:00:00Z"
+        with pytest.raises(StoreError):
+            s.update_anchor(max(ids) + 1, "{}")
+
     def test_enroll_and_revoke(self, make_store: MakeStore) -> None:
         s = make_store()
         k1 = EnrolledKey("a" * 64, b"\x01" * 32, ("node1", "node2"), "2026-01-01T00:00:00Z")
@@ -313,9 +338,11 @@ class StoreContract:
         rows = _append(s, 3, jobs=[_job(events=3)])
         s.set_meta("origin", "o")
         s.add_checkpoint(CheckpointRow(3, b"\x03" * 32, "n\n", "t"))
+        s.add_anchor(AnchorRow("evm", "evm:1:0xab", 3, "{}", "t"))
         s.close()
         t = make_store("persist")
         assert list(t.leaves()) == rows
         assert t.get_meta("origin") == "o"
         assert [c.size for c in t.checkpoints()] == [3]
+        assert [(a.kind, a.size) for a in t.anchors()] == [("evm", 3)]
         assert t.get_jobs(["c1/1#0"])["c1/1#0"].events == 3

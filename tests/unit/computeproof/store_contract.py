@@ -22,6 +22,7 @@ from computeproof.store.interface import (
     JobRow,
     LeafRow,
     Store,
+    UsageFilter,
 )
 
 MakeStore = Callable[..., Store]
@@ -346,3 +347,70 @@ class StoreContract:
         assert [c.size for c in t.checkpoints()] == [3]
         assert [(a.kind, a.size) for a in t.anchors()] == [("evm", 3)]
         assert t.get_jobs(["c1/1#0"])["c1/1#0"].events == 3
+
+    def test_usage_rows_select_runs_overlapping_a_period(self, make_store: MakeStore) -> None:
+        s = make_store()
+        totals = {"gpu_totals": {"busy_gpu_ms": 7200, "energy_mj": 900}}
+        early = _job(
+            "c1/1#0",
+            user="u1",
+            account="a",
+            start="2026-01-01T00:00:00Z",
+            end="2026-01-01T01:00:00Z",
+            gpus=2,
+            state="COMPLETED",
+            fields=totals,
+            last_leaf=1,
+        )
+        late = _job(
+            "c1/2#0",
+            user="u2",
+            account="b",
+            start="2026-03-01T00:00:00Z",
+            end=None,
+            gpus=1,
+            state="RUNNING",
+        )
+        synthetic = _job("c1/3#0", user="u1", account="a", start="2026-01-01T00:30:00Z",
+                         end="2026-01-01T00:40:00Z", synthetic=True)  # fmt: skip
+        _append(s, 2, "c1/1#0", jobs=[early])
+        _append(s, 1, "c1/2#0", jobs=[late])
+        _append(s, 1, "c1/3#0", jobs=[synthetic])
+        everything = UsageFilter(since="2025-01-01T00:00:00", until="2027-01-01T00:00:00")
+        rows = {r.job_key: r for r in s.usage_rows(everything)}
+        # the synthetic filter applies in every backend, so two backends report the same
+        assert set(rows) == {"c1/1#0", "c1/2#0"}
+        r = rows["c1/1#0"]
+        assert (r.user, r.account, r.gpus, r.state) == ("u1", "a", 2, "COMPLETED")
+        assert (r.busy_gpu_ms, r.energy_mj, r.synthetic) == (7200, 900, False)
+        assert r.leaves == [0, 1] and r.last_leaf == 1
+        assert rows["c1/2#0"].busy_gpu_ms is None and rows["c1/2#0"].leaves == [2]
+        with_synthetic = UsageFilter(everything.since, everything.until, include_synthetic=True)
+        assert {r.job_key for r in s.usage_rows(with_synthetic)} == set(rows) | {"c1/3#0"}
+        february = UsageFilter(since="2026-02-01T00:00:00", until="2026-04-01T00:00:00")
+        assert [r.job_key for r in s.usage_rows(february)] == ["c1/2#0"]
+        only_b = UsageFilter(everything.since, everything.until, accounts=("b",))
+        assert [r.job_key for r in s.usage_rows(only_b)] == ["c1/2#0"]
+        only_u1 = UsageFilter(everything.since, everything.until, users=("u1",))
+        assert [r.job_key for r in s.usage_rows(only_u1)] == ["c1/1#0"]
+
+    def test_partitions_cover_the_job_index_once(self, make_store: MakeStore) -> None:
+        s = make_store()
+        for i in range(1, 8):
+            _append(s, 1, f"c1/{i}#0", jobs=[_job(f"c1/{i}#0", start="2026-01-01T00:00:00Z")])
+        parts = s.partitions(3)
+        if not parts:
+            return  # a backend with no parallel scan
+        assert len(parts) <= 3
+        everything = UsageFilter(since="2025-01-01T00:00:00", until="2027-01-01T00:00:00")
+        seen = [r.job_key for part in parts for r in s.usage_rows(everything, part)]
+        assert sorted(seen) == sorted(f"c1/{i}#0" for i in range(1, 8))
+
+    def test_warnings_and_upgrade_of_a_current_store(self, make_store: MakeStore) -> None:
+        s = make_store()
+        assert isinstance(s.warnings(), list)
+        _append(s, 3)
+        s.upgrade()
+        before, after = s.upgrade()
+        assert before == after  # upgraded: nothing left to do
+        assert s.size() == 3 and [r.index for r in s.leaves()] == [0, 1, 2]

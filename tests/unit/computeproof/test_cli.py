@@ -543,7 +543,7 @@ def test_subprocess_errors_and_exit_codes(site: Site, tmp_path: Path) -> None:
 
 
 def test_jobs_show_line_of_a_completed_event_names_the_state_slurm_showed() -> None:
-    from computeproof.cli.ledger import _event_detail
+    from computeproof.jobview import event_detail as _event_detail
 
     line = _event_detail(
         "completed",

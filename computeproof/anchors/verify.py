@@ -247,3 +247,29 @@ def check_anchors_on_chain(bundle: dict[str, Any], w3: Any) -> list[ChainCheck]:
     if not any(c.checked for c in out):
         raise BundleError(f"the receipt carries no anchor that chain {chain_id} can confirm")
     return out
+
+
+def verify_with_anchors(
+    data: bytes, trusted_ledger_key: bytes | None, rpc_url: str
+) -> tuple[bool, dict[str, Any]]:
+    """Verify a receipt offline, then its anchors on the chain at ``rpc_url``: (valid, what
+    `--json` prints). AnchorError when the node cannot be reached or read."""
+    from computeproof.anchors.evm import connect
+    from computeproof.bundle import verify_bundle
+
+    try:
+        report = verify_bundle(data, trusted_ledger_key)
+    except BundleError as e:
+        return False, {"valid": False, "reason": str(e)}
+    w3 = connect(rpc_url)
+    try:
+        checks = check_anchors_on_chain(json.loads(data), w3)
+    except BundleError as e:
+        return False, {"valid": False, "reason": str(e), "anchors": report.anchors}
+    return True, {
+        "valid": True,
+        "job": report.job_key,
+        "checkpoint_size": report.checkpoint_size,
+        "anchors": report.anchors,
+        "anchors_on_chain": [c.to_json() for c in checks],
+    }

@@ -50,14 +50,28 @@ def _wire(value: Any) -> Any:
     return str(value)
 
 
+def new_chain_id() -> int:
+    """A chain id for a new dev chain: random in [2^40, 2^41), clear of public chains' ids.
+    Each dev chain is a new chain, so anchors recorded on an earlier one (same registry
+    address or not) are reported as on another chain, never as refuted by this one."""
+    import secrets
+
+    return (1 << 40) + secrets.randbits(40)
+
+
 class _Chain:
     """One eth-tester chain behind a lock (eth-tester is not thread-safe)."""
 
-    def __init__(self) -> None:
+    def __init__(self, chain_id: int) -> None:
         from eth_tester import EthereumTester, PyEVMBackend
         from web3 import EthereumTesterProvider
 
-        self.tester = EthereumTester(PyEVMBackend())
+        backend = PyEVMBackend()
+        # py-evm builds each block's VM context from the chain's chain_id attribute, so
+        # setting it on the instance makes this chain sign and check with our id.
+        backend.chain.chain_id = chain_id
+        self.chain_id = chain_id
+        self.tester = EthereumTester(backend)
         self.provider = EthereumTesterProvider(self.tester)
         self.lock = threading.Lock()
 
@@ -65,6 +79,11 @@ class _Chain:
         from web3.providers.eth_tester import middleware as fmt
         from web3.types import RPCEndpoint
 
+        # web3's eth-tester endpoints answer a fixed chain id: answer ours
+        if method == "eth_chainId":
+            return {"result": hex(self.chain_id)}
+        if method == "net_version":
+            return {"result": str(self.chain_id)}
         request_fmt = fmt.request_formatters.get(method)  # type: ignore[call-overload]
         result_fmt = (fmt.result_formatters or {}).get(method)  # type: ignore[call-overload]
         with self.lock:
@@ -136,10 +155,11 @@ class DevChain:
     """The dev chain server: ``start()`` serves it on 127.0.0.1 in a thread, deploys the
     registry and funds a new key written to ``key_file``; ``stop()`` ends it."""
 
-    def __init__(self, key_file: str, port: int = 0) -> None:
-        """Nothing runs until ``start``."""
+    def __init__(self, key_file: str, port: int = 0, chain_id: int | None = None) -> None:
+        """Nothing runs until ``start``; ``chain_id`` default: :func:`new_chain_id`."""
         self.key_file = key_file
         self.port = port
+        self.chain_id = chain_id or new_chain_id()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.info: DevChainInfo | None = None
@@ -151,7 +171,7 @@ class DevChain:
         from computeproof.anchors.evm import connect, deploy_registry, write_account_key
 
         try:
-            chain = _Chain()
+            chain = _Chain(self.chain_id)
         except ImportError as e:
             raise AnchorError(
                 "the dev chain needs eth-tester and py-evm: pip install "
@@ -194,9 +214,11 @@ class DevChain:
 
 
 @contextmanager
-def running_devchain(key_file: str, port: int = 0) -> Iterator[DevChainInfo]:
+def running_devchain(
+    key_file: str, port: int = 0, chain_id: int | None = None
+) -> Iterator[DevChainInfo]:
     """A dev chain for the life of the context."""
-    chain = DevChain(key_file, port)
+    chain = DevChain(key_file, port, chain_id)
     try:
         yield chain.start()
     finally:

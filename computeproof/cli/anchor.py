@@ -330,9 +330,12 @@ def print_anchor_check(receipt: str, ok: bool, out: dict[str, Any], as_json: boo
 @click.option("--dir", "directory", required=True, help="Directory for devchain.json and its key.")
 @click.option("--port", type=int, default=8545, show_default=True, help="Port on 127.0.0.1.")
 @click.option(
+    "--chain-id", type=int, default=None, help="Chain id (default: a new random one a run)."
+)
+@click.option(
     "--exit-after", type=float, default=0.0, help="Stop after this many seconds (0: on a signal)."
 )
-def anchor_devchain(directory: str, port: int, exit_after: float) -> None:
+def anchor_devchain(directory: str, port: int, chain_id: int | None, exit_after: float) -> None:
     """Serve a local EVM (py-evm) over JSON-RPC on 127.0.0.1 with an ERC-7053 registry
     deployed and a funded key, for the demo and tests. Its state is in memory: anchors
     made on it verify only while it runs."""
@@ -343,7 +346,7 @@ def anchor_devchain(directory: str, port: int, exit_after: float) -> None:
     for stale in (key_file, os.path.join(directory, STATE_FILE)):
         if os.path.exists(stale):  # a previous run's: its chain is gone with its process
             os.unlink(stale)
-    chain = DevChain(key_file, port)
+    chain = DevChain(key_file, port, chain_id)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

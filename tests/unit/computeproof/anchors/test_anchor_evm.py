@@ -236,3 +236,22 @@ def test_the_devchain_answers_json_rpc_errors(devchain: DevChainInfo) -> None:
     assert r.status_code == 200 and r.json()["id"] == 7 and "error" in r.json()
     r = httpx.post(devchain.rpc_url, content=b"{not json", headers={"Content-Length": "9"})
     assert r.json()["error"]["code"] == -32700
+
+
+def test_a_restarted_devchain_is_a_new_chain(
+    filled: Ledger, evm_anchorer: EvmAnchorer, devchain: DevChainInfo, tmp_path: Any
+) -> None:
+    # the demo's case: the ledger outlives a dev chain; anchors made on the old one are on
+    # another chain for the new one, not refuted by it
+    from computeproof.anchors.devchain import running_devchain
+
+    anchor_latest(filled, evm_anchorer)
+    with running_devchain(str(tmp_path / "second.key")) as second:
+        assert second.chain_id != devchain.chain_id
+        w3b = connect(second.rpc_url)
+        anchor_latest(filled, EvmAnchorer(w3b, second.contract, load_account(second.key_file)))
+        bundle = export_bundle(filled, "100")
+        assert len(bundle["anchors"]) == 2  # type: ignore[arg-type]
+        checks = check_anchors_on_chain(bundle, w3b)
+        assert sorted(c.checked for c in checks) == [False, True]
+        assert "another chain" in next(c.detail for c in checks if not c.checked)

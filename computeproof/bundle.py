@@ -175,6 +175,8 @@ def _verify_bundle(data: bytes | str, trusted_ledger_key: bytes | None) -> Bundl
         bundle = json.loads(data)
     except (ValueError, UnicodeDecodeError) as e:
         raise BundleError(f"receipt is not JSON: {e}") from e
+    except RecursionError as e:
+        raise BundleError("not a receipt: JSON nested too deeply") from e
     if not isinstance(bundle, dict) or bundle.get("format") != FORMAT:
         raise BundleError(f"not a receipt bundle (format must be {FORMAT!r})")
     job = _field(bundle, "job", dict, "receipt")

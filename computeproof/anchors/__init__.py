@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -42,6 +44,19 @@ if TYPE_CHECKING:
 COMMIT_FORMAT = "computeproof.anchor/v1"
 KINDS = ("evm", "numbers", "numbers-event")
 CHECKPOINT_KINDS = ("evm", "numbers")  # the kinds a receipt carries
+
+
+@contextlib.contextmanager
+def keep_recursion_limit() -> Iterator[None]:
+    """Run imports of web3, eth-account or eth-tester inside this. py_ecc and py-evm, which
+    they import, raise the interpreter's recursion limit to 100,000 for the whole process,
+    and then deeply nested input (a hostile receipt) overflows the C stack, a segfault,
+    instead of raising RecursionError. This puts the limit back."""
+    limit = sys.getrecursionlimit()
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(limit)
 
 
 @dataclass(frozen=True)

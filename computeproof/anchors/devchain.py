@@ -63,8 +63,11 @@ class _Chain:
     """One eth-tester chain behind a lock (eth-tester is not thread-safe)."""
 
     def __init__(self, chain_id: int) -> None:
-        from eth_tester import EthereumTester, PyEVMBackend
-        from web3 import EthereumTesterProvider
+        from computeproof.anchors import keep_recursion_limit
+
+        with keep_recursion_limit():
+            from eth_tester import EthereumTester, PyEVMBackend
+            from web3 import EthereumTesterProvider
 
         backend = PyEVMBackend()
         # py-evm builds each block's VM context from the chain's chain_id attribute, so
@@ -166,9 +169,11 @@ class DevChain:
 
     def start(self) -> DevChainInfo:
         """Start serving; deploy the registry; fund the key. The info to connect."""
-        from eth_account import Account
-
+        from computeproof.anchors import keep_recursion_limit
         from computeproof.anchors.evm import connect, deploy_registry, write_account_key
+
+        with keep_recursion_limit():
+            from eth_account import Account
 
         try:
             chain = _Chain(self.chain_id)

@@ -23,7 +23,7 @@ from functools import cache
 from importlib import resources
 from typing import Any, TypeVar
 
-from computeproof.anchors import AnchoredCheckpoint, AnchorRecord
+from computeproof.anchors import AnchoredCheckpoint, AnchorRecord, keep_recursion_limit
 from computeproof.errors import AnchorError
 
 NUMBERS_MAINNET_CHAIN_ID = 10507  # "Jade"
@@ -58,8 +58,9 @@ T = TypeVar("T")
 
 def _chain_errors() -> tuple[type[BaseException], ...]:
     """The exceptions web3 raises for a node that is down, refuses or errs."""
-    import requests
-    from web3.exceptions import Web3Exception
+    with keep_recursion_limit():
+        import requests
+        from web3.exceptions import Web3Exception
 
     return (Web3Exception, requests.RequestException, OSError, ValueError, TimeoutError)
 
@@ -86,7 +87,8 @@ def registry_artifact() -> dict[str, Any]:
 def connect(rpc_url: str, timeout: float = 30.0) -> Any:
     """A Web3 on the JSON-RPC node at ``rpc_url``; AnchorError if it does not answer."""
     try:
-        from web3 import HTTPProvider, Web3
+        with keep_recursion_limit():
+            from web3 import HTTPProvider, Web3
     except ImportError as e:
         raise AnchorError("EVM anchoring needs web3: pip install 'computeproof[anchor]'") from e
     if not rpc_url.startswith(("http://", "https://")):
@@ -99,7 +101,8 @@ def connect(rpc_url: str, timeout: float = 30.0) -> Any:
 def load_account(path: str) -> Any:
     """The signing account in key file ``path``: one line, a hex secp256k1 private key.
     Refused when other users can read it (chmod 600)."""
-    from eth_account import Account
+    with keep_recursion_limit():
+        from eth_account import Account
 
     try:
         st = os.stat(path)
@@ -217,7 +220,8 @@ def _commit_logs(w3: Any, receipt: Any, contract: str | None) -> list[CommitLog]
 def find_commit(w3: Any, tx_hash: str, contract: str | None) -> list[CommitLog]:
     """The Commit events ``contract`` (None: any contract) emitted in transaction
     ``tx_hash``, read from the chain (empty when the transaction is unknown or failed)."""
-    from web3.exceptions import TransactionNotFound
+    with keep_recursion_limit():
+        from web3.exceptions import TransactionNotFound
 
     def work() -> list[CommitLog]:
         try:

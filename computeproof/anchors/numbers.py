@@ -104,8 +104,13 @@ class CaptureClient:
                 "Numbers anchoring needs httpx: pip install 'computeproof[anchor]'"
             ) from e
         token = token.strip()
-        if not token or any(c.isspace() for c in token):
-            raise AnchorError("the Capture token is empty or has spaces in it")
+        if not token or not token.isascii() or not token.isprintable() or " " in token:
+            raise AnchorError(
+                "the Capture token must be one word of printable ASCII (is it the right file?)"
+            )
+        for url in (api_url, history_url):
+            if not url.startswith(("http://", "https://")) or not url.isprintable():
+                raise AnchorError(f"URL {url[:80]!r} must start with http:// or https://")
         self.api_url = api_url.rstrip("/")
         self.history_url = history_url
         self._http = httpx.Client(
@@ -122,7 +127,7 @@ class CaptureClient:
 
         try:
             response = self._http.request(method, url, **kw)
-        except httpx.HTTPError as e:
+        except (httpx.HTTPError, httpx.InvalidURL, ValueError) as e:
             raise AnchorError(f"{what}: cannot reach the Capture API at {url}: {e}") from e
         if not response.is_success:
             hint = _HINTS.get(response.status_code, "")

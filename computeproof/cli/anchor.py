@@ -113,7 +113,9 @@ def _capture_client(token: str | None, token_file: str | None, api: str, history
             with open(token_file, encoding="utf-8") as f:
                 token = f.read().strip()
         except OSError as e:
-            fail(f"cannot read the Capture token file {token_file}: {e.strerror}")
+            fail(f"cannot read the Capture token file {term(token_file)}: {e.strerror}")
+        except UnicodeDecodeError:
+            fail(f"the Capture token file {term(token_file)} is not text")
     if not token:
         fail("no Capture token: set CAPTURE_TOKEN or give --capture-token-file")
     return CaptureClient(token, api, history)

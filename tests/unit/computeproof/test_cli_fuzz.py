@@ -24,7 +24,14 @@ from slurm_hooks.cli import main
 
 ORIGIN = "computeproof.test.ledger"
 # services and loops: they would wait for a signal, so only their --help is exercised
-LONG_RUNNING = {"agent run", "serve", "witness serve", "dashboard", "controller run"}
+LONG_RUNNING = {
+    "agent run",
+    "serve",
+    "witness serve",
+    "dashboard",
+    "controller run",
+    "anchor devchain",
+}
 ROUNDS = 6  # invocations a command beyond the fixed ones
 EXPECTED_CODES = {0, 1, 2, 3}  # ok, a failed check, an error, untrusted; never 70 (a bug)
 

@@ -10,8 +10,12 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("eth_tester", reason="the anchoring tests need the dev extra (eth-tester)")
-pytest.importorskip("web3", reason="the anchoring tests need the anchor extra (web3)")
+from computeproof.anchors import keep_recursion_limit
+
+with keep_recursion_limit():  # py_ecc/py-evm would raise it for every test in the session
+    pytest.importorskip("eth_tester", reason="the anchoring tests need the dev extra (eth-tester)")
+    pytest.importorskip("web3", reason="the anchoring tests need the anchor extra (web3)")
+    import eth_account  # noqa: F401
 
 from computeproof.anchors.devchain import DevChain, DevChainInfo
 from computeproof.envelope import sign_event

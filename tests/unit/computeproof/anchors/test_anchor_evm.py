@@ -255,3 +255,26 @@ def test_a_restarted_devchain_is_a_new_chain(
         checks = check_anchors_on_chain(bundle, w3b)
         assert sorted(c.checked for c in checks) == [False, True]
         assert "another chain" in next(c.detail for c in checks if not c.checked)
+
+
+def test_web3_and_py_evm_imports_leave_the_recursion_limit() -> None:
+    # py_ecc and py-evm raise it to 100,000 on import; deeply nested hostile input would
+    # then crash the process (C stack overflow) instead of raising RecursionError
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = (
+        "import sys; before = sys.getrecursionlimit()\n"
+        "from computeproof.anchors import evm, devchain\n"
+        "evm._chain_errors(); devchain._Chain(5)\n"
+        "from eth_account import Account\n"
+        "print(before == sys.getrecursionlimit())\n"
+        "import py_ecc\n"  # the control: a plain import does change it (cached: re-exec)
+        "import importlib; importlib.reload(py_ecc); print(before == sys.getrecursionlimit())\n"
+    )
+    repo = Path(__file__).resolve().parents[4]
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         cwd=repo, env={"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin"},
+                         timeout=120)  # fmt: skip
+    assert out.stdout.split() == ["True", "False"], out.stderr[-2000:]

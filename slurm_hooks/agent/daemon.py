@@ -161,7 +161,6 @@ class Agent:
         clock: Callable[[], int] = wall_clock_ms,
         processes: ProcessTable | None = None,
         spool: Spool | None = None,
-        exporter: object | None = None,
         job_info: JobInfo | None = None,
     ) -> None:
         self.config = config
@@ -176,7 +175,6 @@ class Agent:
         )
         self.processes = processes or ProcessTable()
         self.spool = spool or Spool(config.spool_dir)
-        self.exporter = exporter
         self.jobs: dict[int, JobAccumulator] = {}
         self.bindings: dict[int, Binding] = {}
         self.last_sample: Sample | None = None

@@ -12,6 +12,9 @@ import os
 import stat
 from pathlib import Path
 
+import pytest
+from test_hook_entrypoints import EPILOG, PROLOG, Site, run
+
 from slurm_hooks import jobmap
 
 
@@ -101,3 +104,31 @@ def test_problems_are_returned_never_raised(tmp_path: Path) -> None:
     assert len(problems) == 2 and all("cannot write" in p for p in problems)
     assert jobmap.job_ended(str(tmp_path / "none"), str(tmp_path / "none2"), 1) == []
     assert jobmap.job_started(str(run), "c1", "", "", 1, 0, [0]) == []  # not enabled
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mknod needs root")
+def test_prolog_and_epilog_keep_the_files_from_the_binding(tmp_path: Path) -> None:
+    """The real hooks, with both directories configured: GPUs 1,2 of job 9 on node c2 are
+    /dev/nvidia5 and 6 in gres.conf; the agent's map names their NVML index and UUID."""
+    gpustat, dcgm = tmp_path / "gpustat", tmp_path / "dcgm"
+    (tmp_path / "site").mkdir()
+    site = Site(
+        tmp_path / "site",
+        f'jobstats_gpustat_dir = "{gpustat}"\ndcgm_job_mapping_dir = "{dcgm}"\n',
+    )
+    agent_map(site.run, "c2", "".join(f"{m} {m - 4} GPU-{m:04d}\n" for m in range(4, 8)))
+    env = site.env("prolog.9")
+    result = run(PROLOG, env)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    binding = (site.run / "c2" / "jobs" / "9.json").read_text()
+    assert '"account":"root"' in binding  # SLURM_JOB_ACCOUNT, for the metrics' labels
+    files = {p.name: p.read_text() for p in gpustat.iterdir() if not p.name.startswith(".")}
+    assert files == {"GPU-0005": "9 0\n", "1": "9 0\n", "GPU-0006": "9 0\n", "2": "9 0\n"}
+    assert {p.name: p.read_text() for p in dcgm.iterdir() if p.name.isdigit()} == {
+        "1": "9\n",
+        "2": "9\n",
+    }
+    result = run(EPILOG, site.env("epilog.9"))
+    assert result.returncode == 0, result.stderr
+    assert not [p for p in gpustat.iterdir() if not p.name.startswith(".")]
+    assert not [p for p in dcgm.iterdir() if p.name.isdigit()]

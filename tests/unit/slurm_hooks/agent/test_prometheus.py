@@ -168,6 +168,7 @@ def test_promql_over_scraped_series_matches_summary_and_receipt(
         }  # fmt: skip
         got = {name: by_label(prom.query(promql), "jobid") for name, promql in q.items()}
         idle = by_label(prom.query('computeproof_gpu_job_id{minor="3"}'), "jobid")
+        panels = {expr: prom.query(expr) for expr in dashboard_queries(jobid="101")}
         labels = prom.query('computeproof_gpu_utilization_ratio{minor="0"}')[0]["metric"]
         text = scrape(exporter.port)
     finally:
@@ -197,12 +198,39 @@ def test_promql_over_scraped_series_matches_summary_and_receipt(
         "model": "Fake-H100", "jobid": "101",
     }  # fmt: skip
     assert labels["account"] == "physics" and "user" not in labels
+    # every query of the Grafana dashboard runs, and each about the job finds it
+    for expr, result in panels.items():
+        if 'jobid="101"' in expr and "increase(" not in expr:
+            assert result, f"dashboard query found nothing: {expr}"
     lint = subprocess.run(
         [promtool(), "check", "metrics"], input=text, capture_output=True, text=True, timeout=60
     )
     assert lint.returncode == 0 and not lint.stdout.strip() and not lint.stderr.strip(), (
         lint.stdout + lint.stderr
     )
+
+
+def dashboard_queries(jobid: str) -> list[str]:
+    """The PromQL of every panel of conf/grafana-computeproof.json, its variables set."""
+    dashboard = json.loads((REPO / "conf" / "grafana-computeproof.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    assert len(exprs) >= 15
+    return [
+        e.replace("$cluster", ".*").replace("$node", ".*").replace("$jobid", jobid) for e in exprs
+    ]
+
+
+def test_alert_rules_and_scrape_config_are_valid(tmp_path: Path) -> None:
+    """conf/prometheus.yml and conf/prometheus-rules.yml as promtool reads them."""
+    for name in ("prometheus.yml", "prometheus-rules.yml"):
+        (tmp_path / name).write_text((REPO / "conf" / name).read_text())
+    (tmp_path / "computeproof-agents.json").write_text('[{"labels": {}, "targets": ["n1:9446"]}]')
+    for args in (["check", "rules", "prometheus-rules.yml"], ["check", "config", "prometheus.yml"]):
+        done = subprocess.run(
+            [promtool(), *args], cwd=tmp_path, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "SUCCESS" in done.stdout
 
 
 def jobstats_get_data_out(result: list[dict[str, Any]]) -> dict[str, dict[str, float]]:

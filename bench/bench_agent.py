@@ -168,8 +168,7 @@ def main() -> None:
                     "cpu_percent_of_core": round(cpu / wall * 100, 3),
                     "peak_rss_mib": round(rss, 1),
                     "target": f"< {TARGET_CPU_PERCENT} % of a core, < {TARGET_RSS_MIB:g} MiB",
-                    "meets_target": cpu / wall * 100 < TARGET_CPU_PERCENT
-                    and rss < TARGET_RSS_MIB,
+                    "meets_target": cpu / wall * 100 < TARGET_CPU_PERCENT and rss < TARGET_RSS_MIB,
                     "agent_exit": proc.returncode,
                 }
             )

@@ -23,8 +23,8 @@
  *
  * Latencies: each call draws its duration from a piecewise-linear quantile function
  * through (0, 0.85 x P50), (0.5, P50), (0.9, P90), (0.995, MAX) with a fixed-seed
- * generator, so a benchmark is repeatable, and spins on the monotonic clock for it with
- * the library lock released (a real NVML call is CPU time in the driver, not sleep).
+ * generator, so a benchmark is repeatable, and burns that much CPU time with the library
+ * lock released (a real NVML call is CPU time in the driver, not sleep).
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -170,11 +170,13 @@ static double draw_latency(const char *fn) {
     return l->max;
 }
 
+/* Spins on the thread's CPU clock: the CPU a call costs does not shrink when the machine
+ * is busy and the thread is preempted (its wall time grows instead). */
 static void spin_us(double us) {
     struct timespec start, now;
-    clock_gettime(CLOCK_MONOTONIC, &start);
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &start);
     do {
-        clock_gettime(CLOCK_MONOTONIC, &now);
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now);
     } while ((double)(now.tv_sec - start.tv_sec) * 1e6 + (double)(now.tv_nsec - start.tv_nsec) / 1e3 < us);
 }
 

@@ -65,6 +65,7 @@ PERSIST_EVERY_MS = 5_000
 # A fresh energy reading for a job's end waits at most this long for a pass in progress:
 # the Epilog gives the agent 0.7 s in all.
 FRESH_ENERGY_WAIT_S = 0.3
+FRESH_ENERGY_MIN_MS = 1_000  # a counter read this recently is fresh enough
 GPU_MAP = "gpus"  # <run_dir>/<node>/gpus: "minor index uuid" lines for the hooks (jobmap.py)
 
 
@@ -467,11 +468,15 @@ class Agent:
         """The job's node summary: live when the job is bound, else the persisted one.
 
         For a live job the energy counters are read afresh first (the Epilog asks at the
-        job's end, and the sampling passes read them only every ``energy_interval``)."""
+        job's end, and the sampling passes read them only every ``energy_interval``): for
+        root when the last reading is a second old, for the job's owner when it is ten
+        (an owner asking in a loop must not keep the agent in the dearest NVML call)."""
         with self._lock:
             acc = self.jobs.get(job_id)
-        if acc is not None and (uid in (None, 0) or uid == acc.binding.uid):
-            self.refresh_energy(acc)
+        if acc is not None and uid in (None, 0):
+            self.refresh_energy(acc, FRESH_ENERGY_MIN_MS)
+        elif acc is not None and uid == acc.binding.uid:
+            self.refresh_energy(acc, 10 * FRESH_ENERGY_MIN_MS)
         with self._lock:
             acc = self.jobs.get(job_id)
             summary = acc.summary() if acc is not None else None
@@ -483,10 +488,16 @@ class Agent:
             raise CallerRefused(f"uid {uid} does not own job {job_id}")
         return summary
 
-    def refresh_energy(self, acc: JobAccumulator) -> None:
-        """Fold a fresh reading of the energy counters of ``acc``'s GPUs, if NVML gives one
-        within FRESH_ENERGY_WAIT_S."""
-        minors = [m for m, g in acc.gpus.items() if g.energy_method != "power_integral"]
+    def refresh_energy(self, acc: JobAccumulator, older_than_ms: int = FRESH_ENERGY_MIN_MS) -> None:
+        """Fold a fresh reading of the energy counters of ``acc``'s GPUs whose last one is
+        ``older_than_ms`` old, if NVML gives one within FRESH_ENERGY_WAIT_S."""
+        now = self.clock()
+        minors = [
+            m
+            for m, g in acc.gpus.items()
+            if g.energy_method != "power_integral"
+            and (g.energy_counter_ms is None or now - g.energy_counter_ms >= older_than_ms)
+        ]
         if not minors:
             return
         t_ms, counters = self.sampler.read_energy(minors, FRESH_ENERGY_WAIT_S)

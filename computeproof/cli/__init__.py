@@ -137,7 +137,7 @@ def _accept_global_flags(group: click.Group) -> None:
 
 # One module a command group. A missing module is a packaging error, not a reason to run
 # without its commands, so the import is not guarded.
-COMMAND_MODULES = ("ledger", "report")
+COMMAND_MODULES = ("ledger", "report", "dashboard")
 
 
 def _register() -> None:

@@ -36,8 +36,13 @@ class Config:
     progress_interval: int = 300
     orphan_check_interval: int = 60
     forward_interval: int = 0  # the agent forwards the spool every N s; 0: it does not
+    forward_retention_days: int = 7  # forwarded events kept for `forward --replay-since`
     agent_socket: str = ""
     prometheus_port: int = 0
+    # ledger public keys ("ed25519:...") that `receipt verify` and `report verify` trust
+    trusted_ledger_keys: tuple[str, ...] = ()
+    # witnesses the ledger submits each new checkpoint to: "<URL> <witness verifier key>"
+    witnesses: tuple[str, ...] = ()
     ratecard: str = ""  # rate card TOML; default: ratecard.toml beside the config
     grants: str = ""  # grant map TOML; default: grants.toml beside the config
     source: str = "defaults"

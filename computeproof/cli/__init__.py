@@ -22,6 +22,7 @@ T = TypeVar("T")
 
 EXIT_FAILED_CHECK = 1  # a verification or reconciliation found a problem
 EXIT_ERROR = 2  # bad input, bad configuration, environment failure
+EXIT_UNTRUSTED = 3  # valid only under a key no trust root vouches for (docs/trust.md)
 
 
 class State:
@@ -72,6 +73,29 @@ def tty_progress(label: str, unit: str, shown: bool) -> Callable[[int, int], Non
             click.echo("", err=True)
 
     return progress
+
+
+def trust_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--ledger-key, --witness and --quorum: the trust roots of `receipt verify` and
+    `report verify` (computeproof/trust.py); the config's trusted_ledger_keys add to them."""
+    command = click.option(
+        "--quorum",
+        type=click.IntRange(min=1),
+        default=None,
+        help="How many of the --witness keys must vouch (default: all).",
+    )(command)
+    command = click.option(
+        "--witness",
+        "witnesses",
+        multiple=True,
+        metavar="VKEY",
+        help="Trust a witness: its verifier key (name+id+base64). Repeatable.",
+    )(command)
+    return click.option(
+        "--ledger-key",
+        default=None,
+        help="Trust only this ledger public key (ed25519:BASE64).",
+    )(command)
 
 
 def echo_json(value: Any) -> None:
@@ -137,7 +161,7 @@ def _accept_global_flags(group: click.Group) -> None:
 
 # One module a command group. A missing module is a packaging error, not a reason to run
 # without its commands, so the import is not guarded.
-COMMAND_MODULES = ("ledger", "report")
+COMMAND_MODULES = ("ledger", "report", "witness")
 
 
 def _register() -> None:

@@ -14,12 +14,14 @@ import click
 
 from computeproof.cli import (
     EXIT_FAILED_CHECK,
+    EXIT_UNTRUSTED,
     State,
     echo_json,
     fail,
     main,
     pass_state,
     run,
+    trust_options,
     tty_progress,
 )
 from computeproof.errors import ComputeProofError
@@ -181,14 +183,19 @@ def ledger_group() -> None:
 
 
 @ledger_group.command("verify")
+@click.option(
+    "--backup",
+    is_flag=True,
+    help="The file is a backup copy: being behind the ledger's last signed checkpoint is expected.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_state
-def ledger_verify(state: State, as_json: bool) -> None:
+def ledger_verify(state: State, backup: bool, as_json: bool) -> None:
     """Re-hash every leaf, re-check every signature, rebuild the tree, check checkpoints."""
 
     def work() -> dict[str, Any]:
         with open_ledger(state.config) as ledger:
-            report = ledger.verify(tty_progress("verified", "leaves", not as_json))
+            report = ledger.verify(tty_progress("verified", "leaves", not as_json), backup)
             return {
                 "ok": report.ok,
                 "size": report.size,
@@ -196,7 +203,8 @@ def ledger_verify(state: State, as_json: bool) -> None:
                 "checkpoints": report.checkpoints,
                 "first_bad_index": report.first_bad_index,
                 "problems": report.problems,
-                "warnings": _ledger_warnings(ledger),
+                "notes": report.notes,
+                "warnings": report.warnings + _ledger_warnings(ledger),
             }
 
     out = run(work)
@@ -208,10 +216,19 @@ def ledger_verify(state: State, as_json: bool) -> None:
             f"{out['checkpoints']} checkpoints verified"
         )
     else:
-        click.echo(f"ledger FAILED verification; first bad leaf index {out['first_bad_index']}")
+        click.echo(
+            "ledger FAILED verification"
+            + (
+                f"; first bad leaf index {out['first_bad_index']}"
+                if out["first_bad_index"] is not None
+                else ""
+            )
+        )
         for p in out["problems"]:
             click.echo(f"  {p}")
     if not as_json:
+        for n in out["notes"]:
+            click.echo(f"note: {n}")
         for w in out["warnings"]:
             click.echo(f"warning: {w}", err=True)
     if not out["ok"]:
@@ -269,6 +286,38 @@ def ledger_upgrade(state: State, as_json: bool) -> None:
         )
 
 
+@ledger_group.command("reindex")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_state
+def ledger_reindex(state: State, as_json: bool) -> None:
+    """Rebuild the job index from the verified receipts (after `ledger verify` found it
+    differs); refused, unchanged, when the log itself fails verification."""
+
+    def work() -> dict[str, Any]:
+        with open_ledger(state.config) as ledger:
+            report, fixed = ledger.reindex(tty_progress("verified", "leaves", not as_json))
+        return {
+            "rebuilt": bool(fixed),
+            "fixed": fixed,
+            "log_ok": not report.bad_leaves,
+            "problems": report.problems,
+        }
+
+    out = run(work)
+    if as_json:
+        echo_json(out)
+    elif not out["log_ok"]:
+        click.echo("the log itself FAILED verification; the job index was left as it is:")
+        for p in out["problems"]:
+            click.echo(f"  {p}")
+    elif out["rebuilt"]:
+        click.echo(f"job index rebuilt from the receipts ({out['fixed']} problems fixed)")
+    else:
+        click.echo("the job index already matches the receipts; nothing to do")
+    if not out["log_ok"]:
+        sys.exit(EXIT_FAILED_CHECK)
+
+
 @ledger_group.command("backup")
 @click.argument("dest", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -296,7 +345,7 @@ def ledger_backup(state: State, dest: str, as_json: bool) -> None:
     else:
         click.echo(
             f"wrote {out['backup']}: {out['leaves']} leaves, {out['bytes'] / 2**20:.1f} MiB "
-            f"(check it with `computeproof ledger verify --db {out['backup']}`)"
+            f"(check it with `computeproof ledger verify --backup --db {out['backup']}`)"
         )
 
 
@@ -307,9 +356,17 @@ def ledger_checkpoint(state: State, as_json: bool) -> None:
     """Sign and print a checkpoint (C2SP signed note) of the log as it is now."""
 
     def work() -> dict[str, Any]:
+        from computeproof.checkpoint import verifier_key
+
         with open_ledger(state.config) as ledger:
             cp = ledger.checkpoint()
-            return _checkpoint_json(cp.size, cp.root, cp.note)
+            public = ledger.signer().public_raw
+            return {
+                **_checkpoint_json(cp.size, cp.root, cp.note),
+                "ledger_key": format_public_key(public),  # for --ledger-key, trusted keys
+                "verifier_key": verifier_key(ledger.origin, public),  # for witness --log
+                "cosigned_by": sorted(ledger.store.cosignatures(cp.size)),
+            }
 
     out = run(work)
     if as_json:
@@ -524,41 +581,41 @@ def jobs_list(
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_state
 def jobs_show(state: State, job: str, as_json: bool) -> None:
-    """Show JOB's lifecycle (one numbered line per event) and verify its receipt."""
-    from computeproof.bundle import export_bundle, verify_bundle
-    from computeproof.errors import BundleError
+    """Show JOB's lifecycle (one numbered line per event) from its verified receipt."""
+    from computeproof.jobview import job_view
 
     def work() -> dict[str, Any]:
         with open_ledger(state.config) as ledger:
-            row = ledger.resolve_job(job)
-            events = ledger.job_events(row)
-            bundle = export_bundle(ledger, job)
-        try:
-            verify_bundle(json.dumps(bundle))
-            verdict: dict[str, object] = {"ok": True, "reason": None}
-        except BundleError as e:
-            verdict = {"ok": False, "reason": str(e)}
+            view = job_view(ledger, job)
         return {
-            "job_id": row.job,
-            "cluster": row.cluster,
-            "run": row.run,
-            "summary": job_json(row),
-            "gpus": gpu_figures(events),
+            "job_id": view.row.job,
+            "cluster": view.row.cluster,
+            "run": view.row.run,
+            "summary": job_json(view.row),
+            "gpus": gpu_figures([(None, e) for e in view.events]),
             "events": [
                 {
                     "type": e["type"],
                     "time": e["time"],
                     "host": e["host"],
-                    "leaf_index": leaf.index,
+                    "leaf_index": e["leaf_index"],
                     "seq": e["seq"],
                     "payload": e["payload"],
                 }
-                for leaf, e in events
+                for e in view.events
             ],
-            "verification": verdict,
+            "verification": {
+                "ok": view.verified,
+                "reason": view.reason,
+                "checkpoint_size": view.checkpoint_size,
+                "trust": None if view.trust is None else view.trust.to_json(),
+                "index_differences": view.index_differences,
+                "notes": view.notes,
+            },
         }
 
     out = run(work)
+    v = out["verification"]
     if as_json:
         echo_json(out)
     else:
@@ -568,6 +625,7 @@ def jobs_show(state: State, job: str, as_json: bool) -> None:
             f"job {out['job_id']} on {out['cluster']} (run {out['run']}): user "
             f"{s['user']}, account {s['account']}, state {s['state']}, "
             f"{s['gpus'] if s['gpus'] is not None else '?'} GPUs"
+            + ("" if v["ok"] else "  (from the job index: NOT verified)")
         )
         for i, e in enumerate(out["events"], 1):
             detail = _event_detail(e["type"], e["payload"])
@@ -588,14 +646,22 @@ def jobs_show(state: State, job: str, as_json: bool) -> None:
                     f"{g['energy_kwh']:.6f} kWh ({g['energy_method']}), unmeasured "
                     f"{g['unmeasured_ms']} ms"
                 )
-        v = out["verification"]
-        assert isinstance(v, dict)
-        click.echo(
-            "receipt verified: signatures, inclusion proofs and checkpoint OK"
-            if v["ok"]
-            else f"receipt FAILED verification: {v['reason']}"
-        )
-    if not out["verification"]["ok"]:
+        if v["ok"]:
+            click.echo(
+                f"receipt verified: signatures, inclusion proofs and checkpoint "
+                f"{v['checkpoint_size']} OK; every figure above is from the verified events"
+            )
+        else:
+            click.echo(f"receipt FAILED verification: {v['reason']}")
+        for n in v["notes"]:
+            click.echo(f"note: {n}")
+        if v["index_differences"]:
+            click.echo(
+                "WARNING: the job index differs from the receipts ("
+                + "; ".join(v["index_differences"])
+                + "); run `computeproof ledger verify`"
+            )
+    if not v["ok"] or v["index_differences"]:
         sys.exit(EXIT_FAILED_CHECK)
 
 
@@ -696,46 +762,76 @@ def receipt_export(state: State, job: str, output: str, disclose: bool) -> None:
 
 @receipt.command("verify")
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
-@click.option(
-    "--ledger-key", default=None, help="Trust only this ledger public key (ed25519:BASE64)."
-)
+@trust_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def receipt_verify(file: str, ledger_key: str | None, as_json: bool) -> None:
-    """Verify a receipt FILE with no database and no network. Exit 0 valid, 1 not."""
+@pass_state
+def receipt_verify(
+    state: State,
+    file: str,
+    ledger_key: str | None,
+    witnesses: tuple[str, ...],
+    quorum: int | None,
+    as_json: bool,
+) -> None:
+    """Verify a receipt FILE with no database and no network, against the trust roots
+    (--ledger-key, trusted_ledger_keys, --witness). Exit 0 VALID, 1 INVALID, 3 UNTRUSTED
+    (valid only under its own ledger key)."""
     from computeproof.bundle import verify_bundle
     from computeproof.errors import BundleError
-    from computeproof.keys import parse_public_key
+    from computeproof.trust import roots_from_options
 
     try:
         data = sys.stdin.buffer.read() if file == "-" else open(file, "rb").read()  # noqa: SIM115
     except OSError as e:
         fail(f"cannot read {file}: {e.strerror}")
-    trusted = run(lambda: parse_public_key(ledger_key)) if ledger_key else None
+    roots = run(
+        lambda: roots_from_options(
+            ledger_key,
+            witnesses,
+            quorum,
+            state.config.trusted_ledger_keys,
+            state.config.source,
+        )
+    )
     try:
-        report = verify_bundle(data, trusted)
+        report = verify_bundle(data, roots=roots)
     except BundleError as e:
         if as_json:
-            echo_json({"valid": False, "reason": str(e)})
+            echo_json({"verdict": "INVALID", "valid": False, "reason": str(e)})
         else:
             click.echo(f"INVALID receipt {file}: {e}")
         sys.exit(EXIT_FAILED_CHECK)
+    trust = report.trust
+    assert trust is not None
+    verdict = "VALID" if trust.trusted else "UNTRUSTED"
     if as_json:
         echo_json(
             {
-                "valid": True,
+                "verdict": verdict,
+                "valid": trust.trusted,
                 "job": report.job_key,
                 "events": len(report.events),
                 "checkpoint_size": report.checkpoint_size,
                 "lifecycle": report.lifecycle,
                 "disclosed": report.disclosed,
+                "trust": trust.to_json(),
             }
         )
-    else:
+    elif trust.trusted:
         life = ", ".join(f"{k} x{v}" for k, v in sorted(report.lifecycle.items()))
         click.echo(
             f"VALID receipt for job {report.job} ({report.job_key}): {len(report.events)} events "
             f"({life}) included in checkpoint of size {report.checkpoint_size}"
         )
+        click.echo(trust.summary())
+    else:
+        click.echo(
+            f"UNTRUSTED: valid under the bundle's own ledger key {trust.ledger_key}, which no "
+            "trust root vouches for; pin it with --ledger-key (or list it in "
+            "trusted_ledger_keys, or give --witness keys)"
+        )
+    if not trust.trusted:
+        sys.exit(EXIT_UNTRUSTED)
 
 
 # -- spool and forwarder -----------------------------------------------------------------
@@ -749,14 +845,26 @@ def receipt_verify(file: str, ledger_key: str | None, as_json: bool) -> None:
     default=None,
     help="Keep forwarding every INTERVAL seconds (default: one pass).",
 )
+@click.option(
+    "--replay-since",
+    "replay_since",
+    default=None,
+    metavar="DATE",
+    help="After restoring the ledger from a backup: send the events forwarded since DATE "
+    "(UTC, YYYY-MM-DD[THH:MM[:SS]]) again, in log order; the ledger keeps each once.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_state
-def forward(state: State, interval: float | None, as_json: bool) -> None:
+def forward(state: State, interval: float | None, replay_since: str | None, as_json: bool) -> None:
     """Sign spooled events with the host key and append them to the ledger."""
     import dataclasses
     import time
 
     from computeproof.forward import forward_configured
+
+    if replay_since is not None:
+        _replay(state, replay_since, as_json)
+        return
 
     def once() -> dict[str, Any]:
         # a backlog (the ledger was down for hours) takes a while: show how far, on a tty
@@ -788,6 +896,39 @@ def forward(state: State, interval: float | None, as_json: bool) -> None:
         if interval is None:
             return
         time.sleep(interval)
+
+
+def _replay(state: State, since_text: str, as_json: bool) -> None:
+    """`forward --replay-since`: the library does the work; this prints it."""
+    import dataclasses
+    import datetime as dt
+
+    from computeproof.forward import replay_configured
+    from computeproof.reports.dates import parse_date
+
+    def work() -> dict[str, Any]:
+        since = parse_date(since_text, "--replay-since").replace(tzinfo=dt.UTC).timestamp()
+        shown = tty_progress("replaying:", "events", not as_json)
+        return dataclasses.asdict(replay_configured(state.config, since, shown))
+
+    out = run(work)
+    if as_json:
+        echo_json(out)
+    else:
+        click.echo(
+            f"replayed {out['found']} events forwarded since {since_text}: {out['appended']} "
+            f"appended, {out['present']} already in the log, {out['refused']} refused; "
+            f"the log has {out['size']} leaves"
+        )
+        for e in out["errors"]:
+            click.echo(f"  refused: {e}", err=True)
+        click.echo(
+            "the log extends the last checkpoint the ledger signed again"
+            if out["rollback"] is None
+            else f"still: {out['rollback']}"
+        )
+    if out["rollback"] is not None or out["refused"]:
+        sys.exit(EXIT_FAILED_CHECK)
 
 
 @main.group()
@@ -822,6 +963,7 @@ def spool_status(state: State, as_json: bool) -> None:
         return {
             "spool": sp.path,
             "waiting": sp.count_pending(),
+            "kept_forwarded": sp.count_forwarded(),
             "failed": len(failures),
             "failures": [{"file": f, "reason": r} for f, r in failures],
             "hook_failures": hook_failures,
@@ -835,7 +977,8 @@ def spool_status(state: State, as_json: bool) -> None:
         return
     click.echo(
         f"spool {out['spool']}: {out['waiting']} waiting to be forwarded, "
-        f"{out['failed']} rejected, {out['hook_failures']} hook failures logged"
+        f"{out['failed']} rejected, {out['hook_failures']} hook failures logged, "
+        f"{out['kept_forwarded']} forwarded events kept for replay"
     )
     if out["last_hook_failure"]:
         click.echo(f"last hook failure: {out['last_hook_failure']}")

@@ -582,7 +582,7 @@ def jobs_list(
 @pass_state
 def jobs_show(state: State, job: str, as_json: bool) -> None:
     """Show JOB's lifecycle (one numbered line per event) from its verified receipt."""
-    from computeproof.jobview import job_view
+    from computeproof.verifiedjob import job_view
 
     def work() -> dict[str, Any]:
         with open_ledger(state.config) as ledger:

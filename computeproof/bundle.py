@@ -9,7 +9,8 @@
      "entries": [{"leaf_index", "envelope" (the canonical envelope text),
                   "inclusion_proof": [base64, ...]}],
      "disclosures": {event id: {field: {"salt", "value"}}},   # optional
-     "anchors": [...]}                                          # optional
+     "anchors": [{"record", "checkpoint", "consistency_proof"}]}  # optional
+                                              # (computeproof/anchors/receipts.py)
 
 Verification needs no database and no network: it checks the checkpoint signature,
 every envelope signature against the bundle's keys, that each event belongs to the job,
@@ -42,6 +43,7 @@ FORMAT = "computeproof.receipt/v1"
 
 def export_bundle(ledger: object, job: str, disclose: bool = False) -> dict[str, object]:
     """Build the receipt bundle of job ``job`` from a :class:`Ledger`."""
+    from computeproof.anchors.receipts import receipt_anchors
     from computeproof.ledger import Ledger
 
     assert isinstance(ledger, Ledger)
@@ -101,7 +103,7 @@ def export_bundle(ledger: object, job: str, disclose: bool = False) -> dict[str,
         },
         "keys": sorted(used.values(), key=lambda k: str(k["key_id"])),  # type: ignore[index]
         "entries": entries,
-        "anchors": [],
+        "anchors": receipt_anchors(ledger, cp.size),
     }
     bundle["index"] = sign_index(
         ledger.signer(),
@@ -127,6 +129,7 @@ class BundleReport:
     disclosed: dict[str, dict[str, object]] = field(default_factory=dict)
     lifecycle: dict[str, int] = field(default_factory=dict)
     trust: TrustDecision | None = None  # the ledger key against the verifier's roots
+    anchors: list[dict[str, object]] = field(default_factory=list)  # checked offline
 
 
 def _field(obj: object, name: str, kind: type, where: str) -> Any:
@@ -191,6 +194,8 @@ def _verify_bundle(data: bytes | str, roots: TrustRoots) -> BundleReport:
         bundle = json.loads(data)
     except (ValueError, UnicodeDecodeError) as e:
         raise BundleError(f"receipt is not JSON: {e}") from e
+    except RecursionError as e:
+        raise BundleError("not a receipt: JSON nested too deeply") from e
     if not isinstance(bundle, dict) or bundle.get("format") != FORMAT:
         raise BundleError(f"not a receipt bundle (format must be {FORMAT!r})")
     job = _field(bundle, "job", dict, "receipt")
@@ -297,6 +302,10 @@ def _verify_bundle(data: bytes | str, roots: TrustRoots) -> BundleReport:
         raise BundleError(f"log checkpoint: {e}") from e
     if report.trust.problem is not None:
         raise BundleError(f"trust: {report.trust.problem}")
+    from computeproof.anchors.verify import check_receipt_anchors
+
+    checked = check_receipt_anchors(bundle.get("anchors"), cp, ledger_key)
+    report.anchors = [a.to_json() for a in checked]
     return report
 
 

@@ -1,4 +1,5 @@
-"""The forwarder: signs spooled events with the host key and appends them to the ledger.
+"""The forwarder: signs spooled events with the host key and hands them to an event sink
+(the ledger in-process, or the collector over HTTPS: computeproof.sink).
 
 At least once: a spooled event is removed only after the ledger committed it (or holds
 it already); the ledger's dedupe by event id makes delivery exactly once. An event the
@@ -28,6 +29,7 @@ from computeproof.event import check_event, utc_now
 from computeproof.keys import Signer, load_signer
 from computeproof.ledger import Ledger, open_ledger
 from computeproof.privacy import commit_fields
+from computeproof.sink import EventSink
 from computeproof.spool import Spool
 
 if TYPE_CHECKING:
@@ -49,15 +51,16 @@ class ForwardResult:
 def forward_spool(
     spool: Spool,
     signer: Signer,
-    ledger: Ledger,
+    sink: EventSink,
     private_fields: tuple[str, ...] = (),
     batch_size: int = 1000,
     progress: Callable[[int, int], None] | None = None,
     retention_s: float = 0,
 ) -> ForwardResult:
-    """Drain ``spool`` into ``ledger`` in batches; return what happened. ``progress``
-    is told (events handled, events found) after each batch. Committed events are kept in
-    forwarded/ for ``retention_s`` seconds (0: removed at once)."""
+    """Drain ``spool`` into ``sink`` (the ledger, or the collector) in batches; return
+    what happened. ``progress`` is told (events handled, events found) after each batch.
+    Committed events are kept in forwarded/ for ``retention_s`` seconds (0: removed at
+    once)."""
     result = ForwardResult()
     finish = spool.keep if retention_s > 0 else (lambda path, leaf: spool.done(path))
     paths = list(spool.pending())
@@ -99,7 +102,7 @@ def forward_spool(
         if not envelopes:
             continue
         try:
-            outcome = ledger.append(envelopes, openings)
+            outcome = sink.append(envelopes, openings)
         except ReceiptError as e:  # ledger unreachable or locked: everything stays spooled
             spool.record_forward_status(
                 f"{utc_now()} FAILED: {e}; {spool.count_pending()} events wait in the spool"

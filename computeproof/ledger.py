@@ -39,6 +39,7 @@ from computeproof.event import job_key, utc_now
 from computeproof.jobindex import apply_event, index_payload, new_row
 from computeproof.keys import Signer, format_public_key, key_id, parse_public_key
 from computeproof.lastsigned import RESTORE_HINT, LastSigned, state_path
+from computeproof.sink import AppendResult
 from computeproof.store import read_leaves
 from computeproof.store.interface import (
     CheckpointRow,
@@ -75,17 +76,6 @@ def _gc_paused() -> Iterator[None]:
         yield
     finally:
         gc.enable()
-
-
-@dataclass
-class AppendResult:
-    """What an append did, per envelope position in the batch."""
-
-    accepted: list[tuple[int, str, int]] = field(default_factory=list)  # (pos, event id, leaf)
-    duplicates: list[tuple[int, str, int]] = field(default_factory=list)
-    rejected: list[tuple[int, str]] = field(default_factory=list)  # (pos, reason)
-    # signed by a key not enrolled (for that host): retry once the site enrolls it
-    untrusted: list[tuple[int, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -239,7 +229,8 @@ def _verify_range(url: str, start: int, stop: int, keys: dict[str, bytes]) -> li
 
 
 class Ledger:
-    """One transparency log of signed job events."""
+    """One transparency log of signed job events; the in-process :class:`EventSink`
+    (computeproof.sink) a forwarder on the ledger's host appends to."""
 
     def __init__(
         self,

@@ -232,3 +232,27 @@ class Spool:
                 with open(f"{self.failed}/{n}") as f:
                     out.append((n[:-4] + ".json", f.read().strip()))
         return out
+
+
+FAILURE_COUNTER = "hook-failures"  # written by the Slurm hooks (slurm_hooks/hooks.py)
+
+
+def read_failure_counter(directory: str) -> "tuple[int, str | None]":
+    """The hooks' failure count kept in ``directory`` and the latest failure's line.
+
+    The hooks keep one in the spool and one on the run directory's tmpfs, which still
+    counts when the spool's disk is full."""
+    count = 0
+    try:
+        with open(join(directory, FAILURE_COUNTER), "rb") as f:
+            raw = f.read(64).strip()
+        count = int(raw) if raw.isdigit() else 0
+    except OSError:
+        pass
+    last = None
+    try:
+        with open(join(directory, FAILURE_COUNTER + ".last"), "rb") as f:
+            last = f.read(4096).decode("utf-8", "replace").strip() or None
+    except OSError:
+        pass
+    return count, last

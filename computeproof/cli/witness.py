@@ -7,8 +7,7 @@ import sys
 
 import click
 
-from computeproof.cli import State as CliState
-from computeproof.cli import main, pass_state, run
+from computeproof.cli import State, main, pass_state
 
 
 @main.group()
@@ -58,16 +57,13 @@ def witness_serve(
     from computeproof.witness.service import Witness, parse_logs
     from computeproof.witness.state import WitnessState
 
-    def start() -> WitnessHTTPServer:
-        w = Witness(
-            _witness_name(name),
-            load_or_create_signer(key_path),
-            parse_logs(logs),
-            WitnessState(state_dir),
-        )
-        return WitnessHTTPServer((listen, port), w, prefix)
-
-    server = run(start)
+    w = Witness(
+        _witness_name(name),
+        load_or_create_signer(key_path),
+        parse_logs(logs),
+        WitnessState(state_dir),
+    )
+    server = WitnessHTTPServer((listen, port), w, prefix)
     logging.basicConfig(level=logging.WARNING, format="computeproof-witness: %(message)s")
     click.echo(f"witness {server.witness.vkey}")
     click.echo(f"listening on {server.url} (logs: {', '.join(sorted(server.witness.logs))})")
@@ -88,19 +84,16 @@ def witness_key(key_path: str, name: str | None) -> None:
     from computeproof.checkpoint import cosigner_verifier_key
     from computeproof.keys import load_signer
 
-    signer = run(lambda: load_signer(key_path))
-    click.echo(run(lambda: cosigner_verifier_key(_witness_name(name), signer.public_raw)))
+    signer = load_signer(key_path)
+    click.echo(cosigner_verifier_key(_witness_name(name), signer.public_raw))
 
 
 @witness.command("log-key")
 @pass_state
-def witness_log_key(state: CliState) -> None:
+def witness_log_key(state: State) -> None:
     """Print the configured ledger's verifier key (for `witness serve --log`)."""
     from computeproof.checkpoint import verifier_key
     from computeproof.ledger import open_ledger
 
-    def work() -> str:
-        with open_ledger(state.config) as ledger:
-            return verifier_key(ledger.origin, ledger.signer().public_raw)
-
-    click.echo(run(work))
+    with open_ledger(state.config) as ledger:
+        click.echo(verifier_key(ledger.origin, ledger.signer().public_raw))

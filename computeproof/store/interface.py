@@ -7,7 +7,7 @@ persists; every check (signatures, Merkle math, dedupe policy) lives in the ledg
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -47,6 +47,21 @@ class EnrolledKey:
     hosts: tuple[str, ...]
     enrolled: str
     revoked: str | None = None  # still verifies old events; new ones are refused
+
+
+@dataclass(frozen=True)
+class AnchorRow:
+    """A record that a public registry holds one of this log's checkpoints (or, in the
+    per-job mode, one event): its kind ("evm", "numbers", "numbers-event"), the registry it
+    went to, the log size it speaks for, and the registry's record as JSON
+    (computeproof.anchors.AnchorRecord). Stored only from a real response or chain receipt."""
+
+    kind: str
+    target: str
+    size: int
+    record: str
+    created: str
+    id: int = 0  # assigned by the store
 
 
 @dataclass
@@ -92,6 +107,37 @@ class JobFilter:
     until: str | None = None  # jobs that started before
     job: str | None = None
     limit: int | None = None
+
+
+@dataclass(frozen=True)
+class UsageFilter:
+    """Selection for :meth:`Store.usage_rows`: job runs that may overlap a report period."""
+
+    since: str  # RFC 3339 prefix: runs that ended at or after it (or have not ended)
+    until: str  # runs that started before it (or have not started)
+    accounts: tuple[str, ...] = ()
+    users: tuple[str, ...] = ()
+    include_synthetic: bool = False
+
+
+class UsageRow(NamedTuple):
+    """What a usage report needs of one job run: its index figures and its leaf indices."""
+
+    job_key: str
+    account: str | None
+    user: str | None
+    partition: str | None
+    gpu_model: str | None
+    state: str | None
+    gpus: int | None
+    start: str | None
+    end: str | None
+    elapsed_s: int | None
+    busy_gpu_ms: int | None
+    energy_mj: int | None
+    synthetic: bool
+    last_leaf: int  # -1 for a run with no leaves
+    leaves: list[int]  # in index order
 
 
 class Store(ABC):
@@ -209,6 +255,19 @@ class Store(ABC):
         """Every checkpoint, oldest first."""
 
     @abstractmethod
+    def add_anchor(self, row: AnchorRow) -> int:
+        """Record an anchor (``row.id`` is ignored); return the id the store gave it."""
+
+    @abstractmethod
+    def anchors(self, kind: str | None = None, target: str | None = None) -> list[AnchorRow]:
+        """Anchor records, of one kind and registry when given, by size then id."""
+
+    @abstractmethod
+    def update_anchor(self, anchor_id: int, record: str) -> None:
+        """Replace an anchor's record JSON (a Numbers commit transaction learnt later);
+        raise StoreError when there is no anchor ``anchor_id``."""
+
+    @abstractmethod
     def enroll(self, key: EnrolledKey) -> None:
         """Trust a host key (replacing its host list if already enrolled)."""
 
@@ -219,3 +278,28 @@ class Store(ABC):
     @abstractmethod
     def enrolled(self) -> dict[str, EnrolledKey]:
         """Enrolled keys by key id."""
+
+    @abstractmethod
+    def usage_rows(
+        self, selection: UsageFilter, part: tuple[int, int] | None = None
+    ) -> Iterator[UsageRow]:
+        """Job runs matching ``selection``, streamed (a 1M-job report never holds 1M rows);
+        with ``part``, only those of one of :meth:`partitions`' parts."""
+
+    def partitions(self, n: int) -> list[tuple[int, int]]:
+        """Up to ``n`` disjoint parts of the job index that workers can scan through
+        :meth:`reader_url` in parallel; [] when the backend offers none."""
+        return []
+
+    @abstractmethod
+    def warnings(self) -> list[str]:
+        """What is wrong around a sound ledger (e.g. a file other users can read)."""
+
+    @abstractmethod
+    def upgrade(self, progress: Callable[[int, int], None] | None = None) -> tuple[str, str]:
+        """Bring the ledger to this version's schema; (schema before, schema after)."""
+
+    @abstractmethod
+    def backup(self, dest: str) -> int:
+        """Write a consistent copy of the live ledger to ``dest``; the copy's leaf count.
+        Raise StoreError where the backend is backed up with its own tools."""

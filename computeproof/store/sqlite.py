@@ -15,6 +15,7 @@ from typing import Any
 
 from computeproof.errors import StoreConflict, StoreError
 from computeproof.store.interface import (
+    AnchorRow,
     CheckpointRow,
     EnrolledKey,
     JobFilter,
@@ -22,20 +23,16 @@ from computeproof.store.interface import (
     LeafRow,
     NodeKey,
     Store,
+    UsageFilter,
+    UsageRow,
 )
 
 SCHEMA_VERSION = "2"
 
-# Leaves are indexed by (job key, event id), not by event id alone. The event id is a
-# hash, so an index on it alone takes each batch's events at random pages: every batch
-# rewrote most of that index through the WAL, and the committing process's CPU an event
-# grew with the log (35 us at 100k leaves to 57 us at 1M, ingest 10.8k down to 9.5k
-# events/s: bench/bench_ingest_scale.py). Job keys arrive in job order, so a batch touches
-# few pages of this index, which also serves the job lookups (32-36 us an event from 100k
-# to 1M leaves, 10.8k-11.5k events/s). It is as unique as the event id: an event id hashes
-# its job's identity, so one event id never comes with two job keys. Schema 1 ledgers
-# keep their two indexes (event id UNIQUE, leaves_job) until `computeproof ledger upgrade`
-# rebuilds their leaf table; every query here works with either.
+# Leaves are indexed by (job key, event id): job keys arrive in job order, so a batch
+# touches few index pages (an event-id index alone made ingest slow down as the log grew:
+# docs/performance.md). As unique as the event id, which hashes its job's identity.
+# Schema 1 ledgers keep their old indexes until `computeproof ledger upgrade`.
 _LEAVES = """(
     idx INTEGER PRIMARY KEY, event_id TEXT NOT NULL, job_key TEXT NOT NULL,
     type TEXT NOT NULL, host TEXT NOT NULL, time TEXT NOT NULL, envelope BLOB NOT NULL,
@@ -63,6 +60,10 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE TABLE IF NOT EXISTS cosignatures (
     size INTEGER NOT NULL, witness TEXT NOT NULL, line TEXT NOT NULL,
     PRIMARY KEY (size, witness)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS anchors (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, target TEXT NOT NULL,
+    size INTEGER NOT NULL, record TEXT NOT NULL, created TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS anchors_size ON anchors (size);
 CREATE INDEX IF NOT EXISTS jobs_start ON jobs (start);
 CREATE INDEX IF NOT EXISTS jobs_job ON jobs (job);
 """
@@ -348,10 +349,11 @@ class SQLiteStore(Store):
             raise StoreError(f"ledger database {self.path}: upgrade failed: {e}") from e
         return before, SCHEMA_VERSION
 
-    def backup(self, dest: str) -> None:
+    def backup(self, dest: str) -> int:
         """Write a consistent, compacted copy of the ledger to the new file ``dest`` (0600),
         while writers go on appending: the copy is the log as of its start (SQLite's
-        VACUUM INTO reads one snapshot). A plain `cp` of a live WAL database may not be."""
+        VACUUM INTO reads one snapshot). A plain `cp` of a live WAL database may not be.
+        Returns the copy's leaf count."""
         if os.path.lexists(dest):
             raise StoreError(f"{dest} exists; give a new file for the backup")
         try:
@@ -363,6 +365,79 @@ class SQLiteStore(Store):
             with contextlib.suppress(OSError):
                 os.unlink(dest)
             raise StoreError(f"cannot write the backup {dest}: {e}") from e
+        copy = SQLiteStore(dest, create=False)
+        try:
+            return copy.size()
+        finally:
+            copy.close()
+
+    def warnings(self) -> list[str]:
+        """A ledger file other users can read: it holds the openings of private fields
+        (versions before 2026-11-26 created it 0644)."""
+        mode = readable_by_others(self.path)
+        if mode is None:
+            return []
+        return [
+            f"{self.path} is readable by other users (mode {mode:o}) and holds the "
+            f"openings of private fields: chmod 600 {self.path}*"
+        ]
+
+    def usage_rows(
+        self, selection: UsageFilter, part: tuple[int, int] | None = None
+    ) -> Iterator[UsageRow]:
+        """Job runs for a usage report, in one streaming query (``part``: a rowid range)."""
+        where = ['("end" IS NULL OR "end" >= ?)', "(start IS NULL OR start < ?)"]
+        args: list[object] = [selection.since, selection.until]
+        for column, values in (("account", selection.accounts), ("user", selection.users)):
+            if values:
+                where.append(f'"{column}" IN ({", ".join("?" * len(values))})')
+                args.extend(values)
+        if not selection.include_synthetic:
+            where.append("synthetic = 0")
+        if part is not None:
+            where.append("j.rowid >= ? AND j.rowid < ?")
+            args.extend(part)
+        sql = (
+            'SELECT j.job_key, account, user, partition, gpu_model, state, gpus, start, "end", '
+            "elapsed_s, json_extract(fields, '$.gpu_totals.busy_gpu_ms'), "
+            "json_extract(fields, '$.gpu_totals.energy_mj'), synthetic, last_leaf, "
+            "(SELECT group_concat(idx) FROM leaves l WHERE l.job_key = j.job_key) "
+            f"FROM jobs j WHERE {' AND '.join(where)} ORDER BY j.rowid"
+        )
+        try:
+            cur = self.db.execute(sql, args)
+            while rows := cur.fetchmany(5000):
+                for r in rows:
+                    yield UsageRow(
+                        r[0],
+                        r[1],
+                        r[2],
+                        r[3],
+                        r[4],
+                        r[5],
+                        r[6],
+                        r[7],
+                        r[8],
+                        r[9],
+                        r[10] if isinstance(r[10], int) else None,
+                        r[11] if isinstance(r[11], int) else None,
+                        bool(r[12]),
+                        r[13] if r[13] is not None else -1,
+                        sorted(map(int, r[14].split(","))) if r[14] else [],
+                    )
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"ledger database {self.path}: {e}") from e
+
+    def partitions(self, n: int) -> list[tuple[int, int]]:
+        """``n`` rowid ranges of the job index."""
+        lo, hi = self._query("SELECT coalesce(min(rowid), 0), coalesce(max(rowid), -1) FROM jobs")[
+            0
+        ]
+        lo, hi = int(lo), int(hi)
+        if hi < lo or n < 1:
+            return []
+        step = (hi - lo + n) // n
+        return [(lo + i * step, lo + (i + 1) * step) for i in range(n)]
 
     def find_events(self, events: Sequence[tuple[str, str]]) -> dict[str, tuple[int, bytes]]:
         """Index and envelope of the given (job key, event id) pairs present in the log,
@@ -462,7 +537,10 @@ class SQLiteStore(Store):
                 [
                     selection.job,
                     selection.job,
-                    int(selection.job) if selection.job.isdigit() else -1,
+                    # SQLite integers are 64-bit; a longer number names no job
+                    int(selection.job)
+                    if selection.job.isdigit() and len(selection.job) < 19
+                    else -1,
                 ]
             )
         sql = f"SELECT {_JOB_SELECT} FROM jobs"
@@ -562,6 +640,42 @@ class SQLiteStore(Store):
                 "SELECT size, root, note, created FROM checkpoints ORDER BY size"
             )
         ]
+
+    def add_anchor(self, row: AnchorRow) -> int:
+        """Record an anchor; its id."""
+        try:
+            cur = self.db.execute(
+                "INSERT INTO anchors (kind, target, size, record, created) VALUES (?, ?, ?, ?, ?)",
+                (row.kind, row.target, row.size, row.record, row.created),
+            )
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"ledger database {self.path}: {e}") from e
+        assert cur.lastrowid is not None
+        return int(cur.lastrowid)
+
+    def anchors(self, kind: str | None = None, target: str | None = None) -> list[AnchorRow]:
+        """Anchor records, by size then id."""
+        where, args = [], []
+        for column, value in (("kind", kind), ("target", target)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        sql = "SELECT id, kind, target, size, record, created FROM anchors"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        return [
+            AnchorRow(str(k), str(t), int(s), str(r), str(c), int(i))
+            for i, k, t, s, r, c in self._query(sql + " ORDER BY size, id", args)
+        ]
+
+    def update_anchor(self, anchor_id: int, record: str) -> None:
+        """Replace one anchor's record JSON."""
+        try:
+            cur = self.db.execute("UPDATE anchors SET record = ? WHERE id = ?", (record, anchor_id))
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"ledger database {self.path}: {e}") from e
+        if cur.rowcount != 1:
+            raise StoreError(f"ledger database {self.path}: no anchor {anchor_id}")
 
     def enroll(self, key: EnrolledKey) -> None:
         """Trust a host key."""

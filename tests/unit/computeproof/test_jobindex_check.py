@@ -1,6 +1,6 @@
 """Derived data (issue 13.8): the job index is checked against the receipts by `ledger
 verify` and rebuilt from them by `ledger reindex`; `jobs show` prints only figures it
-verified (computeproof/jobview.py)."""
+verified (computeproof/verifiedjob.py)."""
 
 from __future__ import annotations
 

@@ -108,7 +108,8 @@ def parse_verifier_key(text: str) -> tuple[str, bytes]:
 
 
 def _parse_vkey(text: str, key_type: int, kind: str) -> tuple[str, bytes]:
-    parts = text.strip().split("+")
+    # the name and the key ID end at the first two '+'; the base64 key may hold more
+    parts = text.strip().split("+", 2)
     if len(parts) != 3:
         raise CheckpointError("verifier key must be <name>+<hex key ID>+<base64 key>")
     name, key_id_hex, encoded = parts

@@ -125,7 +125,7 @@ class Witness:
                 return self._refused(409, request, cp.origin,
                                      f"a different root for size {cp.size}: a fork",
                                      Response(409, f"{have}\n".encode(), SIZE_TYPE))  # fmt: skip
-            if latest is not None and 0 < old < cp.size:
+            if latest is not None and old > 0:  # equal sizes: the proof must be empty
                 try:
                     merkle.verify_consistency(old, cp.size, proof, latest[0].root, cp.root)
                 except ProofError as e:

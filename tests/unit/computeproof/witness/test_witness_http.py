@@ -34,6 +34,8 @@ LOGS = {  # one log (origin, ledger key) a test, all known to the witnesses
     "rollback": ("test.rollback/log", Signer.from_seed(bytes([22]) * 32)),
     "fork": ("test.fork/log", Signer.from_seed(bytes([23]) * 32)),
     "protocol": ("test.protocol/log", Signer.from_seed(bytes([24]) * 32)),
+    "forged": ("test.forged/log", Signer.from_seed(bytes([25]) * 32)),
+    "report": ("test.report/log", Signer.from_seed(bytes([26]) * 32)),
 }
 HOSTS = ("ctl", "node1", "node2")
 
@@ -215,16 +217,47 @@ def test_witness_quorum_refuses_a_bundle_resigned_by_another_key(
     """The cosignatures are over the checkpoint body only: a forger who re-signs a real,
     cosigned checkpoint (and an index without an event) with a fresh key keeps them. The
     witnesses' statements name the real ledger key, so the quorum does not hold."""
-    with _ledger(tmp_path, "quorum", witnesses, db="q2.db") as led:
+    with _ledger(tmp_path, "forged", witnesses) as led:
         led.enroll(host_signer.public_raw, HOSTS)
         led.append(sign_all(make_lifecycle("110")))
         bundle = export_bundle(led, "110")
+    flags = [a for w in witnesses for a in ("--witness", w.vkey)]
+    genuine = tmp_path / "genuine.json"
+    genuine.write_text(json.dumps(bundle))
+    assert _verify(genuine, *flags).exit_code == 0  # all three cosigned and vouch
     forged = _resign(bundle, Signer.from_seed(bytes([99]) * 32), drop=1)
     path = tmp_path / "forged.json"
     path.write_text(json.dumps(forged))
-    flags = [a for w in witnesses for a in ("--witness", w.vkey)]
     r = _verify(path, *flags, "--quorum", "2")
     assert r.exit_code == 1 and "0 of the trusted witnesses vouch" in r.stdout, r.output
+    assert "3 cosigned it; 0 signed a statement naming this ledger key" in r.stdout
+
+
+def test_report_verify_with_witnesses(
+    witnesses: list[WitnessProcess],
+    tmp_path: Path,
+    host_signer: Signer,
+    make_lifecycle: Callable[..., list[dict[str, Any]]],
+    sign_all: Callable[..., list[bytes]],
+) -> None:
+    """Reports carry the cosigned checkpoint too: `report verify --witness` trusts it."""
+    with _ledger(tmp_path, "report", witnesses) as led:
+        led.enroll(host_signer.public_raw, HOSTS)
+        led.append(sign_all(make_lifecycle("120")))
+    cfg = _config(tmp_path, "report", witnesses)
+    env = {"COMPUTEPROOF_CONFIG": str(cfg)}
+    out = tmp_path / "report.json"
+    r = CliRunner().invoke(main, ["report", "--from", "2026-01", "--to", "2026-12", "-o",
+                                  str(out)], env=env)  # fmt: skip
+    assert r.exit_code == 0, r.output
+    doc = json.loads(out.read_text())
+    assert len(doc["checkpoint"]["witness_statements"]) == 3
+    flags = [a for w in witnesses for a in ("--witness", w.vkey)]
+    r = CliRunner().invoke(main, ["report", "verify", str(out), *flags, "--quorum", "2"], env=env)
+    assert r.exit_code == 0 and "VERIFIED" in r.stdout, r.output
+    assert "cosigned the checkpoint and vouch for the key (quorum 2 of 3)" in r.stdout
+    r = CliRunner().invoke(main, ["report", "verify", str(out)], env=env)
+    assert r.exit_code == 3 and "UNTRUSTED" in r.stdout
 
 
 def _resign(bundle: dict[str, Any], signer: Signer, drop: int) -> dict[str, Any]:

@@ -140,6 +140,34 @@ class UsageRow(NamedTuple):
     leaves: list[int]  # in index order
 
 
+@dataclass(frozen=True)
+class JobCursor:
+    """A position in the jobs' display order: start time (else submit time, else ""), then
+    job id, then job key. The last row of one page; the next page continues after it
+    (keyset paging: as fast on page 2,000 as on page 1)."""
+
+    sort: str
+    job_id: int
+    job_key: str
+
+    @classmethod
+    def of(cls, row: JobRow) -> JobCursor:
+        """The cursor of ``row``: where a page that ends with it leaves off."""
+        return cls(row.start or row.submit or "", row.job_id, row.job_key)
+
+
+@dataclass(frozen=True)
+class JobFacets:
+    """The distinct values of the filterable job fields among some job rows, sorted."""
+
+    users: tuple[str, ...] = ()
+    accounts: tuple[str, ...] = ()
+    partitions: tuple[str, ...] = ()
+    states: tuple[str, ...] = ()
+    gpu_models: tuple[str, ...] = ()
+    nodes: tuple[str, ...] = ()
+
+
 class Store(ABC):
     """Persistence for one ledger. One writer at a time; readers run concurrently."""
 
@@ -213,6 +241,28 @@ class Store(ABC):
     @abstractmethod
     def jobs(self, selection: JobFilter) -> list[JobRow]:
         """Job index rows matching ``selection``, ordered by start then job key."""
+
+    @abstractmethod
+    def jobs_page(
+        self,
+        selection: JobFilter,
+        after: JobCursor | None = None,
+        limit: int = 50,
+        newest_first: bool = True,
+    ) -> list[JobRow]:
+        """At most ``limit`` rows matching ``selection`` (its own limit is ignored) in the
+        :class:`JobCursor` order, newest first unless ``newest_first`` is False, strictly
+        after ``after`` in that direction."""
+
+    @abstractmethod
+    def count_jobs(self, selection: JobFilter, cap: int | None = None) -> int:
+        """How many rows match ``selection``; with ``cap``, counting stops at ``cap``."""
+
+    @abstractmethod
+    def job_facets(self, selection: JobFilter, per_field: int = 500) -> JobFacets:
+        """The distinct users, accounts, partitions, states, GPU models and nodes (each node
+        of a row's node list) of the rows matching ``selection``, at most ``per_field`` of
+        each, sorted (for filter menus)."""
 
     @abstractmethod
     def get_jobs(self, job_keys: Sequence[str]) -> dict[str, JobRow]:

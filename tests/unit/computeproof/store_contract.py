@@ -18,6 +18,8 @@ from computeproof.store.interface import (
     AnchorRow,
     CheckpointRow,
     EnrolledKey,
+    JobCursor,
+    JobFacets,
     JobFilter,
     JobRow,
     LeafRow,
@@ -271,6 +273,88 @@ class StoreContract:
         assert keys(job="1") == ["c1/1#0", "c2/1#1"]
         assert keys(job="c2/1#1") == ["c2/1#1"]
         assert keys(limit=2) == ["c1/1#0", "c1/2#0"]
+
+    def test_jobs_page_walks_every_row_once_in_order(self, make_store: MakeStore) -> None:
+        s = make_store()
+        rows = [
+            _job(
+                f"c1/{i}#0",
+                user=("alice", "bob")[i % 2],
+                state=("COMPLETED", "FAILED")[i % 3 == 0],
+                start=None if i % 7 == 0 else f"2026-01-{1 + i % 5:02d}T10:00:00",
+                submit=f"2026-01-0{1 + i % 3}T09:00:00" if i % 7 == 0 and i % 2 else None,
+            )
+            for i in range(1, 60)
+        ]
+        rows.append(_job("c2/5#1", user="alice", start="2026-01-03T10:00:00"))  # ties on start
+        _append(s, 1, jobs=rows)
+
+        def order(r: JobRow) -> tuple[str, int, str]:
+            return (r.start or r.submit or "", r.job_id, r.job_key)
+
+        for selection in (JobFilter(), JobFilter(users=("alice",)), JobFilter(states=("FAILED",))):
+            want = sorted(
+                (
+                    r
+                    for r in rows
+                    if (not selection.users or r.user in selection.users)
+                    and (not selection.states or r.state in selection.states)
+                ),
+                key=order,
+            )
+            for newest_first in (True, False):
+                got: list[JobRow] = []
+                cursor = None
+                for _ in range(100):  # bounded: 7 rows a page
+                    page = s.jobs_page(selection, cursor, 7, newest_first=newest_first)
+                    assert len(page) <= 7
+                    got.extend(page)
+                    if len(page) < 7:
+                        break
+                    cursor = JobCursor.of(page[-1])
+                expect = list(reversed(want)) if newest_first else want
+                assert [r.job_key for r in got] == [r.job_key for r in expect]
+            assert s.count_jobs(selection) == len(want)
+            assert s.count_jobs(selection, cap=3) == min(3, len(want))
+        # a cursor in the middle: strictly after it, in both directions
+        mid = sorted(rows, key=order)[30]
+        after = s.jobs_page(JobFilter(), JobCursor.of(mid), 100)
+        assert all(order(r) < order(mid) for r in after) and len(after) == 30
+        before = s.jobs_page(JobFilter(), JobCursor.of(mid), 100, newest_first=False)
+        assert all(order(r) > order(mid) for r in before) and len(before) == len(rows) - 31
+        assert s.jobs_page(JobFilter(), None, 0) == []
+
+    def test_job_facets(self, make_store: MakeStore) -> None:
+        s = make_store()
+        assert s.job_facets(JobFilter()) == JobFacets()
+        _append(
+            s,
+            1,
+            jobs=[
+                _job(
+                    "c1/1#0",
+                    user="alice",
+                    account="a",
+                    partition="gpu",
+                    state="COMPLETED",
+                    gpu_model="a100",
+                    nodes="node1,node2",
+                ),
+                _job("c1/2#0", user="bob", account="b", state="FAILED", nodes="node10"),
+                _job("c1/3#0", user="alice", account="b", gpu_model="h100,a100", nodes="node2"),
+            ],
+        )
+        assert s.job_facets(JobFilter()) == JobFacets(
+            users=("alice", "bob"),
+            accounts=("a", "b"),
+            partitions=("gpu",),
+            states=("COMPLETED", "FAILED"),
+            gpu_models=("a100", "h100,a100"),
+            nodes=("node1", "node10", "node2"),
+        )
+        only_bob = s.job_facets(JobFilter(users=("bob",)))
+        assert only_bob.users == ("bob",) and only_bob.nodes == ("node10",)
+        assert s.job_facets(JobFilter(), per_field=1).nodes == ("node1",)
 
     def test_openings(self, make_store: MakeStore) -> None:
         s = make_store()

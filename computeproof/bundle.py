@@ -99,12 +99,14 @@ def export_bundle(ledger: object, job: str, disclose: bool = False) -> dict[str,
             "checkpoint": add_signature_lines(
                 cp.note, list(ledger.store.cosignatures(cp.size).values())
             ),
-            "witness_statements": ledger.witness_statements(ledger.store.cosignatures(cp.size)),
         },
         "keys": sorted(used.values(), key=lambda k: str(k["key_id"])),  # type: ignore[index]
         "entries": entries,
         "anchors": receipt_anchors(ledger, cp.size),
     }
+    statements = ledger.witness_statements(ledger.store.cosignatures(cp.size))
+    if statements:  # only with witnesses: a bundle without them keeps its old shape
+        bundle["log"]["witness_statements"] = statements  # type: ignore[index]
     bundle["index"] = sign_index(
         ledger.signer(),
         receipt_index(
@@ -211,18 +213,16 @@ def _verify_bundle(data: bytes | str, roots: TrustRoots) -> BundleReport:
     except (ReceiptError, binascii.Error) as e:
         raise BundleError(f"log: {e}") from e
     if roots.ledger_keys and all(k.public_raw != ledger_key for k in roots.ledger_keys):
-        raise BundleError(
-            f"log: the bundle's ledger key {format_public_key(ledger_key)} is not the trusted "
-            f"ledger key ({roots.ledger_keys[0].source})"
-        )
-    note = str(_field(log, "checkpoint", str, "log"))
+        # the browser's verifier (dashboard verify.js) gives the same message, word for word
+        raise BundleError("log: the bundle's ledger key is not the trusted ledger key")
     try:
+        note = str(_field(log, "checkpoint", str, "log"))
         cp: Checkpoint = open_checkpoint(note, origin, ledger_key, origin=origin)
     except ReceiptError as e:
         raise BundleError(f"log checkpoint: {e}") from e
-    statements = log.get("witness_statements", [])
-    if not isinstance(statements, list):
-        raise BundleError("log: witness_statements must be a list")
+    # read only with witness roots; anything else there is ignored, as unknown fields are
+    statements = log.get("witness_statements")
+    statements = statements if isinstance(statements, list) else []
     if cp.size != _field(log, "size", int, "log") or cp.root != root:
         raise BundleError("log: size or root differ from the signed checkpoint")
     keys: dict[str, bytes] = {}

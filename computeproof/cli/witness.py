@@ -57,12 +57,9 @@ def witness_serve(
     from computeproof.witness.service import Witness, parse_logs
     from computeproof.witness.state import WitnessState
 
-    w = Witness(
-        _witness_name(name),
-        load_or_create_signer(key_path),
-        parse_logs(logs),
-        WitnessState(state_dir),
-    )
+    known = parse_logs(logs)  # a bad --log creates nothing
+    signer = load_or_create_signer(key_path)
+    w = Witness(_witness_name(name), signer, known, WitnessState(state_dir))
     server = WitnessHTTPServer((listen, port), w, prefix)
     logging.basicConfig(level=logging.WARNING, format="computeproof-witness: %(message)s")
     click.echo(f"witness {server.witness.vkey}")

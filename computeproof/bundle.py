@@ -276,7 +276,9 @@ def _verify_bundle(data: bytes | str, roots: TrustRoots) -> BundleReport:
         if event["id"] in seen:
             raise BundleError(f"{where}: event {event['id']} appears twice")
         seen.add(str(event["id"]))
-        report.events.append({"leaf_index": index, **event})
+        # the entry's index, not a "leaf_index" key an event may carry of its own: the
+        # completeness check below must count the leaves the proofs were checked at
+        report.events.append({**event, "leaf_index": index})
         report.lifecycle[str(event["type"])] = report.lifecycle.get(str(event["type"]), 0) + 1
     disclosures = bundle.get("disclosures", {})
     if not isinstance(disclosures, dict):

@@ -1124,8 +1124,8 @@ async function verifyBundleInner(data, trustedLedgerKey, trace) {
     if (ek !== wantKey) throw new BundleError(`${where}: event belongs to ${ek}, not ${wantKey}`);
     if (seen.has(event.get("id"))) throw new BundleError(`${where}: event ${event.get("id")} appears twice`);
     seen.add(event.get("id"));
-    // bundle.py keeps {"leaf_index": index, **event}: an event's own leaf_index key wins
-    report.events.push({ leafIndex: event.has("leaf_index") ? event.get("leaf_index") : index, entryIndex: index, event });
+    // as bundle.py: the entry's index, never a leaf_index key the event carries itself
+    report.events.push({ leafIndex: index, entryIndex: index, event });
     const type = event.get("type");
     report.lifecycle.set(type, (report.lifecycle.get(type) || 0) + 1);
   }

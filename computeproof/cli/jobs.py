@@ -134,54 +134,52 @@ def _cell(value: object) -> object:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_state
 def jobs_show(state: State, job: str, as_json: bool) -> None:
-    """Show JOB's lifecycle (one numbered line per event) and verify its receipt."""
-    import json
-
-    from computeproof.bundle import export_bundle, verify_bundle
-    from computeproof.errors import BundleError
+    """Show JOB's lifecycle (one numbered line per event) from its verified receipt."""
+    from computeproof.verifiedjob import job_view
 
     with open_ledger(state.config) as ledger:
-        row = ledger.resolve_job(job)
-        events = ledger.job_events(row)
-        bundle = export_bundle(ledger, job)
-    try:
-        verify_bundle(json.dumps(bundle))
-        verdict: dict[str, Any] = {"ok": True, "reason": None}
-    except BundleError as e:
-        verdict = {"ok": False, "reason": str(e)}
+        view = job_view(ledger, job)
     out: dict[str, Any] = {
-        "job_id": row.job,
-        "cluster": row.cluster,
-        "run": row.run,
-        "summary": job_json(row),
-        "gpus": gpu_figures(events),
+        "job_id": view.row.job,
+        "cluster": view.row.cluster,
+        "run": view.row.run,
+        "summary": job_json(view.row),
+        "gpus": gpu_figures([(None, e) for e in view.events]),
         "events": [
             {
                 "type": e["type"],
                 "time": e["time"],
                 "host": e["host"],
-                "leaf_index": leaf.index,
+                "leaf_index": e["leaf_index"],
                 "seq": e["seq"],
                 "payload": e["payload"],
             }
-            for leaf, e in events
+            for e in view.events
         ],
-        "verification": verdict,
+        "verification": {
+            "ok": view.verified,
+            "reason": view.reason,
+            "checkpoint_size": view.checkpoint_size,
+            "trust": None if view.trust is None else view.trust.to_json(),
+            "index_differences": view.index_differences,
+            "notes": view.notes,
+        },
     }
     if as_json:
         echo_json(out)
     else:
         _print_job(out)
-    if not verdict["ok"]:
+    if not view.verified or view.index_differences:
         sys.exit(EXIT_FAILED_CHECK)
 
 
 def _print_job(out: dict[str, Any]) -> None:
-    s = out["summary"]
+    s, v = out["summary"], out["verification"]
     click.echo(
         f"job {term(out['job_id'])} on {term(out['cluster'])} (run {out['run']}): user "
         f"{term(s['user'])}, account {term(s['account'])}, state {term(s['state'])}, "
         f"{s['gpus'] if s['gpus'] is not None else '?'} GPUs"
+        + ("" if v["ok"] else "  (from the job index: NOT verified)")
     )
     for i, e in enumerate(out["events"], 1):
         detail = term(event_detail(e["type"], e["payload"]))
@@ -202,9 +200,18 @@ def _print_job(out: dict[str, Any]) -> None:
                 f"{g['energy_kwh']:.6f} kWh ({term(g['energy_method'])}), unmeasured "
                 f"{term(g['unmeasured_ms'])} ms"
             )
-    v = out["verification"]
-    click.echo(
-        "receipt verified: signatures, inclusion proofs and checkpoint OK"
-        if v["ok"]
-        else f"receipt FAILED verification: {term(v['reason'])}"
-    )
+    if v["ok"]:
+        click.echo(
+            f"receipt verified: signatures, inclusion proofs and checkpoint "
+            f"{v['checkpoint_size']} OK; every figure above is from the verified events"
+        )
+    else:
+        click.echo(f"receipt FAILED verification: {term(v['reason'])}")
+    for n in v["notes"]:
+        click.echo(f"note: {term(n)}")
+    if v["index_differences"]:
+        click.echo(
+            "WARNING: the job index differs from the receipts ("
+            + term("; ".join(v["index_differences"]))
+            + "); run `computeproof ledger verify`"
+        )

@@ -36,7 +36,6 @@ both: the two sets side by side.
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import socketserver
 import threading
@@ -291,10 +290,10 @@ class AgentCollector:
         yield one(
             CounterMetricFamily(
                 mn.metric_name("agent", "hook_failures", counter=True),
-                "Slurm hook failures counted in the spool (hook-failures)",
+                "Slurm hook failures (the larger of the spool's and the run dir's counter)",
                 labels=base,
             ),
-            _hook_failures(agent.config.spool_dir),
+            _hook_failures(agent.config.spool_dir, agent.config.run_dir),
         )
         yield one(
             GaugeMetricFamily(
@@ -395,13 +394,12 @@ class AgentCollector:
         yield from (count, used, total, duty, power, temp, job_id, job_uid)
 
 
-def _hook_failures(spool_dir: str) -> int:
-    try:
-        with open(os.path.join(spool_dir, "hook-failures"), "rb") as f:
-            raw = f.read(64).strip()
-    except OSError:
-        return 0
-    return int(raw) if raw.isdigit() else 0
+def _hook_failures(spool_dir: str, run_dir: str) -> int:
+    """The hooks count each failure in the spool and on the run dir's tmpfs, which still
+    counts when the spool's disk is full."""
+    from computeproof.spool import read_failure_counter
+
+    return max(read_failure_counter(spool_dir)[0], read_failure_counter(run_dir)[0])
 
 
 class Exporter:

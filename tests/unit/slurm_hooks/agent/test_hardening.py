@@ -559,3 +559,17 @@ def test_energy_readings_out_of_order_are_not_counted_twice() -> None:
     totals.add_energy_counter(2_000, 200)  # the pass that raced it, folded later
     totals.add_energy_counter(4_000, 400)
     assert totals.energy_mj == 300 and totals.energy_measured_ms == 3_000
+
+
+def test_hook_failure_metric_counts_the_run_dir_when_the_spool_could_not(tmp_path: Path) -> None:
+    from slurm_hooks.agent.metrics import _hook_failures
+
+    spool, run = tmp_path / "spool", tmp_path / "run"
+    spool.mkdir()
+    run.mkdir()
+    assert _hook_failures(str(spool), str(run)) == 0
+    (spool / "hook-failures").write_text("2\n")
+    (run / "hook-failures").write_text("5\n")  # three more while the spool's disk was full
+    assert _hook_failures(str(spool), str(run)) == 5
+    (run / "hook-failures").write_text("garbage")
+    assert _hook_failures(str(spool), str(run)) == 2

@@ -354,7 +354,8 @@ def test_report_verify_and_reconcile_agree_with_sacct(
     assert doc["totals"]["jobs"] == len(hostile_jobs)
     got = Fraction(str(doc["totals"]["allocated_gpu_hours"]))
     assert abs(got - Fraction(want, 3600)) <= Fraction(1, 10**6), (got, want)
-    verify = cli(c, "report", "verify", str(report), check=False)
+    key = json.loads(cli(c, "ledger", "checkpoint", "--json").stdout)["ledger_key"]
+    verify = cli(c, "report", "verify", str(report), "--ledger-key", key, check=False)
     assert verify.returncode == 0, verify.stdout + verify.stderr
     proc = cli(c, "reconcile", "--since", utc(start), "--until", utc(end), "--json", check=False)
     out = json.loads(proc.stdout)

@@ -188,15 +188,24 @@ class Collector:
         try:
             event = new_event(kind, self.config.cluster, run.job, run.job_id, self.config.host,
                               payload, run=run.run, time=event_time(epoch))  # fmt: skip
-            # PrologSlurmctld may have written this event (same id) and it waits in the
-            # spool: keep the synchronous record (forwarded ones the ledger dedupes)
-            if not os.path.exists(os.path.join(self.spool.new, f"{event['id']}.json")):
+            if self._keep_waiting(str(event["id"])):
                 self.spool.write(event)
         except CanonicalError as e:  # never expected of Slurm's values; never retried
             self._problem(f"cannot record {kind} (run {run.run}): {e}", run.job_id)
         run.written.add(kind)
         self.state.dirty = True
         self.written += 1
+
+    def _keep_waiting(self, event_id: str) -> bool:
+        """Whether to write an event: not when PrologSlurmctld's record of it (same id)
+        waits in the spool, unless that one is from its environment alone (its squeue call
+        failed). A forwarded one the ledger dedupes."""
+        try:
+            with open(os.path.join(self.spool.new, f"{event_id}.json"), "rb") as f:
+                waiting = f.read()
+        except OSError:
+            return True
+        return b'"source":"env only' in waiting
 
     def _scheduled(self, run: Run, rec: AccountingRecord, source: str) -> None:
         self._write("scheduled", run, scheduled_payload(rec, source, "collector"),
@@ -342,10 +351,13 @@ class Collector:
     def _from_accounting(self, run: Run, records: list[AccountingRecord], now: float) -> None:
         run.asked += 1
         rec = _match(records, run)
+        if rec is not None and not run.ran:
+            # never allocated: accounting shows the cancel time as its start, on no nodes
+            rec = {**rec, "start_epoch": None, "elapsed_s": 0}
         if rec is not None:
             if not run.job:  # a run known only from its job's restart count
                 run.job, run.start = rec["job"], rec.get("start_epoch")
-                run.ran = run.start is not None
+                run.ran = _ran(rec)
                 self.state.dirty = True
             if run.end is None and rec.get("end_epoch") is not None:
                 run.end = rec.get("end_epoch")
@@ -397,7 +409,7 @@ class Collector:
                         if not known_run.job:  # known only by its job's restart count
                             known_run.job, known_run.end = rec["job"], rec.get("end_epoch")
                             known_run.start = rec.get("start_epoch")
-                            known_run.ran = known_run.start is not None
+                            known_run.ran = _ran(rec)
                             self.state.dirty = True
                         continue
                     if (rec.get("end_epoch") or since) < since:
@@ -405,7 +417,7 @@ class Collector:
                     start = rec.get("start_epoch")
                     self.state.runs[(job_id, run_no)] = Run(
                         job_id, run_no, rec["job"], start=start, end=rec.get("end_epoch"),
-                        ran=start is not None, first_seen=now, ended_seen=now,
+                        ran=_ran(rec), first_seen=now, ended_seen=now,
                     )  # fmt: skip
                     self.state.dirty = True
         self.state.cursor = max(since, until - SWEEP_OVERLAP)
@@ -467,6 +479,13 @@ def run_numbers(records: list[AccountingRecord], known: list[Run]) -> list[int |
         else:
             out.append(unknown.index(start))
     return [n if n is None or n >= 0 else None for n in out]
+
+
+def _ran(rec: AccountingRecord) -> bool:
+    """Whether an accounting record (of a run that ended a while ago, so whole) is of a run
+    that was allocated: a job cancelled before it ran shows its cancel time as its start,
+    on no nodes."""
+    return rec.get("start_epoch") is not None and bool(rec.get("nodes") or rec.get("num_nodes"))
 
 
 def _next_ask(run: Run) -> float:

@@ -238,8 +238,6 @@ def parse_sacct_json(data: object) -> list[AccountingRecord]:
         batch = _batch_step(job.get("steps"))
         batch_times = _dict(batch.get("time")) if batch is not None else {}
         allocated = _tres_list(tres.get("allocated"))
-        # a job cancelled before it ran shows its cancel time as its start, on no nodes
-        never_ran = _num(job.get("allocation_nodes")) == 0
         rec: AccountingRecord = {
             "job_id": _num(job["job_id"]) or 0,
             "array_job_id": _opt(array.get("job_id")) if task is not None else None,
@@ -260,7 +258,7 @@ def parse_sacct_json(data: object) -> list[AccountingRecord]:
             "signal": signal,
             "submit_epoch": _opt(times.get("submission")),
             "eligible_epoch": _opt(times.get("eligible")),
-            "start_epoch": None if never_ran else _opt(times.get("start")),
+            "start_epoch": _opt(times.get("start")),
             "end_epoch": _opt(times.get("end")),
             "elapsed_s": _num(times.get("elapsed")),
             "time_limit_s": _minutes(times.get("limit")),

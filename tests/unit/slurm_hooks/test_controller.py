@@ -245,3 +245,49 @@ def test_a_damaged_state_file_is_one_clear_error(tmp_path: Path) -> None:
     path.write_text("{not json")
     with pytest.raises(ComputeProofError, match="move it away"):
         Collector(config, Unreachable(), clock=Clock())  # type: ignore[arg-type]
+
+
+class Backend:
+    """Slurm as fixed lists of records (captured ones, edited per test)."""
+
+    def __init__(self, live: list[AccountingRecord], accounted: list[AccountingRecord]) -> None:
+        self.live, self.accounted = live, accounted
+
+    def live_jobs(self, detail: bool = False, job_ids: object = ()) -> list[AccountingRecord]:
+        return self.live
+
+    def jobs_accounting(self, job_ids: object) -> list[AccountingRecord]:
+        return self.accounted
+
+    def accounting(self, since: int, until: int, states: object = ()) -> list[AccountingRecord]:
+        return []
+
+
+@pytest.mark.parametrize("version", ["22.05", "24.11"])
+def test_a_job_cancelled_before_it_ran_gets_its_final_state(tmp_path: Path, version: str) -> None:
+    """Accounting shows such a job's cancel time as its start, on no nodes: its record is
+    whole as it is (no node list or batch step will follow), while the same record of a
+    job that ran means its nodes have not reached slurmdbd yet."""
+    import copy
+
+    from fakeslurm import fixture_dir
+
+    from slurm_hooks.slurmcli import parse_sacct_json
+
+    held = roles(version)["held"]
+    raw = json.loads((fixture_dir(version) / "sacct.json").read_bytes().decode())
+    (job,) = [j for j in raw["jobs"] if j["job_id"] == held]
+    job["state"]["current"] = ["CANCELLED"] if version != "22.05" else "CANCELLED"
+    job["time"]["start"] = job["time"]["end"] = 1_796_415_017
+    (accounted,) = parse_sacct_json({"jobs": [job]})
+    assert accounted["nodes"] == [] and accounted["start_epoch"] == 1_796_415_017
+    live: AccountingRecord = {**copy.deepcopy(accounted), "state": "CANCELLED", "start_epoch": None}
+    config, clock = site(tmp_path), Clock()
+    collector = Collector(config, Backend([live], [accounted]), clock=clock)  # type: ignore[arg-type]
+    collector.poll()
+    clock.now += 10
+    collector.poll()
+    got = by_key(config)
+    assert sorted(t for (j, _, t) in got if j == held) == ["completed", "final_state"]
+    final = payload(got[(held, 0, "final_state")])
+    assert (final["state"], final["start_epoch"], final["nodes"]) == ("CANCELLED", None, [])

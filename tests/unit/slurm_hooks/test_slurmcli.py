@@ -272,18 +272,3 @@ def test_clients_run_in_utc(tmp_path: Path) -> None:
     first = (tmp_path / "args").read_text().splitlines()[0]
     assert first.startswith("UTC --json -D -a -S 2026-11-01T05:30:00 -E 2026-11-01T06:30:00")
     assert first.endswith("-s COMPLETED,FAILED")
-
-
-@pytest.mark.parametrize("version", VERSIONS)
-def test_a_job_cancelled_before_it_ran_settles(version: str) -> None:
-    """Accounting shows such a job's cancel time as its start, on no nodes: it never ran,
-    and its record is final as it is (no node list or batch step will follow)."""
-    from slurm_hooks.finalstate import settled
-
-    data = json.loads((fixture_dir(version) / "sacct.json").read_bytes().decode())
-    (held,) = [j for j in data["jobs"] if j["job_id"] == roles(version)["held"]]
-    held["state"]["current"] = ["CANCELLED"] if version != "22.05" else "CANCELLED"
-    held["time"]["start"] = held["time"]["end"] = 1_796_415_017
-    (rec,) = slurmcli.parse_sacct_json({"jobs": [held]})
-    assert (rec["start_epoch"], rec["nodes"], rec["num_nodes"]) == (None, [], 0)
-    assert settled(rec)

@@ -387,11 +387,11 @@ def main(kind: str, environ: dict[str, str] | None = None) -> int:
 
 
 def _find_slurm_conf(env: dict[str, str]) -> None:
-    """Give scontrol/sacct slurmctld's SLURM_CONF: Slurm does not pass it to its hooks.
+    """Give squeue slurmctld's SLURM_CONF: Slurm does not pass it to its controller hooks.
 
     Without it the clients only find /etc/slurm/slurm.conf (or DNS SRV records); a site
     whose slurmctld runs with SLURM_CONF or ``-f FILE`` would see them fail. It goes into
-    ``env`` and the process environment (the collector this hook may fork inherits it).
+    ``env`` and the process environment.
     """
     if env.get("SLURM_CONF"):
         return

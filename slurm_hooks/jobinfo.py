@@ -117,16 +117,6 @@ def pick_run(records: Sequence[AccountingRecord], start: int | None) -> Accounti
     return None
 
 
-def run_number(records: Sequence[AccountingRecord], rec: AccountingRecord) -> int:
-    """The run number of ``rec`` among its job's records: Slurm's restart count where the
-    record has one, else its place in the list (accounting lists runs oldest first)."""
-    restarts = rec.get("restarts")
-    if isinstance(restarts, int):
-        return restarts
-    same = [r for r in records if r.get("job_id") == rec.get("job_id")]
-    return next(i for i, r in enumerate(same) if r is rec)
-
-
 def job_state(info: JobInfo, job_id: int) -> str | None:
     """The job's state: the controller's while it knows the job, else accounting's."""
     live = info.job_live(job_id)

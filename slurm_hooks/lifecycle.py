@@ -25,10 +25,6 @@ if TYPE_CHECKING:
 ID_KEYS = ("array_job_id", "array_task_id", "het_job_id", "het_job_offset")
 
 
-def _get(rec: "Record", key: str) -> object:
-    return rec.get(key)
-
-
 def _ints(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 

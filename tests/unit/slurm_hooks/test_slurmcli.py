@@ -15,7 +15,8 @@ from fakeslurm import FIXTURES, VERSIONS, calls, fixture_dir, install, manifest,
 
 from computeproof.errors import SlurmError
 from slurm_hooks import slurmcli
-from slurm_hooks.jobinfo import AccountingRecord, pick_run, run_number
+from slurm_hooks.controller import run_numbers
+from slurm_hooks.jobinfo import AccountingRecord, pick_run
 from slurm_hooks.slurmtext import SAFE_FORMAT
 
 
@@ -93,8 +94,7 @@ def test_sacct_json(version: str) -> None:
     # (24.11: ["PENDING", "REQUEUED"]; the first item is not the state)
     first, second = by_job[ids["requeued"]]
     assert (first["state"], second["state"]) == ("REQUEUED", "COMPLETED")
-    assert run_number(by_job[ids["requeued"]], first) == 0
-    assert run_number(by_job[ids["requeued"]], second) == 1
+    assert run_numbers(by_job[ids["requeued"]], []) == [0, 1]
     two = by_job[ids["two_node"]][0]
     assert two["nodes"] == ["c1", "c2"] and two["gpus"] == 2 and two["num_nodes"] == 2
     assert two["tres_allocated"]["mem"] == 1000 << 20

@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 PARALLEL_THRESHOLD = 512  # below this a batch is checked in-process (no IPC overhead)
 CHUNK = 256
 COMMIT_ATTEMPTS = 20  # another writer's appends make a commit start again (see _complete)
+EXCLUSIVE_AFTER = 3  # conflicts after which a commit holds the other writers off
 
 Progress = Callable[[int, int], None]
 
@@ -396,17 +397,21 @@ class Ledger:
                 pos += 1
             fresh += self._not_stored(envelopes, candidates, result)
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
-            if not fresh:
-                break
+            # after a few lost races for the log's end (busy collectors on one database),
+            # recheck and commit with the other writers held off, so this batch gets in
+            hold = self.store.exclusive() if attempt > EXCLUSIVE_AFTER else contextlib.nullcontext()
             try:
-                result.accepted += self._commit(envelopes, fresh, openings)
+                with hold:
+                    if attempt > 1:
+                        # another writer appended since this batch read the log: what it
+                        # added may include some of these events, so check them again
+                        fresh = self._not_stored(envelopes, fresh, result)
+                    if fresh:
+                        result.accepted += self._commit(envelopes, fresh, openings)
                 break
             except StoreConflict:
-                # another writer appended since this batch read the log: what it added may
-                # include some of these events, so check them again, then redo the commit
                 if attempt == COMMIT_ATTEMPTS:
                     raise
-                fresh = self._not_stored(envelopes, fresh, result)
         # dedupe within the batch points at the leaf the first copy got
         placed = {eid: leaf for _, eid, leaf in result.accepted}
         result.duplicates = [(p, e, placed.get(e, i)) for p, e, i in result.duplicates]

@@ -4,8 +4,10 @@ append to at once.
 Concurrent appenders: an append takes the row lock of ``append_lock`` (SELECT ... FOR
 UPDATE) before it checks the log's size, so the expected-size check and the insert are
 one atomic step across every connection; a writer that finds the log grown raises
-StoreConflict, changing nothing, exactly as the SQLite store does. Readers never wait
-for it. :meth:`snapshot` is a REPEATABLE READ transaction.
+StoreConflict, changing nothing, exactly as the SQLite store does, and the ledger checks
+its batch again and retries. A writer that keeps losing that race takes the lock for its
+whole recheck and commit (:meth:`exclusive`), so busy collectors never starve one another.
+Readers never wait for it. :meth:`snapshot` is a REPEATABLE READ transaction.
 
 Text columns use the "C" collation, so the job index sorts the way SQLite's does (by
 code point) whatever the database's locale. PostgreSQL text cannot hold a NUL character,
@@ -299,6 +301,16 @@ class PostgresStore(Store):
             self._in_snapshot = False
             with contextlib.suppress(psycopg.Error):
                 self.conn.execute("ROLLBACK")
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """A transaction holding the append lock: other writers' appends wait until it
+        ends, and this connection's reads and appends inside it are its own."""
+        if self._in_snapshot:
+            raise StoreError("cannot append inside a read snapshot")
+        with self._transaction() as cur:
+            cur.execute("SELECT id FROM append_lock WHERE id = 1 FOR UPDATE")
+            yield
 
     # -- meta ------------------------------------------------------------------------
 

@@ -120,6 +120,41 @@ def test_a_writer_that_waited_for_the_lock_gets_a_conflict(url: str) -> None:
     second.close()
 
 
+def test_a_writer_that_keeps_losing_the_race_holds_the_others_off(url: str, tmp_path: Path) -> None:
+    """Another collector commits between this one's read of the log and its append, every
+    time it can: after a few conflicts the ledger rechecks and commits holding the append
+    lock, and its batch gets in (before, it gave up after 20 conflicts)."""
+    signer = Signer.from_seed(bytes([5]) * 32)
+    from computeproof.envelope import sign_event
+
+    mine = [sign_event(e, signer) for e in _lifecycle("1")]
+    theirs = iter([sign_event(e, signer) for j in range(2, 40) for e in _lifecycle(str(j))])
+    key = str(tmp_path / "k")
+    ledger = Ledger(PostgresStore(url), "o", key, workers=1)
+    other = Ledger(PostgresStore(url), "o", key, workers=1)
+    ledger.enroll(signer.public_raw, ["*"])
+    other.store.conn.execute("SET lock_timeout = '300ms'")  # type: ignore[attr-defined]
+    outcomes: list[str] = []
+    real_append = ledger.store.append
+
+    def append(*args: object, **kw: object) -> None:
+        try:
+            other.append([next(theirs)])  # gets in first, whenever it can
+            outcomes.append("other appended")
+        except StoreError:
+            outcomes.append("other held off")
+        real_append(*args, **kw)  # type: ignore[arg-type]
+
+    ledger.store.append = append  # type: ignore[method-assign]
+    result = ledger.append(mine)
+    assert len(result.accepted) == len(mine) and not result.rejected
+    assert outcomes[0] == "other appended" and outcomes[-1] == "other held off"
+    ledger.store.append = real_append  # type: ignore[method-assign]
+    assert ledger.verify().ok
+    ledger.close()
+    other.close()
+
+
 def _lifecycle(job: str) -> list[dict[str, object]]:
     """A job's events on two nodes: scheduled, (started, progress, node_done) a node,
     completed."""

@@ -513,10 +513,9 @@ class Ledger:
         signer = self.signer()
         with self.store.snapshot():
             size = self.size()
-            previous = self.store.checkpoints()
+            last = self.store.last_checkpoint()
             last_size = 0
-            if previous:
-                last = previous[-1]
+            if last is not None:
                 if last.size > size or self.root(last.size) != last.root:
                     raise CheckpointError(
                         f"the log no longer matches checkpoint {last.size}: refusing to "
@@ -557,9 +556,9 @@ class Ledger:
 
     def latest_checkpoint(self) -> CheckpointRow:
         """The newest checkpoint that covers the whole log, signing one if needed."""
-        cps = self.store.checkpoints()
-        if cps and cps[-1].size == self.size():
-            return cps[-1]
+        last = self.store.last_checkpoint()
+        if last is not None and last.size == self.size():
+            return last
         return self.checkpoint()
 
     def open_checkpoint(self, note: str) -> Checkpoint:

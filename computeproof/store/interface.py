@@ -223,6 +223,12 @@ class Store(ABC):
     def checkpoints(self) -> list[CheckpointRow]:
         """Every checkpoint, oldest first."""
 
+    def last_checkpoint(self) -> CheckpointRow | None:
+        """The largest checkpoint, None before the first (a collector signs one a second:
+        reading them all to find it grows without bound)."""
+        rows = self.checkpoints()
+        return rows[-1] if rows else None
+
     @abstractmethod
     def enroll(self, key: EnrolledKey) -> None:
         """Trust a host key (replacing its host list if already enrolled)."""

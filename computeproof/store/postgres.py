@@ -587,6 +587,16 @@ class PostgresStore(Store):
             )
         ]
 
+    def last_checkpoint(self) -> CheckpointRow | None:
+        """The largest checkpoint, by its primary key."""
+        rows = self._query(
+            "SELECT size, root, note, created FROM checkpoints ORDER BY size DESC LIMIT 1"
+        )
+        if not rows:
+            return None
+        s, r, n, c = rows[0]
+        return CheckpointRow(int(s), bytes(r), str(n), str(c))
+
     def enroll(self, key: EnrolledKey) -> None:
         """Trust a host key."""
         self._query(

@@ -582,6 +582,14 @@ class SQLiteStore(Store):
             )
         ]
 
+    def last_checkpoint(self) -> CheckpointRow | None:
+        """The largest checkpoint, by its primary key."""
+        rows = self._query(
+            "SELECT size, root, note, created FROM checkpoints ORDER BY size DESC LIMIT 1"
+        )
+        return CheckpointRow(int(rows[0][0]), bytes(rows[0][1]), str(rows[0][2]),
+                             str(rows[0][3])) if rows else None  # fmt: skip
+
     def enroll(self, key: EnrolledKey) -> None:
         """Trust a host key."""
         self._query(

@@ -289,9 +289,11 @@ class StoreContract:
         s = make_store()
         b = CheckpointRow(8, b"\x02" * 32, "note 8\n", "2026-01-02T00:00:00Z")
         a = CheckpointRow(4, b"\x01" * 32, "note 4\n", "2026-01-01T00:00:00Z")
+        assert s.last_checkpoint() is None
         s.add_checkpoint(b)
         s.add_checkpoint(a)
         assert s.checkpoints() == [a, b]  # ordered by size
+        assert s.last_checkpoint() == b
 
     def test_enroll_and_revoke(self, make_store: MakeStore) -> None:
         s = make_store()

@@ -349,14 +349,14 @@ def test_checkpoint_while_another_process_appends_and_signs(
         ledger.append(sign_all(make_lifecycle("101")))
     with _open(db, key) as ledger, _open(db, key) as other:
         size = ledger.size()
-        read_checkpoints = ledger.store.checkpoints
+        read_checkpoint = ledger.store.last_checkpoint
 
-        def checkpoints() -> list[CheckpointRow]:
+        def last_checkpoint() -> CheckpointRow | None:
             assert other.append(sign_all(make_lifecycle("102"))).accepted
             other.checkpoint()
-            return read_checkpoints()
+            return read_checkpoint()
 
-        ledger.store.checkpoints = checkpoints  # type: ignore[method-assign]
+        ledger.store.last_checkpoint = last_checkpoint  # type: ignore[method-assign]
         row = ledger.checkpoint()
         assert row.size == size > len(first)
     with _open(db, key) as ledger:

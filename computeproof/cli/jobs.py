@@ -24,7 +24,7 @@ from computeproof.jobview import (
     JOB_SORT_KEYS,
     JOB_STATES,
     event_detail,
-    gpu_figures,
+    job_detail,
     job_json,
     sort_jobs,
 )
@@ -149,25 +149,7 @@ def jobs_show(state: State, job: str, as_json: bool) -> None:
         verdict: dict[str, Any] = {"ok": True, "reason": None}
     except BundleError as e:
         verdict = {"ok": False, "reason": str(e)}
-    out: dict[str, Any] = {
-        "job_id": row.job,
-        "cluster": row.cluster,
-        "run": row.run,
-        "summary": job_json(row),
-        "gpus": gpu_figures(events),
-        "events": [
-            {
-                "type": e["type"],
-                "time": e["time"],
-                "host": e["host"],
-                "leaf_index": leaf.index,
-                "seq": e["seq"],
-                "payload": e["payload"],
-            }
-            for leaf, e in events
-        ],
-        "verification": verdict,
-    }
+    out = job_detail(row, events, verdict)
     if as_json:
         echo_json(out)
     else:

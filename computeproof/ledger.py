@@ -412,8 +412,9 @@ class Ledger:
             except StoreConflict:
                 if attempt == COMMIT_ATTEMPTS:
                     raise
-        # dedupe within the batch points at the leaf the first copy got
-        placed = {eid: leaf for _, eid, leaf in result.accepted}
+        # dedupe within the batch points at the leaf the first copy got (appended now, or
+        # found in the log already)
+        placed = {eid: leaf for _, eid, leaf in (*result.accepted, *result.duplicates) if leaf >= 0}
         result.duplicates = [(p, e, placed.get(e, i)) for p, e, i in result.duplicates]
         return result
 

@@ -123,6 +123,15 @@ def test_duplicate_within_a_batch(ledger: Ledger, make_lifecycle: Callable, sign
     assert ledger.size() == 1
 
 
+def test_copies_of_a_stored_event_in_one_batch_all_name_its_leaf(
+    ledger: Ledger, make_lifecycle: Callable, sign_all: Sign
+) -> None:
+    envs = sign_all(make_lifecycle())
+    ledger.append(envs)
+    r = ledger.append([envs[2], envs[2]])  # before: the second copy said leaf -1
+    assert sorted(r.duplicates) == [(0, r.duplicates[0][1], 2), (1, r.duplicates[0][1], 2)]
+
+
 def test_different_envelope_same_event_id_is_rejected(
     ledger: Ledger, make_lifecycle: Callable, sign_all: Sign
 ) -> None:

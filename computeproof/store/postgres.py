@@ -485,7 +485,9 @@ class PostgresStore(Store):
             where.append("(job = %s OR job_key = %s OR job_id = %s)")
             # a number past 64 bits names no job (as in SQLite)
             number = (
-                int(selection.job) if selection.job.isdigit() and len(selection.job) < 19 else -1
+                int(selection.job)
+                if selection.job.isascii() and selection.job.isdigit() and len(selection.job) < 19
+                else -1
             )
             args.extend([_enc(selection.job), _enc(selection.job), number])
         sql = f"SELECT {_JOB_SELECT} FROM jobs"

@@ -531,7 +531,9 @@ class SQLiteStore(Store):
                     selection.job,
                     # SQLite integers are 64-bit; a longer number names no job
                     int(selection.job)
-                    if selection.job.isdigit() and len(selection.job) < 19
+                    if selection.job.isascii()
+                    and selection.job.isdigit()
+                    and len(selection.job) < 19
                     else -1,
                 ]
             )

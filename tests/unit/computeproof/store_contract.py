@@ -269,6 +269,7 @@ class StoreContract:
         assert keys(until="2026-01-02T00:00:00") == ["c1/1#0", "c2/1#1"]
         assert keys(job="1") == ["c1/1#0", "c2/1#1"]
         assert keys(job="c2/1#1") == ["c2/1#1"]
+        assert keys(job="\u00b2") == keys(job="\u0661") == []  # digits, but not ASCII ones
         assert keys(limit=2) == ["c1/1#0", "c1/2#0"]
 
     def test_openings(self, make_store: MakeStore) -> None:

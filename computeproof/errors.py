@@ -10,8 +10,9 @@ ComputeProofError
 │   ├── ProofError           inclusion / consistency proof does not verify
 │   ├── CheckpointError      malformed or wrongly signed checkpoint
 │   ├── BundleError          receipt bundle malformed or failing verification
-│   └── StoreError           storage backend failure or corruption
-│       └── StoreConflict    another writer appended first (nothing changed; redo)
+│   ├── StoreError           storage backend failure or corruption
+│   │   └── StoreConflict    another writer appended first (nothing changed; redo)
+│   └── CollectorError       the collector cannot be reached, or refused a request
 ├── SpoolError               the local durable spool
 ├── SlurmError               Slurm commands / job info
 ├── AgentError               GPU agent, NVML
@@ -67,6 +68,11 @@ class StoreError(ReceiptError):
 class StoreConflict(StoreError):
     """Another writer appended to the log after this append read its size: the append
     changed nothing and can be redone from a fresh read."""
+
+
+class CollectorError(ReceiptError):
+    """The collector (`computeproof serve`) cannot be reached or refused a forwarder's
+    request; what was being sent stays in the spool."""
 
 
 class SpoolError(ComputeProofError):

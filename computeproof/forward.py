@@ -161,12 +161,23 @@ def forward_lock(spool: Spool, wait: bool = True) -> Iterator[bool]:
 def forward_configured(
     config: Config, wait: bool = True, progress: Callable[[int, int], None] | None = None
 ) -> ForwardResult | None:
-    """One forwarding pass of the configured spool into the configured ledger, signed with
-    the host key; None when ``wait`` is False and another forwarder is at work."""
+    """One forwarding pass of the configured spool, signed with the host key, into the
+    collector when ``collector_url`` is set, else into the configured ledger; None when
+    ``wait`` is False and another forwarder is at work."""
     spool = Spool(config.spool_dir)
     with forward_lock(spool, wait) as held:
         if not held:
             return None
         signer = load_signer(config.host_key)
+        if config.collector_url:  # a node of a cluster: post to the collector
+            from computeproof.httpsink import HttpSink
+
+            with HttpSink(
+                config.collector_url,
+                signer,
+                config.collector_ca or None,
+                float(config.collector_timeout),
+            ) as sink:
+                return forward_spool(spool, signer, sink, config.private_fields, progress=progress)
         with open_ledger(config) as ledger:
             return forward_spool(spool, signer, ledger, config.private_fields, progress=progress)

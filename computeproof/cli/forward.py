@@ -20,17 +20,36 @@ from computeproof.errors import ComputeProofError
     default=None,
     help="Keep forwarding every INTERVAL seconds (default: one pass).",
 )
+@click.option(
+    "--to",
+    "url",
+    default=None,
+    help="Post to the collector at URL (https://host:8443; default: collector_url).",
+)
+@click.option("--ca", "ca_file", default=None, help="CA file for the collector (collector_ca).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_state
-def forward(state: State, interval: float | None, as_json: bool) -> None:
-    """Sign spooled events with the host key and append them to the ledger."""
+def forward(
+    state: State, interval: float | None, url: str | None, ca_file: str | None, as_json: bool
+) -> None:
+    """Sign spooled events with the host key and append them to the ledger, or post them
+    to the collector (--to, or collector_url in the config)."""
     from computeproof.forward import forward_configured
 
+    config = state.config
+    if url is not None or ca_file is not None:
+        config = dataclasses.replace(
+            config,
+            collector_url=url if url is not None else config.collector_url,
+            collector_ca=ca_file if ca_file is not None else config.collector_ca,
+        )
+        if not config.collector_url:
+            raise click.UsageError("--ca needs a collector: --to URL or collector_url")
     while True:
         # a backlog (the ledger was down for hours) takes a while: show how far, on a tty
         shown = tty_progress("forwarding:", "events", interval is None and not as_json)
         try:
-            result = forward_configured(state.config, progress=shown)
+            result = forward_configured(config, progress=shown)
         except ComputeProofError as err:
             if interval is None:
                 raise

@@ -94,9 +94,19 @@ class _Cache:
     stamp: float = float("-inf")
 
 
+_KEYID = b'"keyid":"'
+
+
 def envelope_key_id(envelope: bytes) -> str | None:
     """The key id an envelope names (None when it is not even JSON of that shape: the
     ledger then says exactly what is wrong)."""
+    # the canonical envelope has one signature and one "keyid": read it in place
+    at = envelope.find(_KEYID)
+    if at >= 0 and envelope.count(_KEYID) == 1:
+        end = at + len(_KEYID) + 64
+        if envelope[end : end + 1] == b'"':
+            kid = envelope[at + len(_KEYID) : end]
+            return kid.decode("ascii") if kid.isascii() and kid.isalnum() else None
     try:
         kid = orjson.loads(envelope)["signatures"][0]["keyid"]
     except (orjson.JSONDecodeError, KeyError, IndexError, TypeError):

@@ -126,11 +126,12 @@ _JOB_TEXT = frozenset(c for c, t in zip(_JOB_COLUMNS, _JOB_TYPES, strict=True) i
 _JOB_SELECT = ", ".join(f'"{c}"' for c in _JOB_COLUMNS)
 _JOB_UPSERT = (
     f"INSERT INTO jobs ({_JOB_SELECT}) SELECT * FROM unnest("
-    + ", ".join(f"%s::{t}[]" for t in _JOB_TYPES)
+    + ", ".join(f"%b::{t}[]" for t in _JOB_TYPES)
     + ") ON CONFLICT (job_key) DO UPDATE SET "
     + ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in _JOB_COLUMNS[1:])
 )
 _LEAF_SELECT = "SELECT idx, event_id, job_key, type, host, time, envelope FROM leaves"
+_LEAF_TYPES = ("int8", "text", "text", "text", "text", "text", "bytea")
 
 _ESCAPED = "\x01"
 
@@ -339,8 +340,8 @@ class PostgresStore(Store):
         if not keys:
             return {}
         rows = self._query(
-            "SELECT n.level, n.idx, n.hash FROM nodes n JOIN unnest(%s::smallint[], "
-            "%s::bigint[]) AS k (level, idx) ON n.level = k.level AND n.idx = k.idx",
+            "SELECT n.level, n.idx, n.hash FROM nodes n JOIN unnest(%b::smallint[], "
+            "%b::bigint[]) AS k (level, idx) ON n.level = k.level AND n.idx = k.idx",
             ([k[0] for k in keys], [k[1] for k in keys]),
         )
         return {(int(lv), int(i)): bytes(h) for lv, i, h in rows}
@@ -368,25 +369,21 @@ class PostgresStore(Store):
                     "another writer is active"
                 )
             if leaves:
-                cur.execute(
-                    "INSERT INTO leaves (idx, event_id, job_key, type, host, time, envelope) "
-                    "SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], "
-                    "%s::text[], %s::text[], %s::bytea[])",
-                    (
-                        [r.index for r in leaves],
-                        [_enc(r.event_id) for r in leaves],
-                        [_enc(r.job_key) for r in leaves],
-                        [_enc(r.type) for r in leaves],
-                        [_enc(r.host) for r in leaves],
-                        [_enc(r.time) for r in leaves],
-                        [r.envelope for r in leaves],
-                    ),
-                )
+                # binary COPY: a third of the cost of an INSERT of the same rows (envelopes
+                # are most of the bytes, and text parameters would hex-escape them)
+                with cur.copy(
+                    "COPY leaves (idx, event_id, job_key, type, host, time, envelope) "
+                    "FROM STDIN (FORMAT BINARY)"
+                ) as copy:
+                    copy.set_types(_LEAF_TYPES)
+                    for r in leaves:
+                        copy.write_row((r.index, _enc(r.event_id), _enc(r.job_key), _enc(r.type),
+                                        _enc(r.host), _enc(r.time), r.envelope))  # fmt: skip
             if nodes:
                 rows = _last_wins([(k[0], k[1], h) for k, h in nodes], lambda r: (r[0], r[1]))
                 cur.execute(
-                    "INSERT INTO nodes (level, idx, hash) SELECT * FROM unnest(%s::smallint[], "
-                    "%s::bigint[], %s::bytea[]) ON CONFLICT (level, idx) DO UPDATE SET "
+                    "INSERT INTO nodes (level, idx, hash) SELECT * FROM unnest(%b::smallint[], "
+                    "%b::bigint[], %b::bytea[]) ON CONFLICT (level, idx) DO UPDATE SET "
                     "hash = EXCLUDED.hash",
                     ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]),
                 )
@@ -397,7 +394,7 @@ class PostgresStore(Store):
                 ops = _last_wins(list(openings), lambda r: (r[0], r[1]))
                 cur.execute(
                     "INSERT INTO openings (event_id, field, salt, value) SELECT * FROM "
-                    "unnest(%s::text[], %s::text[], %s::text[], %s::text[]) ON CONFLICT "
+                    "unnest(%b::text[], %b::text[], %b::text[], %b::text[]) ON CONFLICT "
                     "(event_id, field) DO UPDATE SET salt = EXCLUDED.salt, "
                     "value = EXCLUDED.value",
                     tuple([_enc(str(r[i])) for r in ops] for i in range(4)),
@@ -408,7 +405,7 @@ class PostgresStore(Store):
         if not events:
             return {}
         rows = self._query(
-            "SELECT l.event_id, l.idx, l.envelope FROM unnest(%s::text[], %s::text[]) "
+            "SELECT l.event_id, l.idx, l.envelope FROM unnest(%b::text[], %b::text[]) "
             "AS k (job_key, event_id) JOIN leaves l "
             "ON l.job_key = k.job_key AND l.event_id = k.event_id",
             ([_enc(j) for j, _ in events], [_enc(e) for _, e in events]),

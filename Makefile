@@ -22,7 +22,7 @@ deb-deps:
 	fi
 
 py-deps:
-	$(PIP) install -q -e '.[gpu,dev]'
+	$(PIP) install -q -e '.[gpu,server,dev,anchor]'
 
 deps: deb-deps py-deps
 

@@ -8,7 +8,8 @@
      "entries": [{"leaf_index", "envelope" (the canonical envelope text),
                   "inclusion_proof": [base64, ...]}],
      "disclosures": {event id: {field: {"salt", "value"}}},   # optional
-     "anchors": [...]}                                          # optional
+     "anchors": [{"record", "checkpoint", "consistency_proof"}]}  # optional
+                                              # (computeproof/anchors/receipts.py)
 
 Verification needs no database and no network: it checks the checkpoint signature,
 every envelope signature against the bundle's keys, that each event belongs to the job,
@@ -37,6 +38,7 @@ FORMAT = "computeproof.receipt/v1"
 
 def export_bundle(ledger: object, job: str, disclose: bool = False) -> dict[str, object]:
     """Build the receipt bundle of job ``job`` from a :class:`Ledger`."""
+    from computeproof.anchors.receipts import receipt_anchors
     from computeproof.ledger import Ledger
 
     assert isinstance(ledger, Ledger)
@@ -93,7 +95,7 @@ def export_bundle(ledger: object, job: str, disclose: bool = False) -> dict[str,
         },
         "keys": sorted(used.values(), key=lambda k: str(k["key_id"])),  # type: ignore[index]
         "entries": entries,
-        "anchors": [],
+        "anchors": receipt_anchors(ledger, cp.size),
     }
     bundle["index"] = sign_index(
         ledger.signer(),
@@ -118,6 +120,7 @@ class BundleReport:
     events: list[dict[str, object]] = field(default_factory=list)
     disclosed: dict[str, dict[str, object]] = field(default_factory=dict)
     lifecycle: dict[str, int] = field(default_factory=dict)
+    anchors: list[dict[str, object]] = field(default_factory=list)  # checked offline
 
 
 def _field(obj: object, name: str, kind: type, where: str) -> Any:
@@ -172,6 +175,8 @@ def _verify_bundle(data: bytes | str, trusted_ledger_key: bytes | None) -> Bundl
         bundle = json.loads(data)
     except (ValueError, UnicodeDecodeError) as e:
         raise BundleError(f"receipt is not JSON: {e}") from e
+    except RecursionError as e:
+        raise BundleError("not a receipt: JSON nested too deeply") from e
     if not isinstance(bundle, dict) or bundle.get("format") != FORMAT:
         raise BundleError(f"not a receipt bundle (format must be {FORMAT!r})")
     job = _field(bundle, "job", dict, "receipt")
@@ -267,6 +272,10 @@ def _verify_bundle(data: bytes | str, trusted_ledger_key: bytes | None) -> Bundl
                 raise BundleError(f"disclosures[{eid}][{name}]: {e}") from e
             report.disclosed.setdefault(eid, {})[name] = value
     _check_index(bundle, report, ledger_key)
+    from computeproof.anchors.verify import check_receipt_anchors
+
+    checked = check_receipt_anchors(bundle.get("anchors"), cp, ledger_key)
+    report.anchors = [a.to_json() for a in checked]
     return report
 
 

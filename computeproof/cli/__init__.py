@@ -222,7 +222,10 @@ def accept_global_flags(group: click.Group) -> None:
 
 # One module a command group. A missing module is a packaging error, not a reason to run
 # without its commands, so the import is not guarded.
-COMMAND_MODULES = ("keys", "ledger", "jobs", "receipt", "forward", "report", "bench", "serve")
+COMMAND_MODULES = (
+    "keys", "ledger", "jobs", "receipt", "forward", "report", "bench", "anchor", "dashboard",
+    "serve",
+)  # fmt: skip
 
 
 def _register() -> None:

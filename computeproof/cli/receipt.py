@@ -58,15 +58,33 @@ def receipt_export(state: State, job: str, output: str, disclose: bool) -> None:
 @click.option(
     "--ledger-key", default=None, help="Trust only this ledger public key (ed25519:BASE64)."
 )
+@click.option(
+    "--check-anchors",
+    "rpc_url",
+    default=None,
+    metavar="RPC_URL",
+    help="Also look the receipt's anchors up on the chain behind this JSON-RPC node.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def receipt_verify(file: str, ledger_key: str | None, as_json: bool) -> None:
-    """Verify a receipt FILE with no database and no network. Exit 0 valid, 1 not."""
+def receipt_verify(file: str, ledger_key: str | None, rpc_url: str | None, as_json: bool) -> None:
+    """Verify a receipt FILE with no database and no network (but the chain node with
+    --check-anchors). Exit 0 valid, 1 not."""
     from computeproof.bundle import verify_bundle
     from computeproof.errors import BundleError
     from computeproof.keys import parse_public_key
 
     data = read_input(file, "receipt")
     trusted = parse_public_key(ledger_key) if ledger_key else None
+    if rpc_url is not None:
+        from computeproof.anchors.verify import verify_with_anchors
+        from computeproof.cli.anchor import print_anchor_check
+
+        ok, out = verify_with_anchors(data, trusted, rpc_url)
+        if ok and not as_json:
+            click.echo(f"VALID receipt for job {term(out['job'])}, checkpoint of size "
+                       f"{out['checkpoint_size']}; anchors:")  # fmt: skip
+        print_anchor_check(file, ok, out, as_json)
+        return
     try:
         report = verify_bundle(data, trusted)
     except BundleError as e:
@@ -84,6 +102,7 @@ def receipt_verify(file: str, ledger_key: str | None, as_json: bool) -> None:
                 "checkpoint_size": report.checkpoint_size,
                 "lifecycle": report.lifecycle,
                 "disclosed": report.disclosed,
+                "anchors": report.anchors,
             }
         )
     else:

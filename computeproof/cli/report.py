@@ -85,7 +85,13 @@ def _split(values: tuple[str, ...]) -> tuple[str, ...]:
     show_default=True,
     help="Verify every counted receipt, or a random sample.",
 )
-@click.option("--sample-size", type=int, default=1000, show_default=True)
+@click.option(
+    "--sample-size",
+    type=click.IntRange(min=1, max=10**9),
+    default=1000,
+    show_default=True,
+    help="Receipts checked with --check sample.",
+)
 @click.option(
     "--allow-unverified",
     is_flag=True,

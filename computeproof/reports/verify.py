@@ -72,6 +72,8 @@ def load_report(path: str) -> dict[str, Any]:
         doc = json.loads(text)
     except ValueError as e:
         raise ReportError(f"{path}: report data is not valid JSON: {e}") from e
+    except RecursionError as e:
+        raise ReportError(f"{path}: report data is nested too deeply to be a report") from e
     if not isinstance(doc, dict) or doc.get("format") != REPORT_FORMAT:
         raise ReportError(f"{path}: not a ComputeProof usage report ({REPORT_FORMAT})")
     return doc

@@ -50,6 +50,21 @@ class EnrolledKey:
     revoked: str | None = None  # still verifies old events; new ones are refused
 
 
+@dataclass(frozen=True)
+class AnchorRow:
+    """A record that a public registry holds one of this log's checkpoints (or, in the
+    per-job mode, one event): its kind ("evm", "numbers", "numbers-event"), the registry it
+    went to, the log size it speaks for, and the registry's record as JSON
+    (computeproof.anchors.AnchorRecord). Stored only from a real response or chain receipt."""
+
+    kind: str
+    target: str
+    size: int
+    record: str
+    created: str
+    id: int = 0  # assigned by the store
+
+
 @dataclass
 class JobRow:
     """The job index: one row per run of a job, derived from its events (not authoritative:
@@ -124,6 +139,34 @@ class UsageRow(NamedTuple):
     synthetic: bool
     last_leaf: int  # -1 for a run with no leaves
     leaves: list[int]  # in index order
+
+
+@dataclass(frozen=True)
+class JobCursor:
+    """A position in the jobs' display order: start time (else submit time, else ""), then
+    job id, then job key. The last row of one page; the next page continues after it
+    (keyset paging: as fast on page 2,000 as on page 1)."""
+
+    sort: str
+    job_id: int
+    job_key: str
+
+    @classmethod
+    def of(cls, row: JobRow) -> JobCursor:
+        """The cursor of ``row``: where a page that ends with it leaves off."""
+        return cls(row.start or row.submit or "", row.job_id, row.job_key)
+
+
+@dataclass(frozen=True)
+class JobFacets:
+    """The distinct values of the filterable job fields among some job rows, sorted."""
+
+    users: tuple[str, ...] = ()
+    accounts: tuple[str, ...] = ()
+    partitions: tuple[str, ...] = ()
+    states: tuple[str, ...] = ()
+    gpu_models: tuple[str, ...] = ()
+    nodes: tuple[str, ...] = ()
 
 
 class Store(ABC):
@@ -208,6 +251,28 @@ class Store(ABC):
         """Job index rows matching ``selection``, ordered by start then job key."""
 
     @abstractmethod
+    def jobs_page(
+        self,
+        selection: JobFilter,
+        after: JobCursor | None = None,
+        limit: int = 50,
+        newest_first: bool = True,
+    ) -> list[JobRow]:
+        """At most ``limit`` rows matching ``selection`` (its own limit is ignored) in the
+        :class:`JobCursor` order, newest first unless ``newest_first`` is False, strictly
+        after ``after`` in that direction."""
+
+    @abstractmethod
+    def count_jobs(self, selection: JobFilter, cap: int | None = None) -> int:
+        """How many rows match ``selection``; with ``cap``, counting stops at ``cap``."""
+
+    @abstractmethod
+    def job_facets(self, selection: JobFilter, per_field: int = 500) -> JobFacets:
+        """The distinct users, accounts, partitions, states, GPU models and nodes (each node
+        of a row's node list) of the rows matching ``selection``, at most ``per_field`` of
+        each, sorted (for filter menus)."""
+
+    @abstractmethod
     def get_jobs(self, job_keys: Sequence[str]) -> dict[str, JobRow]:
         """Job index rows by key."""
 
@@ -228,6 +293,19 @@ class Store(ABC):
         reading them all to find it grows without bound)."""
         rows = self.checkpoints()
         return rows[-1] if rows else None
+
+    @abstractmethod
+    def add_anchor(self, row: AnchorRow) -> int:
+        """Record an anchor (``row.id`` is ignored); return the id the store gave it."""
+
+    @abstractmethod
+    def anchors(self, kind: str | None = None, target: str | None = None) -> list[AnchorRow]:
+        """Anchor records, of one kind and registry when given, by size then id."""
+
+    @abstractmethod
+    def update_anchor(self, anchor_id: int, record: str) -> None:
+        """Replace an anchor's record JSON (a Numbers commit transaction learnt later);
+        raise StoreError when there is no anchor ``anchor_id``."""
 
     @abstractmethod
     def enroll(self, key: EnrolledKey) -> None:

@@ -27,8 +27,11 @@ import psycopg
 
 from computeproof.errors import StoreConflict, StoreError
 from computeproof.store.interface import (
+    AnchorRow,
     CheckpointRow,
     EnrolledKey,
+    JobCursor,
+    JobFacets,
     JobFilter,
     JobRow,
     LeafRow,
@@ -70,9 +73,16 @@ CREATE TABLE IF NOT EXISTS jobs (
     submit TEXT COLLATE "C", start TEXT COLLATE "C", "end" TEXT COLLATE "C",
     elapsed_s BIGINT, exit_code TEXT COLLATE "C", synthetic BOOLEAN NOT NULL DEFAULT false,
     events BIGINT NOT NULL DEFAULT 0, first_leaf BIGINT, last_leaf BIGINT, fields TEXT);
+CREATE TABLE IF NOT EXISTS anchors (
+    id BIGSERIAL PRIMARY KEY, kind TEXT NOT NULL, target TEXT NOT NULL, size BIGINT NOT NULL,
+    record TEXT NOT NULL, created TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS anchors_size ON anchors (size);
 CREATE INDEX IF NOT EXISTS jobs_start ON jobs (start);
 CREATE INDEX IF NOT EXISTS jobs_job ON jobs (job);
+CREATE INDEX IF NOT EXISTS jobs_order ON jobs ((coalesce(start, submit, '')), job_id, job_key);
 """
+# the jobs' display order (JobCursor); the jobs_order index is on it
+_JOB_ORDER = "coalesce(start, submit, '')"
 
 _JOB_COLUMNS = (
     "job_key",
@@ -187,6 +197,39 @@ def _job_columns(jobs: Sequence[JobRow]) -> list[list[object]]:
                 value = getattr(job, c)
             columns[i].append(value)
     return columns
+
+
+def _job_where(selection: JobFilter) -> tuple[list[str], list[object]]:
+    """SQL conditions and their arguments for a :class:`JobFilter` (its limit aside)."""
+    where: list[str] = []
+    args: list[object] = []
+    for column, values in (
+        ("user", selection.users),
+        ("account", selection.accounts),
+        ("partition", selection.partitions),
+        ("state", selection.states),
+        ("gpu_model", selection.gpu_models),
+    ):
+        if values:
+            where.append(f'"{column}" = ANY(%s::text[])')
+            args.append([_enc(v) for v in values])
+    if selection.nodes:
+        where.append("(" + " OR ".join("(',' || nodes || ',') LIKE %s" for _ in selection.nodes)
+                     + ")")  # fmt: skip
+        args.extend(f"%,{n},%" for n in selection.nodes)
+    if selection.since:
+        where.append('("end" IS NULL OR "end" >= %s)')
+        args.append(selection.since)
+    if selection.until:
+        where.append("(start IS NULL OR start < %s)")
+        args.append(selection.until)
+    if selection.job:
+        where.append("(job = %s OR job_key = %s OR job_id = %s)")
+        # a number past 64 bits names no job (as in SQLite); so do other scripts' digits
+        job = selection.job
+        number = int(job) if job.isascii() and job.isdigit() and len(job) < 19 else -1
+        args.extend([_enc(job), _enc(job), number])
+    return where, args
 
 
 def redact(url: str) -> str:
@@ -455,45 +498,63 @@ class PostgresStore(Store):
 
     def jobs(self, selection: JobFilter) -> list[JobRow]:
         """Job index rows matching the selection."""
-        where: list[str] = []
-        args: list[object] = []
-        for column, values in (
-            ("user", selection.users),
-            ("account", selection.accounts),
-            ("partition", selection.partitions),
-            ("state", selection.states),
-            ("gpu_model", selection.gpu_models),
-        ):
-            if values:
-                where.append(f'"{column}" = ANY(%s::text[])')
-                args.append([_enc(v) for v in values])
-        if selection.nodes:
-            where.append(
-                "(" + " OR ".join("(',' || nodes || ',') LIKE %s" for _ in selection.nodes) + ")"
-            )
-            args.extend(f"%,{n},%" for n in selection.nodes)
-        if selection.since:
-            where.append('("end" IS NULL OR "end" >= %s)')
-            args.append(selection.since)
-        if selection.until:
-            where.append("(start IS NULL OR start < %s)")
-            args.append(selection.until)
-        if selection.job:
-            where.append("(job = %s OR job_key = %s OR job_id = %s)")
-            # a number past 64 bits names no job (as in SQLite)
-            number = (
-                int(selection.job)
-                if selection.job.isascii() and selection.job.isdigit() and len(selection.job) < 19
-                else -1
-            )
-            args.extend([_enc(selection.job), _enc(selection.job), number])
+        where, args = _job_where(selection)
         sql = f"SELECT {_JOB_SELECT} FROM jobs"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY coalesce(start, submit, ''), job_id, job_key"
+        sql += f" ORDER BY {_JOB_ORDER}, job_id, job_key"
         if selection.limit is not None:
             sql += f" LIMIT {int(selection.limit)}"
         return [_job_from_row(r) for r in self._query(sql, args)]
+
+    def jobs_page(
+        self,
+        selection: JobFilter,
+        after: JobCursor | None = None,
+        limit: int = 50,
+        newest_first: bool = True,
+    ) -> list[JobRow]:
+        """One page of job rows in cursor order, from the jobs_order index (a row-value
+        comparison: PostgreSQL walks the index from the cursor)."""
+        where, args = _job_where(selection)
+        if after is not None:
+            lt = "<" if newest_first else ">"
+            where.append(f"({_JOB_ORDER}, job_id, job_key) {lt} (%s, %s, %s)")
+            args.extend((_enc(after.sort), after.job_id, _enc(after.job_key)))
+        way = "DESC" if newest_first else "ASC"
+        sql = f"SELECT {_JOB_SELECT} FROM jobs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += f" ORDER BY {_JOB_ORDER} {way}, job_id {way}, job_key {way} LIMIT %s"
+        args.append(max(0, int(limit)))
+        return [_job_from_row(r) for r in self._query(sql, args)]
+
+    def count_jobs(self, selection: JobFilter, cap: int | None = None) -> int:
+        """Matching rows, counted up to ``cap``."""
+        where, args = _job_where(selection)
+        inner = "SELECT 1 FROM jobs" + (" WHERE " + " AND ".join(where) if where else "")
+        if cap is not None:
+            inner += " LIMIT %s"
+            args.append(max(0, int(cap)))
+        return int(self._query(f"SELECT count(*) FROM ({inner}) AS matching", args)[0][0])
+
+    def job_facets(self, selection: JobFilter, per_field: int = 500) -> JobFacets:
+        """Distinct filter values of the matching rows."""
+        where, args = _job_where(selection)
+        sql = 'SELECT DISTINCT "user", account, partition, state, gpu_model, nodes FROM jobs'
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        seen: list[set[str]] = [set() for _ in range(6)]
+        for row in self._query(sql, args):
+            for i, value in enumerate(row[:5]):
+                if value is not None:
+                    seen[i].add(_text(value))
+            if row[5]:
+                seen[5].update(n for n in _text(row[5]).split(",") if n)
+        users, accounts, partitions, states, models, nodes = (
+            tuple(sorted(values)[:per_field]) for values in seen
+        )
+        return JobFacets(users, accounts, partitions, states, models, nodes)
 
     def get_jobs(self, job_keys: Sequence[str]) -> dict[str, JobRow]:
         """Job rows by key."""
@@ -595,6 +656,38 @@ class PostgresStore(Store):
             return None
         s, r, n, c = rows[0]
         return CheckpointRow(int(s), bytes(r), str(n), str(c))
+
+    def add_anchor(self, row: AnchorRow) -> int:
+        """Record an anchor; its id."""
+        rows = self._query(
+            "INSERT INTO anchors (kind, target, size, record, created) "
+            "VALUES (%s, %s, %s, %s, %s) RETURNING id",
+            (row.kind, row.target, row.size, row.record, row.created),
+        )
+        return int(rows[0][0])
+
+    def anchors(self, kind: str | None = None, target: str | None = None) -> list[AnchorRow]:
+        """Anchor records, by size then id."""
+        where: list[str] = []
+        args: list[object] = []
+        for column, value in (("kind", kind), ("target", target)):
+            if value is not None:
+                where.append(f"{column} = %s")
+                args.append(value)
+        sql = "SELECT id, kind, target, size, record, created FROM anchors"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        return [
+            AnchorRow(str(k), str(t), int(s), str(r), str(c), int(i))
+            for i, k, t, s, r, c in self._query(sql + " ORDER BY size, id", args)
+        ]
+
+    def update_anchor(self, anchor_id: int, record: str) -> None:
+        """Replace one anchor's record JSON."""
+        if not self._query(
+            "UPDATE anchors SET record = %s WHERE id = %s RETURNING 1", (record, anchor_id)
+        ):
+            raise StoreError(f"PostgreSQL ledger {self._shown}: no anchor {anchor_id}")
 
     def enroll(self, key: EnrolledKey) -> None:
         """Trust a host key."""

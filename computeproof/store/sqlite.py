@@ -15,8 +15,11 @@ from typing import Any
 
 from computeproof.errors import StoreConflict, StoreError
 from computeproof.store.interface import (
+    AnchorRow,
     CheckpointRow,
     EnrolledKey,
+    JobCursor,
+    JobFacets,
     JobFilter,
     JobRow,
     LeafRow,
@@ -56,8 +59,13 @@ CREATE TABLE IF NOT EXISTS jobs (
     state TEXT, gpus INTEGER, gpu_model TEXT, nodes TEXT, submit TEXT, start TEXT, "end" TEXT,
     elapsed_s INTEGER, exit_code TEXT, synthetic INTEGER NOT NULL DEFAULT 0,
     events INTEGER NOT NULL DEFAULT 0, first_leaf INTEGER, last_leaf INTEGER, fields TEXT);
+CREATE TABLE IF NOT EXISTS anchors (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, target TEXT NOT NULL,
+    size INTEGER NOT NULL, record TEXT NOT NULL, created TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS anchors_size ON anchors (size);
 CREATE INDEX IF NOT EXISTS jobs_start ON jobs (start);
 CREATE INDEX IF NOT EXISTS jobs_job ON jobs (job);
+CREATE INDEX IF NOT EXISTS jobs_order ON jobs (coalesce(start, submit, ''), job_id, job_key);
 """
 
 _JOB_COLUMNS = (
@@ -106,6 +114,49 @@ def _job_to_row(job: JobRow) -> tuple[object, ...]:
         else getattr(job, c)
         for c in _JOB_COLUMNS
     )
+
+
+# the jobs' display order (JobCursor); the jobs_order index is on this expression
+_JOB_ORDER = "coalesce(start, submit, '')"
+
+
+def _small_int(text: str) -> bool:
+    # isdigit() is also true of other scripts' digits ("²"), which int() refuses
+    return text.isascii() and text.isdigit() and len(text) < 19
+
+
+def _job_where(selection: JobFilter) -> tuple[list[str], list[object]]:
+    """SQL conditions and their arguments for a :class:`JobFilter` (its limit aside)."""
+    where: list[str] = []
+    args: list[object] = []
+    for column, values in (
+        ("user", selection.users),
+        ("account", selection.accounts),
+        ("partition", selection.partitions),
+        ("state", selection.states),
+        ("gpu_model", selection.gpu_models),
+    ):
+        if values:
+            where.append(f'"{column}" IN ({", ".join("?" * len(values))})')
+            args.extend(values)
+    if selection.nodes:
+        where.append(
+            "(" + " OR ".join("(',' || nodes || ',') LIKE ?" for _ in selection.nodes) + ")"
+        )
+        args.extend(f"%,{n},%" for n in selection.nodes)
+    if selection.since:
+        where.append('("end" IS NULL OR "end" >= ?)')
+        args.append(selection.since)
+    if selection.until:
+        where.append("(start IS NULL OR start < ?)")
+        args.append(selection.until)
+    if selection.job:
+        where.append("(job = ? OR job_key = ? OR job_id = ?)")
+        args.extend(
+            # SQLite integers are 64-bit; a longer number names no job
+            [selection.job, selection.job, int(selection.job) if _small_int(selection.job) else -1]
+        )
+    return where, args
 
 
 _LEAF_SELECT = "SELECT idx, event_id, job_key, type, host, time, envelope FROM leaves"
@@ -500,50 +551,72 @@ class SQLiteStore(Store):
 
     def jobs(self, selection: JobFilter) -> list[JobRow]:
         """Job index rows matching the selection."""
-        where: list[str] = []
-        args: list[object] = []
-        for column, values in (
-            ("user", selection.users),
-            ("account", selection.accounts),
-            ("partition", selection.partitions),
-            ("state", selection.states),
-            ("gpu_model", selection.gpu_models),
-        ):
-            if values:
-                where.append(f'"{column}" IN ({", ".join("?" * len(values))})')
-                args.extend(values)
-        if selection.nodes:
-            where.append(
-                "(" + " OR ".join("(',' || nodes || ',') LIKE ?" for _ in selection.nodes) + ")"
-            )
-            args.extend(f"%,{n},%" for n in selection.nodes)
-        if selection.since:
-            where.append('("end" IS NULL OR "end" >= ?)')
-            args.append(selection.since)
-        if selection.until:
-            where.append("(start IS NULL OR start < ?)")
-            args.append(selection.until)
-        if selection.job:
-            where.append("(job = ? OR job_key = ? OR job_id = ?)")
-            args.extend(
-                [
-                    selection.job,
-                    selection.job,
-                    # SQLite integers are 64-bit; a longer number names no job
-                    int(selection.job)
-                    if selection.job.isascii()
-                    and selection.job.isdigit()
-                    and len(selection.job) < 19
-                    else -1,
-                ]
-            )
+        where, args = _job_where(selection)
         sql = f"SELECT {_JOB_SELECT} FROM jobs"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY coalesce(start, submit, ''), job_id, job_key"
+        sql += f" ORDER BY {_JOB_ORDER}, job_id, job_key"
         if selection.limit is not None:
             sql += f" LIMIT {int(selection.limit)}"
         return [_job_from_row(r) for r in self._query(sql, args)]
+
+    def jobs_page(
+        self,
+        selection: JobFilter,
+        after: JobCursor | None = None,
+        limit: int = 50,
+        newest_first: bool = True,
+    ) -> list[JobRow]:
+        """One page of job rows in cursor order; walks the jobs_order index from the cursor."""
+        where, args = _job_where(selection)
+        if after is not None:
+            # the leading bound is what lets SQLite search the index from the cursor (a row
+            # value comparison makes it scan from the start)
+            lt = "<" if newest_first else ">"
+            where.append(
+                f"{_JOB_ORDER} {lt}= ? AND ({_JOB_ORDER} {lt} ? OR job_id {lt} ? "
+                f"OR (job_id = ? AND job_key {lt} ?))"
+            )
+            args.extend((after.sort, after.sort, after.job_id, after.job_id, after.job_key))
+        way = "DESC" if newest_first else "ASC"
+        sql = f"SELECT {_JOB_SELECT} FROM jobs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += f" ORDER BY {_JOB_ORDER} {way}, job_id {way}, job_key {way} LIMIT ?"
+        args.append(max(0, int(limit)))
+        return [_job_from_row(r) for r in self._query(sql, args)]
+
+    def count_jobs(self, selection: JobFilter, cap: int | None = None) -> int:
+        """Matching rows, counted up to ``cap``."""
+        where, args = _job_where(selection)
+        inner = "SELECT 1 FROM jobs" + (" WHERE " + " AND ".join(where) if where else "")
+        if cap is not None:
+            inner += " LIMIT ?"
+            args.append(max(0, int(cap)))
+        return int(self._query(f"SELECT count(*) FROM ({inner})", args)[0][0])
+
+    def job_facets(self, selection: JobFilter, per_field: int = 500) -> JobFacets:
+        """Distinct filter values of the matching rows, one scan."""
+        where, args = _job_where(selection)
+        sql = 'SELECT DISTINCT "user", account, partition, state, gpu_model, nodes FROM jobs'
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        seen: list[set[str]] = [set() for _ in range(6)]
+        try:
+            cur = self.db.execute(sql, args)
+            while rows := cur.fetchmany(5000):
+                for row in rows:
+                    for i, value in enumerate(row[:5]):
+                        if value is not None:
+                            seen[i].add(str(value))
+                    if row[5]:
+                        seen[5].update(n for n in str(row[5]).split(",") if n)
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"ledger database {self.path}: {e}") from e
+        users, accounts, partitions, states, models, nodes = (
+            tuple(sorted(values)[:per_field]) for values in seen
+        )
+        return JobFacets(users, accounts, partitions, states, models, nodes)
 
     def get_jobs(self, job_keys: Sequence[str]) -> dict[str, JobRow]:
         """Job rows by key."""
@@ -591,6 +664,42 @@ class SQLiteStore(Store):
         )
         return CheckpointRow(int(rows[0][0]), bytes(rows[0][1]), str(rows[0][2]),
                              str(rows[0][3])) if rows else None  # fmt: skip
+
+    def add_anchor(self, row: AnchorRow) -> int:
+        """Record an anchor; its id."""
+        try:
+            cur = self.db.execute(
+                "INSERT INTO anchors (kind, target, size, record, created) VALUES (?, ?, ?, ?, ?)",
+                (row.kind, row.target, row.size, row.record, row.created),
+            )
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"ledger database {self.path}: {e}") from e
+        assert cur.lastrowid is not None
+        return int(cur.lastrowid)
+
+    def anchors(self, kind: str | None = None, target: str | None = None) -> list[AnchorRow]:
+        """Anchor records, by size then id."""
+        where, args = [], []
+        for column, value in (("kind", kind), ("target", target)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        sql = "SELECT id, kind, target, size, record, created FROM anchors"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        return [
+            AnchorRow(str(k), str(t), int(s), str(r), str(c), int(i))
+            for i, k, t, s, r, c in self._query(sql + " ORDER BY size, id", args)
+        ]
+
+    def update_anchor(self, anchor_id: int, record: str) -> None:
+        """Replace one anchor's record JSON."""
+        try:
+            cur = self.db.execute("UPDATE anchors SET record = ? WHERE id = ?", (record, anchor_id))
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"ledger database {self.path}: {e}") from e
+        if cur.rowcount != 1:
+            raise StoreError(f"ledger database {self.path}: no anchor {anchor_id}")
 
     def enroll(self, key: EnrolledKey) -> None:
         """Trust a host key."""

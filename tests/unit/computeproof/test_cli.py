@@ -594,3 +594,68 @@ def test_readme_examples_are_commands_the_cli_accepts() -> None:
     assert len(lines) >= 15
     for line in lines:
         parse_command_line(shlex.split(line)[1:])
+
+
+# -- hostile input (issue 13, item 10 and terminal output) --------------------------------
+
+
+def test_hostile_arguments_get_one_line_errors(site: Site) -> None:
+    binary = site.dir / "binary.bin"
+    binary.write_bytes(bytes(range(256)) * 16)
+    nested = site.dir / "nested.json"
+    nested.write_text("[" * 100_000 + "]" * 100_000)
+
+    r = cli(site, "jobs", "show", "99999999999999999999999")
+    assert r.exit_code == 2
+    assert_one_line_error(r.stderr, "no receipts for job 99999999999999999999999")
+
+    r = cli(site, "report", "--from", "2026-01-01", "--to", "2026-02", "--grants",
+            str(binary), "-o", str(site.dir / "r.json"))  # fmt: skip
+    assert r.exit_code == 2
+    assert_one_line_error(r.stderr, "not a TOML file")
+
+    r = cli(site, "ledger", "consistency", str(binary))
+    assert r.exit_code == 2
+    assert_one_line_error(r.stderr, "not a checkpoint")
+
+    r = cli(site, "receipt", "verify", str(nested))
+    assert r.exit_code == 1 and "INVALID" in r.stdout and "nested too deeply" in r.stdout
+    assert "Traceback" not in r.output
+
+    r = cli(site, "jobs", "list", "--state", "BOGUS")
+    assert r.exit_code == 2 and "BOGUS" in r.stderr and "Traceback" not in r.output
+
+    r = cli(site, "report", "--from", "2026-01-01", "--to", "2026-02", "--sample-size", "-1",
+            "-o", str(site.dir / "r.json"))  # fmt: skip
+    assert r.exit_code == 2 and "--sample-size" in r.stderr
+
+    r = cli(site, "report", "--from", "2026-01-01", "--to", "2026-02", "--grid-intensity",
+            "-5", "-o", str(site.dir / "r.json"))  # fmt: skip
+    assert r.exit_code == 2
+    assert_one_line_error(r.stderr, "--grid-intensity must be a finite number >= 0, not -5")
+    assert "Decimal(" not in r.stderr
+
+
+def test_user_strings_cannot_draw_lines_on_the_terminal(
+    site: Site, host_signer: Signer, sign_all: Callable
+) -> None:
+    from computeproof.event import new_event
+
+    fake = "loss 0.1\n  9. 2026-01-01T00:00:00Z  completed   ctl\nreceipt verified: all OK"
+    events = [
+        new_event("scheduled", "c1", "300", 300, "ctl",
+                  {"user": "eve\x1b[2J", "account": "[red]x[/red]", "gpus": 1},
+                  time="2026-01-05T10:00:00.000001Z"),
+        new_event("progress", "c1", "300", 300, "node1", {"message": fake, "percent": 5},
+                  time="2026-01-05T10:10:00.000001Z"),
+    ]  # fmt: skip
+    with site.ledger() as led:
+        led.append(sign_all(events))
+    r = cli(site, "jobs", "show", "300")
+    lines = r.stdout.splitlines()
+    assert not any(line.startswith("receipt verified: all OK") for line in lines), r.stdout
+    assert not any(line.startswith("  9.") for line in lines), r.stdout
+    assert "loss 0.1\\x0a  9." in r.stdout and "eve\\x1b[2J" in r.stdout
+    assert "\x1b" not in r.stdout
+    r = cli(site, "jobs", "list")
+    assert "\x1b" not in r.stdout and "[red]x[/red]" in r.stdout  # shown, not read as markup

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from computeproof.envelope import sign_event
-from computeproof.errors import ReceiptError, SpoolError
+from computeproof.errors import ConfigError, ReceiptError, SpoolError
 from computeproof.event import check_event, utc_now
 from computeproof.keys import Signer, load_signer
 from computeproof.ledger import open_ledger
@@ -170,7 +170,13 @@ def forward_configured(
             return None
         signer = load_signer(config.host_key)
         if config.collector_url:  # a node of a cluster: post to the collector
-            from computeproof.httpsink import HttpSink
+            try:
+                from computeproof.httpsink import HttpSink
+            except ImportError as e:
+                raise ConfigError(
+                    f"collector_url is set, but posting to it needs httpx ({e}): "
+                    "pip install 'computeproof[server]'"
+                ) from e
 
             with HttpSink(
                 config.collector_url,

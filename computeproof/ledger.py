@@ -365,6 +365,10 @@ class Ledger:
         seen: dict[str, int] = {}
         fresh: list[tuple[int, Checked]] = []
         pos = 0
+        # the log's size before its first dedupe lookup: the commit expects that size, so
+        # an event another writer appends after the lookup makes it a conflict (and a
+        # recheck), never a second copy refused by the store
+        start: int | None = None
         for part in checked:
             candidates: list[tuple[int, Checked]] = []
             for item in part:
@@ -395,6 +399,8 @@ class Ledger:
                     seen[item.event_id] = pos
                     candidates.append((pos, item))
                 pos += 1
+            if start is None and candidates:
+                start = self.store.size()
             fresh += self._not_stored(envelopes, candidates, result)
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
             # after a few lost races for the log's end (busy collectors on one database),
@@ -405,9 +411,11 @@ class Ledger:
                     if attempt > 1:
                         # another writer appended since this batch read the log: what it
                         # added may include some of these events, so check them again
+                        start = self.store.size()
                         fresh = self._not_stored(envelopes, fresh, result)
                     if fresh:
-                        result.accepted += self._commit(envelopes, fresh, openings)
+                        assert start is not None
+                        result.accepted += self._commit(envelopes, fresh, openings, start)
                 break
             except StoreConflict:
                 if attempt == COMMIT_ATTEMPTS:
@@ -449,11 +457,11 @@ class Ledger:
         envelopes: Sequence[bytes],
         fresh: list[tuple[int, Checked]],
         openings: Sequence[dict[str, dict[str, object]]] | None,
+        start: int,
     ) -> list[tuple[int, str, int]]:
-        """Append ``fresh`` at the end of the log in one transaction; return (position,
-        event id, leaf index) of each. Raises StoreConflict, changing nothing, when
-        another writer appended after this read the log's size."""
-        start = self.store.size()
+        """Append ``fresh`` at the end of the log, which had ``start`` leaves when they were
+        found not stored, in one transaction; return (position, event id, leaf index) of
+        each. Raises StoreConflict, changing nothing, when another writer appended since."""
         frontier_keys = merkle.frontier_keys(start)
         have = self.store.read_nodes(frontier_keys)
         try:

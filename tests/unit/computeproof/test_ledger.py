@@ -314,6 +314,32 @@ def test_two_writers_append_at_once(
         assert len(rows) == len(ledger.jobs()) == 60
 
 
+def test_an_event_another_writer_appends_after_the_lookup_is_a_duplicate(
+    tmp_path: Path, host_signer: Signer, make_lifecycle: Callable, sign_all: Sign
+) -> None:
+    """Another writer appends some of this batch's events between this writer's dedupe
+    lookup and its commit: they become duplicates and the rest is appended (before, the
+    commit read the log's size after the other append, passed its check, and the store
+    refused the second copy: the whole batch failed)."""
+    db = tmp_path / "l.db"
+    envs = sign_all(make_lifecycle("100"))
+    with _open(db) as a, _open(db) as b:
+        a.enroll(host_signer.public_raw, list(HOSTS))
+        lookup = a.store.find_events
+        raced: list[object] = []
+
+        def find_events(pairs: Any) -> Any:
+            found = lookup(pairs)
+            if not raced:  # the first lookup done: now the other writer gets in
+                raced.append(b.append(envs[:2]))
+            return found
+
+        a.store.find_events = find_events  # type: ignore[method-assign]
+        r = a.append(envs)
+        assert len(r.accepted) == 3 and sorted(p for p, _, _ in r.duplicates) == [0, 1]
+        assert a.size() == len(envs) and a.verify().ok
+
+
 def test_verify_while_a_forwarder_appends(
     tmp_path: Path, host_signer: Signer, make_lifecycle: Callable, sign_all: Sign
 ) -> None:

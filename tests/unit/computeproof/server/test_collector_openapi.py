@@ -27,9 +27,7 @@ from schemathesis.checks import (
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 from collector_helpers import prepare_ledger, serve_config
-from conftest import lifecycle
 
 from computeproof.envelope import sign_event
 from computeproof.httpsig import sign_request
@@ -88,7 +86,7 @@ class SigningClient:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def served(tmp_path_factory: pytest.TempPathFactory, make_lifecycle: Any) -> Iterator[Any]:
     tmp = tmp_path_factory.mktemp("openapi")
     config = serve_config(str(tmp / "ledger.db"), tmp, serve_rate_limit=0)
     write_key(config.host_key, COLLECTOR)
@@ -100,7 +98,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
     enrolled = collector.enrolled()
     caller = Caller(enrolled[COLLECTOR.key_id], SignedBy(COLLECTOR.key_id, 0, "setup"))
-    collector.ingest(caller, [sign_event(e, COLLECTOR) for e in lifecycle("100")])
+    collector.ingest(caller, [sign_event(e, COLLECTOR) for e in make_lifecycle("100")])
     collector._writer.checkpoint()  # type: ignore[union-attr]
     app = create_app(config, collector)
     collector.start()

@@ -18,6 +18,8 @@ are public, like any transparency log's.
 # no `from __future__ import annotations`: FastAPI reads the routes' annotations, which
 # name closures (the auth dependencies)
 
+import base64
+import binascii
 import json
 import logging
 import math
@@ -61,7 +63,7 @@ from computeproof.server.models import (
     JobsPage,
     Receipt,
 )
-from computeproof.store.interface import JobFilter
+from computeproof.store.interface import JobCursor, JobFilter
 
 log = logging.getLogger("computeproof.serve")
 
@@ -351,12 +353,16 @@ def _jobs_router(service: Collector, reader: Any) -> APIRouter:
         gpu_model: Annotated[list[str] | None, Query(max_length=100)] = None,
         since: Annotated[str | None, Query(description="Jobs that ended at/after (or run)")] = None,
         until: Annotated[str | None, Query(description="Jobs that started before")] = None,
+        reverse: Annotated[bool, Query(description="Newest first")] = False,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+        after: Annotated[
+            str | None, Query(max_length=4096, description="The previous page's next")
+        ] = None,
         caller: Annotated[Caller | None, Depends(reader)] = None,
     ) -> JobsPage:
-        """Jobs with receipts, in start order, with the filters of `computeproof jobs
-        list` (repeat a filter for several values)."""
+        """Jobs with receipts in start order (``reverse``: newest first), with the filters
+        of `computeproof jobs list` (repeat a filter for several values), a page at a time:
+        pass the answer's ``next`` as ``after`` for the next page."""
         from computeproof.reports.dates import parse_date_arg
 
         try:
@@ -369,19 +375,19 @@ def _jobs_router(service: Collector, reader: Any) -> APIRouter:
                 gpu_models=tuple(gpu_model or ()),
                 since=parse_date_arg(since, "since") if since else None,
                 until=parse_date_arg(until, "until") if until else None,
-                limit=offset + limit + 1,
             )
         except (ReportError, ValueError) as e:
             raise HTTPException(400, str(e)) from e
+        cursor = _read_cursor(after) if after else None
         with service.reader() as ledger:
-            rows = ledger.jobs(selection)
-        page = rows[offset : offset + limit]
+            rows = ledger.store.jobs_page(selection, cursor, limit + 1, newest_first=reverse)
+        page = rows[:limit]
+        more = len(rows) > limit
         return JobsPage.model_validate(
             {
                 "jobs": [job_json(r) for r in page],
-                "offset": offset,
                 "limit": limit,
-                "next_offset": offset + limit if len(rows) > offset + limit else None,
+                "next": _write_cursor(JobCursor.of(page[-1])) if more else None,
             }
         )
 
@@ -429,6 +435,22 @@ def _jobs_router(service: Collector, reader: Any) -> APIRouter:
         return JobDetail.model_validate(job_detail(row, events, verdict))
 
     return router
+
+
+def _write_cursor(cursor: JobCursor) -> str:
+    """A page's end as opaque URL-safe text."""
+    raw = orjson.dumps([cursor.sort, cursor.job_id, cursor.job_key])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _read_cursor(text: str) -> JobCursor:
+    try:
+        sort, job_id, key = orjson.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+        if not (isinstance(sort, str) and type(job_id) is int and isinstance(key, str)):
+            raise ValueError("not a cursor")
+    except (ValueError, TypeError, binascii.Error) as e:
+        raise HTTPException(400, "after is not a page cursor this collector gave") from e
+    return JobCursor(sort, job_id, key)
 
 
 def _bundle(service: Collector, job: str) -> dict[str, object]:

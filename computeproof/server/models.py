@@ -81,12 +81,11 @@ class JobSummary(BaseModel):
 
 
 class JobsPage(BaseModel):
-    """A page of jobs in start order; ``next_offset`` fetches the next page (null: none)."""
+    """A page of jobs; ``next`` (as ``after``) fetches the next page (null: the last)."""
 
     jobs: list[JobSummary]
-    offset: int
     limit: int
-    next_offset: int | None
+    next: str | None
 
 
 class JobEvent(BaseModel):

@@ -281,9 +281,15 @@ def test_jobs_lifecycle_and_receipt(
     for job, user in (("100", "alice"), ("101", "bob"), ("102", "alice")):
         client.events(sign_all(make_lifecycle(job, user=user)))
     page = client.get("/v1/jobs?user=alice&limit=1").json()
-    assert [j["job_id"] for j in page["jobs"]] == ["100"] and page["next_offset"] == 1
-    page = client.get("/v1/jobs?user=alice&limit=1&offset=1").json()
-    assert [j["job_id"] for j in page["jobs"]] == ["102"] and page["next_offset"] is None
+    assert [j["job_id"] for j in page["jobs"]] == ["100"] and page["next"]
+    page = client.get(f"/v1/jobs?user=alice&limit=1&after={page['next']}").json()
+    assert [j["job_id"] for j in page["jobs"]] == ["102"] and page["next"] is None
+    newest = client.get("/v1/jobs?reverse=true&limit=2").json()
+    assert [j["job_id"] for j in newest["jobs"]] == ["102", "101"] and newest["next"]
+    rest = client.get(f"/v1/jobs?reverse=true&limit=2&after={newest['next']}").json()
+    assert [j["job_id"] for j in rest["jobs"]] == ["100"]
+    bad = client.get("/v1/jobs?after=bm90LWEtY3Vyc29y")
+    assert bad.status_code == 400 and "page cursor" in bad.json()["detail"]
     assert (
         client.get("/v1/jobs?state=completed&node=node1").json()["jobs"][0]["state"] == "COMPLETED"
     )

@@ -6,8 +6,10 @@ Prints one JSON object: ``http_events_per_s`` (4 forwarder processes posting the
 host's pre-signed envelopes in batches, with the collector's TLS, request signatures,
 per-envelope checks and PostgreSQL commits), ``local_events_per_s`` (the same envelopes
 appended by a Ledger over a SQLite file in this process, the one-host path),
-``ratio`` (target >= 0.5), and the p50/p99 latency of one 100-event batch (a single
-forwarder, sequential requests of new events, the collector otherwise idle).
+``ratio`` (target >= 0.5), the p50/p99 latency of one 100-event batch (a single
+forwarder, sequential requests of new events, the collector otherwise idle), and how long
+an accepted event waits for a checkpoint that covers it (the checkpoint loop signs at
+most once a second).
 
 PostgreSQL is started from Debian's packages as the tests start it (tests/pgharness.py),
 unless ``--postgres URL`` names one. Run from the repository root:
@@ -105,6 +107,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1000, help="envelopes a request")
     parser.add_argument("--processes", type=int, default=2, help="collector processes")
     parser.add_argument("--latency-batches", type=int, default=200)
+    parser.add_argument("--freshness-samples", type=int, default=20)
     parser.add_argument("--postgres", default=None, help="an existing PostgreSQL URL")
     args = parser.parse_args()
 
@@ -177,8 +180,21 @@ def main() -> None:
                     result = sink.append(probe[i : i + 100])
                     latencies.append(time.perf_counter() - t0)
                     assert len(result.accepted) == 100
+            print("time from an accepted event to a checkpoint that covers it...", file=sys.stderr)
+            fresh = envelopes(1, args.freshness_samples, 950_000)
+            delays = []
+            with HttpSink(collector.url, _signer(1), str(ca.ca)) as sink:
+                for env in fresh:
+                    ((_, _, leaf),) = sink.append([env]).accepted
+                    t0 = time.perf_counter()
+                    while True:
+                        note = httpx.get(f"{collector.url}/v1/checkpoint", verify=str(ca.ca)).text
+                        if int(note.splitlines()[1]) > leaf:
+                            break
+                        time.sleep(0.005)
+                    delays.append(time.perf_counter() - t0)
             health = httpx.get(f"{collector.url}/healthz", verify=str(ca.ca)).json()
-            assert health["log_size"] == total + len(probe)
+            assert health["log_size"] == total + len(probe) + len(fresh)
         finally:
             if collector is not None:
                 collector.stop()
@@ -200,6 +216,10 @@ def main() -> None:
                 "batch100_latency_p50_ms": round(statistics.median(latencies) * 1000, 1),
                 "batch100_latency_p99_ms": round(q[98] * 1000, 1),
                 "latency_batches": len(latencies),
+                "checkpoint_interval_ms": 1000,
+                "accepted_to_checkpoint_p50_ms": round(statistics.median(delays) * 1000),
+                "accepted_to_checkpoint_max_ms": round(max(delays) * 1000),
+                "checkpoint_samples": len(delays),
             },
             indent=2,
         )

@@ -360,6 +360,13 @@ class Collector:
                 if ledger is None:
                     ledger = self._open()
                 last = ledger.store.last_checkpoint()
+                # another collector process on this database may have signed lately: the
+                # interval holds for the ledger, not for each process
+                since = None if last is None else _timestamp(last.created)
+                if since is not None and 0 <= time.time() - since < interval:
+                    self._stop.wait(interval - (time.time() - since))
+                    self._grew.set()  # look again then
+                    continue
                 if ledger.size() > (0 if last is None else last.size):
                     row = ledger.checkpoint()
                     last_signed = time.monotonic()

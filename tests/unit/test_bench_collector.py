@@ -51,6 +51,7 @@ def test_bench_collector_prints_its_figures(tmp_path: Path) -> None:
         "batch100_latency_p99_ms",
     ):
         assert out[name] > 0, name
+    assert out["accepted_to_checkpoint_max_ms"] >= 0 and out["checkpoint_samples"] == 2
     assert out["ratio"] == round(out["http_events_per_s"] / out["local_events_per_s"], 3) or (
         abs(out["ratio"] - out["http_events_per_s"] / out["local_events_per_s"]) < 0.01
     )

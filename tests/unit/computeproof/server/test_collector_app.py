@@ -373,3 +373,25 @@ def test_a_receipt_waits_for_the_next_checkpoint(
         detail = client.get("/v1/jobs/101").json()
         assert detail["verification"]["ok"] is False and len(detail["events"]) == 5
         assert client.http.get("/v1/checkpoint").text.splitlines()[1] == "5"
+
+
+def test_two_collector_processes_keep_one_interval(
+    tmp_path: Path, host_signer: Signer, make_lifecycle: Callable, sign_all: Sign
+) -> None:
+    """Two collectors on one ledger sign at most one checkpoint an interval between them
+    (before, each kept its own interval: twice as many checkpoints)."""
+    config = serve_config(str(tmp_path / "l.db"), tmp_path, serve_checkpoint_ms=500)
+    prepare_ledger(config, (host_signer, HOSTS))
+    with running(config, host_signer) as one, running(config, host_signer) as two:
+        started = time.monotonic()
+        for job in range(100, 140):
+            (one if job % 2 else two).events(sign_all(make_lifecycle(str(job))))
+            time.sleep(0.05)
+        _wait_checkpoint(one, 40 * 5)
+        elapsed = time.monotonic() - started
+    from computeproof.store import open_store
+
+    store = open_store(config.db)
+    rows = store.checkpoints()
+    store.close()
+    assert 2 <= len(rows) <= elapsed / 0.5 + 2, (len(rows), elapsed)

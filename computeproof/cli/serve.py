@@ -33,6 +33,32 @@ def parse_listen(text: str) -> tuple[str, int]:
     help="Collector processes sharing the port (and the database).",
 )
 @click.option("--allow-root", is_flag=True, help="Run even as root (not recommended).")
+@click.option(
+    "--dashboard",
+    "with_dashboard",
+    is_flag=True,
+    help="Serve the web dashboard too (/, /jobs/..., /analytics; docs/dashboard.md).",
+)
+@click.option(
+    "--dashboard-token",
+    envvar="COMPUTEPROOF_DASHBOARD_TOKEN",
+    default=None,
+    help="The dashboard's admin token (default: a new random one, printed at start).",
+)
+@click.option(
+    "--identity-header",
+    default=None,
+    metavar="NAME",
+    help="Dashboard: trust this header (e.g. X-Remote-User) for the user, from --proxy.",
+)
+@click.option(
+    "--proxy",
+    "proxies",
+    multiple=True,
+    metavar="ADDR",
+    help="Dashboard: peer address of the trusted proxy (repeatable).",
+)
+@click.option("--admin-user", "admin_users", multiple=True, help="Dashboard: admin user names.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="info", show_default=True)  # fmt: skip
 @pass_state
@@ -43,6 +69,11 @@ def serve(
     tls_key: str | None,
     processes: int,
     allow_root: bool,
+    with_dashboard: bool,
+    dashboard_token: str | None,
+    identity_header: str | None,
+    proxies: tuple[str, ...],
+    admin_users: tuple[str, ...],
     log_level: str,
 ) -> None:
     """Run the collector: signed events from every host's forwarder over HTTPS into the
@@ -99,8 +130,30 @@ def serve(
     )
     sys.stderr.flush()
 
+    dashboard = None
+    if with_dashboard:
+        import secrets
+
+        from computeproof.server.dashboard import DashboardSettings
+
+        token = dashboard_token or secrets.token_urlsafe(24)
+        dashboard = DashboardSettings(
+            admin_token=token,
+            identity_header=identity_header,
+            trusted_proxies=proxies or ("127.0.0.1", "::1"),
+            admin_users=admin_users,
+            ratecard=config.ratecard or None,
+            grants=config.grants or None,
+            cookie_secure=bool(cert),
+        )
+        if not dashboard_token:
+            click.echo(
+                f"dashboard: sign in as admin at {scheme}://{term(host)}:{port}/login?token={token}",
+                err=True,
+            )
+
     def run_one() -> None:
-        app = create_app(config)
+        app = create_app(config, dashboard=dashboard)
         server = uvicorn.Server(
             uvicorn.Config(
                 app,

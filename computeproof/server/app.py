@@ -185,9 +185,7 @@ def create_app(
 
     app.include_router(seed_router(service, signed, reader))
     if dashboard is not None:
-        from computeproof.server.dashboard import (  # type: ignore[import-not-found,unused-ignore]
-            build_router,
-        )
+        from computeproof.server.dashboard import build_router
 
         app.include_router(build_router(dashboard, service.reader))
     return app

@@ -395,3 +395,27 @@ def test_two_collector_processes_keep_one_interval(
     rows = store.checkpoints()
     store.close()
     assert 2 <= len(rows) <= elapsed / 0.5 + 2, (len(rows), elapsed)
+
+
+def test_the_dashboard_is_served_with_the_collector(
+    config: Config, host_signer: Signer, make_lifecycle: Callable, sign_all: Sign
+) -> None:
+    """create_app(dashboard=...) includes the dashboard's router, reading through the
+    collector's ledgers (which never sign: a dashboard receipt carries the loop's
+    checkpoint)."""
+    from fastapi.testclient import TestClient
+
+    from computeproof.server.app import create_app
+    from computeproof.server.dashboard import DashboardSettings
+
+    token = "t" * 24
+    app = create_app(config, dashboard=DashboardSettings(admin_token=token))
+    with TestClient(app) as http:
+        client = Client(http, host_signer)
+        client.events(sign_all(make_lifecycle("100")))
+        _wait_checkpoint(client, 5)
+        page = http.get("/", headers={"Authorization": f"Bearer {token}"})
+        assert page.status_code == 200 and "100" in page.text
+        anonymous = http.get("/", follow_redirects=False)  # no token: to the sign-in page
+        assert anonymous.status_code == 303 and anonymous.headers["location"].startswith("/login")
+        assert "/v1/events" in http.get("/openapi.json").json()["paths"]

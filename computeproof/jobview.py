@@ -49,33 +49,6 @@ def job_json(row: JobRow) -> dict[str, Any]:
     }
 
 
-def job_detail(
-    row: JobRow, events: list[tuple[Any, dict[str, Any]]], verification: dict[str, Any]
-) -> dict[str, Any]:
-    """One job run's lifecycle as `jobs show --json` prints it: the index summary, per-GPU
-    figures, each signed event (payloads as signed: private fields stay commitments) and
-    the verdict on its receipt."""
-    return {
-        "job_id": row.job,
-        "cluster": row.cluster,
-        "run": row.run,
-        "summary": job_json(row),
-        "gpus": gpu_figures(events),
-        "events": [
-            {
-                "type": e["type"],
-                "time": e["time"],
-                "host": e["host"],
-                "leaf_index": leaf.index,
-                "seq": e["seq"],
-                "payload": e["payload"],
-            }
-            for leaf, e in events
-        ],
-        "verification": verification,
-    }
-
-
 def _maybe(convert: Callable[[int], float], value: object) -> float | None:
     return convert(int(value)) if isinstance(value, int) else None
 

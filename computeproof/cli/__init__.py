@@ -23,7 +23,7 @@ from computeproof.errors import ComputeProofError
 
 EXIT_FAILED_CHECK = 1  # a verification or reconciliation found a problem
 EXIT_ERROR = 2  # bad input, bad configuration, environment failure
-EXIT_UNTRUSTED = 3  # valid only under a key nobody pinned (receipt verify)
+EXIT_UNTRUSTED = 3  # valid only under a key no trust root vouches for (docs/trust.md)
 EXIT_INTERNAL = 70  # a bug of ours (EX_SOFTWARE); the one line says how to see more
 
 
@@ -96,6 +96,30 @@ def tty_progress(label: str, unit: str, shown: bool) -> Callable[[int, int], Non
             click.echo("", err=True)
 
     return progress
+
+
+def trust_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--ledger-key, --witness and --quorum: the trust roots of `receipt verify` and
+    `report verify` (computeproof/trust.py); without --ledger-key, the config's
+    trusted_ledger_keys are the ledger key roots."""
+    command = click.option(
+        "--quorum",
+        type=click.IntRange(min=1),
+        default=None,
+        help="How many of the --witness keys must vouch (default: all).",
+    )(command)
+    command = click.option(
+        "--witness",
+        "witnesses",
+        multiple=True,
+        metavar="VKEY",
+        help="Trust a witness: its verifier key (name+id+base64). Repeatable.",
+    )(command)
+    return click.option(
+        "--ledger-key",
+        default=None,
+        help="Trust only this ledger public key (ed25519:BASE64).",
+    )(command)
 
 
 def echo_json(value: Any) -> None:
@@ -224,7 +248,7 @@ def accept_global_flags(group: click.Group) -> None:
 # without its commands, so the import is not guarded.
 COMMAND_MODULES = (
     "keys", "ledger", "jobs", "receipt", "forward", "report", "bench", "anchor", "dashboard",
-    "serve",
+    "witness", "serve",
 )  # fmt: skip
 
 

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from typing import Any
 
 import click
 
-from computeproof.cli import State, echo_json, main, pass_state, term, tty_progress
+from computeproof.cli import (
+    EXIT_FAILED_CHECK,
+    State,
+    echo_json,
+    main,
+    pass_state,
+    term,
+    tty_progress,
+)
+from computeproof.config import Config
 from computeproof.errors import ComputeProofError
 
 
@@ -27,10 +37,23 @@ from computeproof.errors import ComputeProofError
     help="Post to the collector at URL (https://host:8443; default: collector_url).",
 )
 @click.option("--ca", "ca_file", default=None, help="CA file for the collector (collector_ca).")
+@click.option(
+    "--replay-since",
+    "replay_since",
+    default=None,
+    metavar="DATE",
+    help="After restoring the ledger from a backup: send the events forwarded since DATE "
+    "(UTC, YYYY-MM-DD[THH:MM[:SS]]) again, in log order; the ledger keeps each once.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_state
 def forward(
-    state: State, interval: float | None, url: str | None, ca_file: str | None, as_json: bool
+    state: State,
+    interval: float | None,
+    url: str | None,
+    ca_file: str | None,
+    replay_since: str | None,
+    as_json: bool,
 ) -> None:
     """Sign spooled events with the host key and append them to the ledger, or post them
     to the collector (--to, or collector_url in the config)."""
@@ -45,6 +68,10 @@ def forward(
         )
         if not config.collector_url:
             raise click.UsageError("--ca needs a collector: --to URL or collector_url")
+    if replay_since is not None:
+        _replay(config, replay_since, as_json)
+        return
+
     while True:
         # a backlog (the ledger was down for hours) takes a while: show how far, on a tty
         shown = tty_progress("forwarding:", "events", interval is None and not as_json)
@@ -73,6 +100,35 @@ def forward(
         time.sleep(interval)
 
 
+def _replay(config: Config, since_text: str, as_json: bool) -> None:
+    """`forward --replay-since`: the library does the work; this prints it."""
+    import datetime as dt
+
+    from computeproof.forward import replay_configured
+    from computeproof.reports.dates import parse_date
+
+    since = parse_date(since_text, "--replay-since").replace(tzinfo=dt.UTC).timestamp()
+    shown = tty_progress("replaying:", "events", not as_json)
+    out = dataclasses.asdict(replay_configured(config, since, shown))
+    if as_json:
+        echo_json(out)
+    else:
+        click.echo(
+            f"replayed {out['found']} events forwarded since {term(since_text)}: "
+            f"{out['appended']} appended, {out['present']} already in the log, "
+            f"{out['refused']} refused; the log has {out['size']} leaves"
+        )
+        for e in out["errors"]:
+            click.echo(f"  refused: {term(e)}", err=True)
+        click.echo(
+            "the log extends the last checkpoint the ledger signed again"
+            if out["rollback"] is None
+            else f"still: {term(out['rollback'])}"
+        )
+    if out["rollback"] is not None or out["refused"]:
+        sys.exit(EXIT_FAILED_CHECK)
+
+
 @main.group()
 def spool() -> None:
     """The local spool of events waiting to be forwarded."""
@@ -95,6 +151,7 @@ def spool_status(state: State, as_json: bool) -> None:
     out: dict[str, Any] = {
         "spool": sp.path,
         "waiting": sp.count_pending(),
+        "kept_forwarded": sp.count_forwarded(),
         "failed": len(failures),
         "failures": [{"file": f, "reason": r} for f, r in failures],
         # the larger count: each hook failure is counted in both places when it can be
@@ -109,7 +166,8 @@ def spool_status(state: State, as_json: bool) -> None:
         return
     click.echo(
         f"spool {term(out['spool'])}: {out['waiting']} waiting to be forwarded, "
-        f"{out['failed']} rejected, {out['hook_failures']} hook failures logged"
+        f"{out['failed']} rejected, {out['hook_failures']} hook failures logged, "
+        f"{out['kept_forwarded']} forwarded events kept for replay"
     )
     if in_run_dir > in_spool:
         click.echo(

@@ -24,7 +24,6 @@ from computeproof.jobview import (
     JOB_SORT_KEYS,
     JOB_STATES,
     event_detail,
-    job_detail,
     job_json,
     sort_jobs,
 )
@@ -134,36 +133,27 @@ def _cell(value: object) -> object:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_state
 def jobs_show(state: State, job: str, as_json: bool) -> None:
-    """Show JOB's lifecycle (one numbered line per event) and verify its receipt."""
-    import json
-
-    from computeproof.bundle import export_bundle, verify_bundle
-    from computeproof.errors import BundleError
+    """Show JOB's lifecycle (one numbered line per event) from its verified receipt."""
+    from computeproof.verifiedjob import job_view, view_json
 
     with open_ledger(state.config) as ledger:
-        row = ledger.resolve_job(job)
-        events = ledger.job_events(row)
-        bundle = export_bundle(ledger, job)
-    try:
-        verify_bundle(json.dumps(bundle))
-        verdict: dict[str, Any] = {"ok": True, "reason": None}
-    except BundleError as e:
-        verdict = {"ok": False, "reason": str(e)}
-    out = job_detail(row, events, verdict)
+        view = job_view(ledger, job)
+    out = view_json(view)
     if as_json:
         echo_json(out)
     else:
         _print_job(out)
-    if not verdict["ok"]:
+    if not view.verified or view.index_differences:
         sys.exit(EXIT_FAILED_CHECK)
 
 
 def _print_job(out: dict[str, Any]) -> None:
-    s = out["summary"]
+    s, v = out["summary"], out["verification"]
     click.echo(
         f"job {term(out['job_id'])} on {term(out['cluster'])} (run {out['run']}): user "
         f"{term(s['user'])}, account {term(s['account'])}, state {term(s['state'])}, "
         f"{s['gpus'] if s['gpus'] is not None else '?'} GPUs"
+        + ("" if v["ok"] else "  (from the job index: NOT verified)")
     )
     for i, e in enumerate(out["events"], 1):
         detail = term(event_detail(e["type"], e["payload"]))
@@ -184,9 +174,18 @@ def _print_job(out: dict[str, Any]) -> None:
                 f"{g['energy_kwh']:.6f} kWh ({term(g['energy_method'])}), unmeasured "
                 f"{term(g['unmeasured_ms'])} ms"
             )
-    v = out["verification"]
-    click.echo(
-        "receipt verified: signatures, inclusion proofs and checkpoint OK"
-        if v["ok"]
-        else f"receipt FAILED verification: {term(v['reason'])}"
-    )
+    if v["ok"]:
+        click.echo(
+            f"receipt verified: signatures, inclusion proofs and checkpoint "
+            f"{v['checkpoint_size']} OK; every figure above is from the verified events"
+        )
+    else:
+        click.echo(f"receipt FAILED verification: {term(v['reason'])}")
+    for n in v["notes"]:
+        click.echo(f"note: {term(n)}")
+    if v["index_differences"]:
+        click.echo(
+            "WARNING: the job index differs from the receipts ("
+            + term("; ".join(v["index_differences"]))
+            + "); run `computeproof ledger verify`"
+        )

@@ -30,13 +30,19 @@ def ledger_group() -> None:
 
 
 @ledger_group.command("verify")
+@click.option(
+    "--backup",
+    is_flag=True,
+    help="The file is a backup copy: being behind the ledger's last signed checkpoint is expected.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_state
-def ledger_verify(state: State, as_json: bool) -> None:
-    """Re-hash every leaf, re-check every signature, rebuild the tree, check checkpoints."""
+def ledger_verify(state: State, backup: bool, as_json: bool) -> None:
+    """Re-hash every leaf, re-check every signature, rebuild the tree, check checkpoints,
+    the job index, and that the log extends the last checkpoint the ledger signed."""
     with open_ledger(state.config) as ledger:
-        report = ledger.verify(tty_progress("verified", "leaves", not as_json))
-        warnings = ledger.store.warnings()
+        report = ledger.verify(tty_progress("verified", "leaves", not as_json), backup)
+        warnings = report.warnings + ledger.store.warnings()
     out = {
         "ok": report.ok,
         "size": report.size,
@@ -44,6 +50,7 @@ def ledger_verify(state: State, as_json: bool) -> None:
         "checkpoints": report.checkpoints,
         "first_bad_index": report.first_bad_index,
         "problems": report.problems,
+        "notes": report.notes,
         "warnings": warnings,
     }
     if as_json:
@@ -54,13 +61,47 @@ def ledger_verify(state: State, as_json: bool) -> None:
             f"{report.checkpoints} checkpoints verified"
         )
     else:
-        click.echo(f"ledger FAILED verification; first bad leaf index {report.first_bad_index}")
+        where = report.first_bad_index
+        click.echo(
+            "ledger FAILED verification"
+            + ("" if where is None else f"; first bad leaf index {where}")
+        )
         for p in report.problems:
             click.echo(f"  {term(p)}")
     if not as_json:
+        for n in report.notes:
+            click.echo(f"note: {term(n)}")
         for w in warnings:
             click.echo(f"warning: {term(w)}", err=True)
     if not report.ok:
+        sys.exit(EXIT_FAILED_CHECK)
+
+
+@ledger_group.command("reindex")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_state
+def ledger_reindex(state: State, as_json: bool) -> None:
+    """Rebuild the job index from the verified receipts (after `ledger verify` found it
+    differs); refused, unchanged, when the log itself fails verification."""
+    with open_ledger(state.config) as ledger:
+        report, fixed = ledger.reindex(tty_progress("verified", "leaves", not as_json))
+    out = {
+        "rebuilt": bool(fixed),
+        "fixed": fixed,
+        "log_ok": not report.bad_leaves,
+        "problems": report.problems,
+    }
+    if as_json:
+        echo_json(out)
+    elif not out["log_ok"]:
+        click.echo("the log itself FAILED verification; the job index was left as it is:")
+        for p in report.problems:
+            click.echo(f"  {term(p)}")
+    elif fixed:
+        click.echo(f"job index rebuilt from the receipts ({fixed} problems fixed)")
+    else:
+        click.echo("the job index already matches the receipts; nothing to do")
+    if not out["log_ok"]:
         sys.exit(EXIT_FAILED_CHECK)
 
 
@@ -109,7 +150,7 @@ def ledger_backup(state: State, dest: str, as_json: bool) -> None:
     else:
         click.echo(
             f"wrote {term(dest)}: {leaves} leaves, {size / 2**20:.1f} MiB "
-            f"(check it with `computeproof ledger verify --db {term(dest)}`)"
+            f"(check it with `computeproof ledger verify --backup --db {term(dest)}`)"
         )
 
 
@@ -118,10 +159,23 @@ def ledger_backup(state: State, dest: str, as_json: bool) -> None:
 @pass_state
 def ledger_checkpoint(state: State, as_json: bool) -> None:
     """Sign and print a checkpoint (C2SP signed note) of the log as it is now."""
+    from computeproof.checkpoint import verifier_key
+    from computeproof.keys import format_public_key
+
     with open_ledger(state.config) as ledger:
         cp = ledger.checkpoint()
+        public = ledger.signer().public_raw
+        cosigned_by = sorted(ledger.store.cosignatures(cp.size))
+        origin = ledger.origin
     if as_json:
-        echo_json(_checkpoint_json(cp.size, cp.root, cp.note))
+        echo_json(
+            {
+                **_checkpoint_json(cp.size, cp.root, cp.note),
+                "ledger_key": format_public_key(public),  # for --ledger-key, trusted keys
+                "verifier_key": verifier_key(origin, public),  # for `witness serve --log`
+                "cosigned_by": cosigned_by,
+            }
+        )
     else:
         click.echo(cp.note, nl=False)
 

@@ -9,6 +9,7 @@ import click
 
 from computeproof.cli import (
     EXIT_FAILED_CHECK,
+    EXIT_UNTRUSTED,
     State,
     echo_json,
     fail,
@@ -16,6 +17,7 @@ from computeproof.cli import (
     pass_state,
     read_input,
     term,
+    trust_options,
 )
 from computeproof.ledger import open_ledger
 
@@ -55,9 +57,7 @@ def receipt_export(state: State, job: str, output: str, disclose: bool) -> None:
 
 @receipt.command("verify")
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
-@click.option(
-    "--ledger-key", default=None, help="Trust only this ledger public key (ed25519:BASE64)."
-)
+@trust_options
 @click.option(
     "--check-anchors",
     "rpc_url",
@@ -66,49 +66,83 @@ def receipt_export(state: State, job: str, output: str, disclose: bool) -> None:
     help="Also look the receipt's anchors up on the chain behind this JSON-RPC node.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def receipt_verify(file: str, ledger_key: str | None, rpc_url: str | None, as_json: bool) -> None:
+@pass_state
+def receipt_verify(
+    state: State,
+    file: str,
+    ledger_key: str | None,
+    witnesses: tuple[str, ...],
+    quorum: int | None,
+    rpc_url: str | None,
+    as_json: bool,
+) -> None:
     """Verify a receipt FILE with no database and no network (but the chain node with
-    --check-anchors). Exit 0 valid, 1 not."""
+    --check-anchors), against the trust roots (--ledger-key, trusted_ledger_keys,
+    --witness). Exit 0 VALID, 1 INVALID, 3 UNTRUSTED (valid only under its own key)."""
     from computeproof.bundle import verify_bundle
     from computeproof.errors import BundleError
-    from computeproof.keys import parse_public_key
+    from computeproof.trust import roots_from_options
 
     data = read_input(file, "receipt")
-    trusted = parse_public_key(ledger_key) if ledger_key else None
+    config = state.config
+    roots = roots_from_options(
+        ledger_key, witnesses, quorum, config.trusted_ledger_keys, config.source
+    )
+    try:
+        report = verify_bundle(data, roots=roots)
+    except BundleError as e:
+        if as_json:
+            echo_json({"verdict": "INVALID", "valid": False, "reason": str(e)})
+        else:
+            click.echo(f"INVALID receipt {term(file)}: {term(e)}")
+        sys.exit(EXIT_FAILED_CHECK)
+    trust = report.trust
+    assert trust is not None
+    verdict = "VALID" if trust.trusted else "UNTRUSTED"
+    untrusted = (
+        f"UNTRUSTED: valid under the bundle's own ledger key {trust.ledger_key}, which no "
+        "trust root vouches for; pin it with --ledger-key (or list it in trusted_ledger_keys, "
+        "or give --witness keys)"
+    )
     if rpc_url is not None:
         from computeproof.anchors.verify import verify_with_anchors
         from computeproof.cli.anchor import print_anchor_check
 
-        ok, out = verify_with_anchors(data, trusted, rpc_url)
+        ok, out = verify_with_anchors(data, None, rpc_url)  # the trust was judged above
+        out.update({"verdict": verdict if ok else "INVALID", "trust": trust.to_json()})
+        out["valid"] = ok and trust.trusted
         if ok and not as_json:
-            click.echo(f"VALID receipt for job {term(out['job'])}, checkpoint of size "
+            click.echo(f"{verdict} receipt for job {term(out['job'])}, checkpoint of size "
                        f"{out['checkpoint_size']}; anchors:")  # fmt: skip
         print_anchor_check(file, ok, out, as_json)
+        if not as_json:
+            click.echo(trust.summary() if trust.trusted else untrusted)
+        if not trust.trusted:
+            sys.exit(EXIT_UNTRUSTED)
         return
-    try:
-        report = verify_bundle(data, trusted)
-    except BundleError as e:
-        if as_json:
-            echo_json({"valid": False, "reason": str(e)})
-        else:
-            click.echo(f"INVALID receipt {term(file)}: {term(e)}")
-        sys.exit(EXIT_FAILED_CHECK)
     if as_json:
         echo_json(
             {
-                "valid": True,
+                "verdict": verdict,
+                "valid": trust.trusted,
                 "job": report.job_key,
                 "events": len(report.events),
                 "checkpoint_size": report.checkpoint_size,
                 "lifecycle": report.lifecycle,
                 "disclosed": report.disclosed,
                 "anchors": report.anchors,
+                "trust": trust.to_json(),
             }
         )
-    else:
+    elif trust.trusted:
         life = ", ".join(f"{k} x{v}" for k, v in sorted(report.lifecycle.items()))
         click.echo(
             f"VALID receipt for job {term(report.job)} ({term(report.job_key)}): "
             f"{len(report.events)} events ({term(life)}) included in checkpoint of size "
             f"{report.checkpoint_size}"
         )
+        click.echo(term(trust.summary()))
+    else:
+        click.echo(untrusted)
+    if not trust.trusted:
+        sys.exit(EXIT_UNTRUSTED)

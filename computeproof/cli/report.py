@@ -8,7 +8,17 @@ from decimal import Decimal, InvalidOperation
 
 import click
 
-from computeproof.cli import EXIT_FAILED_CHECK, State, echo_json, fail, main, pass_state, term
+from computeproof.cli import (
+    EXIT_FAILED_CHECK,
+    EXIT_UNTRUSTED,
+    State,
+    echo_json,
+    fail,
+    main,
+    pass_state,
+    term,
+    trust_options,
+)
 from computeproof.config import Config
 from computeproof.errors import ReportError
 from computeproof.ledger import open_ledger
@@ -224,27 +234,59 @@ def _write(doc: dict[str, object], fmt: str, output: str) -> None:
 
 @report.command("verify")
 @click.argument("file", type=click.Path(dir_okay=False))
+@trust_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_state
-def report_verify(state: State, file: str, as_json: bool) -> None:
-    """Recompute every figure of a JSON or HTML report from its receipts. Exit 1 on mismatch."""
+def report_verify(
+    state: State,
+    file: str,
+    ledger_key: str | None,
+    witnesses: tuple[str, ...],
+    quorum: int | None,
+    as_json: bool,
+) -> None:
+    """Recompute every figure of a JSON or HTML report from its receipts, against the trust
+    roots (--ledger-key, trusted_ledger_keys, --witness). Exit 1 on mismatch, 3 when it
+    matches but no trust root vouches for the ledger key."""
     from computeproof.reports.verify import load_report, verify_report
+    from computeproof.trust import roots_from_options
 
+    config = state.config
+    roots = roots_from_options(
+        ledger_key, witnesses, quorum, config.trusted_ledger_keys, config.source
+    )
     doc = load_report(file)
-    with open_ledger(state.config) as ledger:
-        r = verify_report(ledger, doc)
+    with open_ledger(config) as ledger:
+        r = verify_report(ledger, doc, roots=roots)
+    verdict = "VERIFIED" if r.ok and r.trusted else "UNTRUSTED" if r.ok else "MISMATCH"
     if as_json:
         echo_json(
-            {"ok": r.ok, "checked": r.checked, "problems": r.problems, "warnings": r.warnings}
+            {
+                "ok": r.ok and r.trusted,
+                "verdict": verdict,
+                "checked": r.checked,
+                "problems": r.problems,
+                "warnings": r.warnings,
+                "trust": None if r.trust is None else r.trust.to_json(),
+            }
         )
     else:
-        verdict = "VERIFIED: every figure matches its receipts" if r.ok else "DOES NOT MATCH"
-        click.echo(f"report {term(file)}: {verdict}{'' if r.ok else ' its receipts'}")
+        key = r.trust.ledger_key if r.trust is not None else "?"
+        text = {
+            "VERIFIED": "VERIFIED: every figure matches its receipts",
+            "MISMATCH": "DOES NOT MATCH its receipts",
+            "UNTRUSTED": f"UNTRUSTED: every figure matches its receipts, under the ledger's own "
+            f"key {key}, which no trust root vouches for; pin it with --ledger-key (or list "
+            "it in trusted_ledger_keys, or give --witness keys)",
+        }[verdict]
+        click.echo(f"report {term(file)}: {text}")
         for c in r.checked:
             click.echo(f"  checked: {term(c)}")
         for w in r.warnings:
             click.echo(f"  warning: {term(w)}")
         for p in r.problems:
             click.echo(f"  problem: {term(p)}")
-    if not r.ok:
+    if verdict == "MISMATCH":
         sys.exit(EXIT_FAILED_CHECK)
+    if verdict == "UNTRUSTED":
+        sys.exit(EXIT_UNTRUSTED)

@@ -24,7 +24,7 @@ import random
 from collections.abc import Iterator, Sequence
 from typing import Literal
 
-from computeproof.checkpoint import Checkpoint
+from computeproof.checkpoint import Checkpoint, add_signature_lines
 from computeproof.errors import ComputeProofError, ReportError
 from computeproof.event import utc_now
 from computeproof.ledger import Ledger
@@ -215,6 +215,7 @@ def build_report(
             f"{problems[0]}); run `computeproof ledger verify`, or pass --allow-unverified "
             "to produce the report anyway, marked UNVERIFIED"
         )
+    cosignatures = ledger.store.cosignatures(cp.size)
     notes = agg.notes()
     if cp.size == 0:
         notes.insert(0, "the ledger is empty: no receipts yet")
@@ -229,7 +230,9 @@ def build_report(
             "size": cp.size,
             "root_hex": cp.root.hex(),
             "root": base64.b64encode(cp.root).decode(),
-            "note": note,
+            # with the witnesses' cosignatures (docs/trust.md), as receipts carry it
+            "note": add_signature_lines(note, list(cosignatures.values())) if note else note,
+            "witness_statements": ledger.witness_statements(cosignatures),
         },
         "ledger_check": {
             "mode": check,

@@ -20,7 +20,6 @@ are public, like any transparency log's.
 
 import base64
 import binascii
-import json
 import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -34,17 +33,16 @@ from starlette.concurrency import run_in_threadpool
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from computeproof.bundle import export_bundle, verify_bundle
+from computeproof.bundle import export_bundle
 from computeproof.config import Config
 from computeproof.errors import (
-    BundleError,
     ProofError,
     ReceiptError,
     ReportError,
     StoreError,
 )
 from computeproof.httpsig import RequestAuthError
-from computeproof.jobview import job_detail, job_json
+from computeproof.jobview import job_json
 from computeproof.server.collector import (
     Caller,
     Collector,
@@ -415,22 +413,27 @@ def _jobs_router(service: Collector, reader: Any) -> APIRouter:
         job: Annotated[str, JOB_PATH],
         caller: Annotated[Caller | None, Depends(reader)] = None,
     ) -> JobDetail:
-        """The job run's lifecycle (as `computeproof jobs show --json`): each signed event
-        with its leaf index, GPU figures, and whether its receipt verifies."""
+        """The job run's lifecycle (as `computeproof jobs show --json`): its summary and
+        events from its verified receipt, with their leaf indices, GPU figures, and the
+        verdict (a receipt that does not verify yet is said so, with the log's events)."""
+        from computeproof.verifiedjob import job_view, view_json
+
         with service.reader() as ledger:
             try:
-                row = ledger.resolve_job(job)
+                view = job_view(ledger, job)
+            except NotCheckpointed:
+                view = None
             except ReceiptError as e:
+                if isinstance(e, StoreError):
+                    raise
                 raise HTTPException(404, str(e)) from e
-            events = ledger.job_events(row)
-        try:
-            verify_bundle(json.dumps(_bundle(service, job)))
-            verdict: dict[str, Any] = {"ok": True, "reason": None}
-        except HTTPException as e:
-            verdict = {"ok": False, "reason": str(e.detail)}
-        except BundleError as e:
-            verdict = {"ok": False, "reason": str(e)}
-        return JobDetail.model_validate(job_detail(row, events, verdict))
+            if view is None:  # nothing signed yet: the log's events, unverified
+                from computeproof.verifiedjob import JobView
+
+                row = ledger.resolve_job(job)
+                events = [{"leaf_index": leaf.index, **ev} for leaf, ev in ledger.job_events(row)]
+                view = JobView(row, events, False, "the collector has not signed a checkpoint yet")
+        return JobDetail.model_validate(view_json(view))
 
     return router
 

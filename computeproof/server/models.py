@@ -100,10 +100,16 @@ class JobEvent(BaseModel):
 
 
 class Verdict(BaseModel):
-    """Whether the job's receipt verified, and if not why."""
+    """Whether the job's receipt verified (under the key this ledger signs with), if not
+    why, the checkpoint it was verified at, the trust decision, and where the job index
+    differs from what the receipt says."""
 
     ok: bool
     reason: str | None
+    checkpoint_size: int = 0
+    trust: JsonValue = None
+    index_differences: list[str] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
 
 
 class JobDetail(BaseModel):

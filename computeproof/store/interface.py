@@ -277,6 +277,30 @@ class Store(ABC):
         """Job index rows by key."""
 
     @abstractmethod
+    def job_keys(self) -> list[str]:
+        """The key of every job index row (`ledger verify` checks each against the log)."""
+
+    @abstractmethod
+    def replace_jobs(self, expected_size: int, jobs: Sequence[JobRow]) -> None:
+        """Atomically replace the whole job index with ``jobs`` (`ledger reindex`). Raise
+        StoreConflict, changing nothing, if the log no longer has ``expected_size``
+        leaves: rows folded from a smaller log would undo the appends since."""
+
+    @abstractmethod
+    def add_cosignatures(self, size: int, cosignatures: Sequence[tuple[str, str]]) -> None:
+        """Record witness cosignatures of the checkpoint of ``size`` leaves: (witness
+        name, signature line); one per witness and size, a later one replacing it."""
+
+    @abstractmethod
+    def cosignatures(self, size: int) -> dict[str, str]:
+        """The cosignature lines of the checkpoint of ``size`` leaves, by witness name."""
+
+    @abstractmethod
+    def cosigned_sizes(self) -> dict[str, int]:
+        """The largest checkpoint size each witness cosigned, by witness name (the old
+        size of the next request to it)."""
+
+    @abstractmethod
     def openings(self, event_id: str) -> dict[str, tuple[str, str]]:
         """Private-field openings of one event: field -> (salt hex, value JSON)."""
 

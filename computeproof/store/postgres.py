@@ -77,6 +77,9 @@ CREATE TABLE IF NOT EXISTS anchors (
     id BIGSERIAL PRIMARY KEY, kind TEXT NOT NULL, target TEXT NOT NULL, size BIGINT NOT NULL,
     record TEXT NOT NULL, created TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS anchors_size ON anchors (size);
+CREATE TABLE IF NOT EXISTS cosignatures (
+    size BIGINT NOT NULL, witness TEXT COLLATE "C" NOT NULL, line TEXT NOT NULL,
+    PRIMARY KEY (size, witness));
 CREATE INDEX IF NOT EXISTS jobs_start ON jobs (start);
 CREATE INDEX IF NOT EXISTS jobs_job ON jobs (job);
 CREATE INDEX IF NOT EXISTS jobs_order ON jobs ((coalesce(start, submit, '')), job_id, job_key);
@@ -565,6 +568,58 @@ class PostgresStore(Store):
             ([_enc(k) for k in job_keys],),
         )
         return {job.job_key: job for job in map(_job_from_row, rows)}
+
+    def job_keys(self) -> list[str]:
+        """Every job index row's key."""
+        return [_text(r[0]) for r in self._query("SELECT job_key FROM jobs ORDER BY job_key")]
+
+    def replace_jobs(self, expected_size: int, jobs: Sequence[JobRow]) -> None:
+        """Replace the job index in one transaction, under the append lock (appends wait
+        meanwhile)."""
+        if self._in_snapshot:
+            raise StoreError("cannot rebuild the job index inside a read snapshot")
+        with self._transaction() as cur:
+            cur.execute("SELECT id FROM append_lock WHERE id = 1 FOR UPDATE")
+            cur.execute("SELECT max(idx) FROM leaves")
+            row = cur.fetchone()
+            size = 0 if row is None or row[0] is None else int(row[0]) + 1
+            if size != expected_size:
+                raise StoreConflict(
+                    f"the log grew from {expected_size} to {size} leaves while the job index "
+                    "was rebuilt; nothing was changed: run it again"
+                )
+            cur.execute("DELETE FROM jobs")
+            if jobs:
+                unique = list({j.job_key: j for j in jobs}.values())
+                cur.execute(_JOB_UPSERT, _job_columns(unique))
+
+    def add_cosignatures(self, size: int, cosignatures: Sequence[tuple[str, str]]) -> None:
+        """Record witness cosignature lines of one checkpoint (a later one replaces)."""
+        rows = _last_wins([(size, w, line) for w, line in cosignatures], lambda r: r[1])
+        if not rows:
+            return
+        self._query(
+            "INSERT INTO cosignatures (size, witness, line) SELECT * FROM unnest(%b::bigint[], "
+            "%b::text[], %b::text[]) ON CONFLICT (size, witness) DO UPDATE SET "
+            "line = EXCLUDED.line",
+            ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]),
+        )
+
+    def cosignatures(self, size: int) -> dict[str, str]:
+        """Cosignature lines of the checkpoint of ``size`` leaves, by witness."""
+        return {
+            str(w): str(line)
+            for w, line in self._query(
+                "SELECT witness, line FROM cosignatures WHERE size = %s ORDER BY witness", (size,)
+            )
+        }
+
+    def cosigned_sizes(self) -> dict[str, int]:
+        """The largest size each witness cosigned."""
+        return {
+            str(w): int(n)
+            for w, n in self._query("SELECT witness, max(size) FROM cosignatures GROUP BY witness")
+        }
 
     def openings(self, event_id: str) -> dict[str, tuple[str, str]]:
         """Private-field openings of one event."""

@@ -59,6 +59,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     state TEXT, gpus INTEGER, gpu_model TEXT, nodes TEXT, submit TEXT, start TEXT, "end" TEXT,
     elapsed_s INTEGER, exit_code TEXT, synthetic INTEGER NOT NULL DEFAULT 0,
     events INTEGER NOT NULL DEFAULT 0, first_leaf INTEGER, last_leaf INTEGER, fields TEXT);
+CREATE TABLE IF NOT EXISTS cosignatures (
+    size INTEGER NOT NULL, witness TEXT NOT NULL, line TEXT NOT NULL,
+    PRIMARY KEY (size, witness)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS anchors (
     id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, target TEXT NOT NULL,
     size INTEGER NOT NULL, record TEXT NOT NULL, created TEXT NOT NULL);
@@ -631,6 +634,57 @@ class SQLiteStore(Store):
                 job = _job_from_row(r)
                 out[job.job_key] = job
         return out
+
+    def job_keys(self) -> list[str]:
+        """Every job index row's key."""
+        return [str(r[0]) for r in self._query("SELECT job_key FROM jobs ORDER BY job_key")]
+
+    def replace_jobs(self, expected_size: int, jobs: Sequence[JobRow]) -> None:
+        """Replace the job index in one IMMEDIATE transaction (writers wait meanwhile)."""
+        db = self.db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                if self.size() != expected_size:
+                    raise StoreConflict(
+                        f"the log grew from {expected_size} to {self.size()} leaves while the "
+                        "job index was rebuilt; nothing was changed: run it again"
+                    )
+                db.execute("DELETE FROM jobs")
+                db.executemany(_JOB_INSERT, [_job_to_row(j) for j in jobs])
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"ledger database {self.path}: rebuilding the job index: {e}") from e
+
+    def add_cosignatures(self, size: int, cosignatures: Sequence[tuple[str, str]]) -> None:
+        """Record witness cosignature lines of one checkpoint."""
+        try:
+            with contextlib.closing(self.db.cursor()) as cur:
+                cur.executemany(
+                    "INSERT OR REPLACE INTO cosignatures (size, witness, line) VALUES (?, ?, ?)",
+                    [(size, w, line) for w, line in cosignatures],
+                )
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"ledger database {self.path}: {e}") from e
+
+    def cosignatures(self, size: int) -> dict[str, str]:
+        """Cosignature lines of the checkpoint of ``size`` leaves, by witness."""
+        return {
+            str(w): str(line)
+            for w, line in self._query(
+                "SELECT witness, line FROM cosignatures WHERE size = ? ORDER BY witness", (size,)
+            )
+        }
+
+    def cosigned_sizes(self) -> dict[str, int]:
+        """The largest size each witness cosigned."""
+        return {
+            str(w): int(n)
+            for w, n in self._query("SELECT witness, max(size) FROM cosignatures GROUP BY witness")
+        }
 
     def openings(self, event_id: str) -> dict[str, tuple[str, str]]:
         """Private-field openings of one event."""

@@ -501,3 +501,31 @@ class StoreContract:
         before, after = s.upgrade()
         assert before == after  # upgraded: nothing left to do
         assert s.size() == 3 and [r.index for r in s.leaves()] == [0, 1, 2]
+
+    def test_job_keys_and_replace_jobs(self, make_store: MakeStore) -> None:
+        s = make_store()
+        _append(s, 2, jobs=[_job("c1/1#0", events=2, gpus=1), _job("c1/2#0", events=0)])
+        assert s.job_keys() == ["c1/1#0", "c1/2#0"]
+        rebuilt = [_job("c1/1#0", events=2, gpus=1, fields={"gpu_totals": {"busy_gpu_ms": 5}})]
+        s.replace_jobs(2, rebuilt)
+        assert s.job_keys() == ["c1/1#0"]
+        assert s.get_jobs(["c1/1#0"]) == {"c1/1#0": rebuilt[0]}
+
+    def test_replace_jobs_refuses_a_log_that_grew(self, make_store: MakeStore) -> None:
+        s = make_store()
+        _append(s, 2, jobs=[_job("c1/1#0", events=2, gpus=1)])
+        with pytest.raises(StoreConflict, match="run it again"):
+            s.replace_jobs(1, [])
+        assert s.job_keys() == ["c1/1#0"]  # unchanged
+
+    def test_cosignatures(self, make_store: MakeStore) -> None:
+        s = make_store("cosigned")
+        assert s.cosignatures(4) == {} and s.cosigned_sizes() == {}
+        s.add_cosignatures(4, [("w1", "\u2014 w1 AAAA\n"), ("w2", "\u2014 w2 BBBB\n")])
+        s.add_cosignatures(8, [("w1", "\u2014 w1 CCCC\n")])
+        s.add_cosignatures(8, [("w1", "\u2014 w1 DDDD\n")])  # a later one replaces it
+        assert s.cosignatures(4) == {"w1": "\u2014 w1 AAAA\n", "w2": "\u2014 w2 BBBB\n"}
+        assert s.cosignatures(8) == {"w1": "\u2014 w1 DDDD\n"}
+        assert s.cosigned_sizes() == {"w1": 8, "w2": 4}
+        s.close()
+        assert make_store("cosigned").cosigned_sizes() == {"w1": 8, "w2": 4}

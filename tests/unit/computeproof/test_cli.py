@@ -237,16 +237,22 @@ def test_receipt_export_and_verify(site: Site, tmp_path: Path) -> None:
     path = tmp_path / "r100.json"
     r = cli(site, "receipt", "export", "100", "-o", str(path))
     assert r.exit_code == 0 and path.exists()
-    r = cli(None, "receipt", "verify", str(path), env={"COMPUTEPROOF_CONFIG": "/nonexistent"})
+    ledger_key = json.loads(path.read_text())["log"]["ledger_key"]
+    empty = tmp_path / "empty.toml"  # a verifier elsewhere: no ledger, no trusted keys
+    empty.write_text("")
+    # no trust root: valid only under its own key (docs/trust.md)
+    r = cli(None, "receipt", "verify", str(path), env={"COMPUTEPROOF_CONFIG": str(empty)})
+    assert r.exit_code == 3 and r.stdout.startswith("UNTRUSTED: valid under the bundle's own")
+    r = cli(None, "receipt", "verify", str(path), "--ledger-key", ledger_key,
+            env={"COMPUTEPROOF_CONFIG": str(empty)})  # fmt: skip
     assert r.exit_code == 0 and r.stdout.startswith("VALID receipt") and "c1/100#0" in r.stdout
-    r = cli(site, "receipt", "verify", str(path), "--json")
+    assert "pinned with --ledger-key" in r.stdout
+    r = cli(site, "receipt", "verify", str(path), "--json", "--ledger-key", ledger_key)
     out = json.loads(r.stdout)
     assert out["valid"] is True and out["events"] == 5 and out["checkpoint_size"] == 10
     stdout = cli(site, "receipt", "export", "100", "-o", "-").stdout
     assert json.loads(stdout)["job"]["job_key"] == "c1/100#0"
 
-    ledger_key = json.loads(path.read_text())["log"]["ledger_key"]
-    assert cli(site, "receipt", "verify", str(path), "--ledger-key", ledger_key).exit_code == 0
     other = format_public_key(Signer.from_seed(bytes([5]) * 32).public_raw)
     r = cli(site, "receipt", "verify", str(path), "--ledger-key", other, "--json")
     assert r.exit_code == 1 and json.loads(r.stdout)["valid"] is False
@@ -454,11 +460,14 @@ def test_global_flags_also_after_the_command(site: Site, tmp_path: Path) -> None
     r = cli(site, "jobs", "show", "101", "--json", "--config", str(site.config),
             env={**site.env, "COMPUTEPROOF_CONFIG": None})  # fmt: skip
     assert r.exit_code == 0 and json.loads(r.stdout)["job_id"] == "101"
-    # a group that is a command itself (report) takes them too
+    # a group that is a command itself (report) takes them too; another ledger file has
+    # its own ledger key (one key signing two logs is refused: lastsigned.py)
+    other = tmp_path / "other.toml"
+    other.write_text(site.config.read_text().replace(str(site.ledger_key), f"{empty}.key"))
     for db, jobs in ((None, 2), (empty, 0)):
         out = tmp_path / f"report-{jobs}.json"
         args = ["report", "--from", "2026-01", "--to", "2026-12", "-o", str(out)]
-        r = cli(site, *args, *(("--db", db) if db else ()))
+        r = cli(site, *args, *(("--db", db, "--config", str(other)) if db else ()))
         assert r.exit_code == 0, r.output
         assert json.loads(out.read_text())["totals"]["jobs"] == jobs
     bad = tmp_path / "bad.toml"
@@ -513,9 +522,17 @@ def test_subprocess_receipt_verify_needs_no_config(site: Site, tmp_path: Path) -
     assert cli(site, "receipt", "export", "101", "-o", str(path)).exit_code == 0
     home = tmp_path / "home"
     home.mkdir()
-    p = _run(["receipt", "verify", str(path), "--json"], _clean_env(HOME=str(home)), home)
-    assert p.returncode == 0, p.stderr
+    empty = home / "empty.toml"  # not this host's /etc/computeproof/config.toml
+    empty.write_text("")
+    env = _clean_env(HOME=str(home), COMPUTEPROOF_CONFIG=str(empty))
+    p = _run(["receipt", "verify", str(path), "--json"], env, home)
+    assert p.returncode == 3, p.stderr  # no trust root
     out: dict[str, Any] = json.loads(p.stdout)
+    assert out["verdict"] == "UNTRUSTED" and out["valid"] is False
+    key = json.loads(path.read_text())["log"]["ledger_key"]
+    p = _run(["receipt", "verify", str(path), "--json", "--ledger-key", key], env, home)
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
     assert out["valid"] is True and out["job"] == "c1/101#0"
 
 

@@ -505,6 +505,17 @@ export function b64decodeStrict(text, what) {
 
 // -- keys (keys.py) -----------------------------------------------------------------------
 
+// envelope.b64decode_dsse: a DSSE field in standard or URL-safe base64 (the DSSE spec: a
+// verifier accepts either), one alphabet, padded and canonical; standard is tried first
+export function b64decodeDsse(text, what) {
+  try {
+    return b64decodeStrict(text, what);
+  } catch (e) {
+    if (!(e instanceof CanonicalError) || !/[-_]/.test(text) || /[+/]/.test(text)) throw e;
+  }
+  return b64decodeStrict(text.replace(/-/g, "+").replace(/_/g, "/"), what);
+}
+
 function pyStrip(s) {
   const cps = codePoints(s);
   let a = 0, b = cps.length;
@@ -694,8 +705,8 @@ async function openEnvelope(text) {
   if (parts !== null) { // envelope.py's fast path, in its order
     const [payloadB64, kid, sigB64] = parts;
     if (!/^[0-9a-f]*$/.test(kid)) throw new SignatureError("envelope signature key id is not a 64-digit hex SHA-256");
-    const payload = b64decodeStrict(payloadB64, "envelope payload");
-    const signature = b64decodeStrict(sigB64, "envelope signature");
+    const payload = b64decodeDsse(payloadB64, "envelope payload");
+    const signature = b64decodeDsse(sigB64, "envelope signature");
     return openStatement(payload, kid, signature);
   }
   // envelope.py's exact path (_open_envelope_json)
@@ -720,8 +731,8 @@ async function openEnvelope(text) {
   if (!isStr(sigB64) || !isStr(payloadB64)) {
     throw new CanonicalError("envelope payload and signature must be base64 strings");
   }
-  const payload = b64decodeStrict(payloadB64, "envelope payload");
-  const signature = b64decodeStrict(sigB64, "envelope signature");
+  const payload = b64decodeDsse(payloadB64, "envelope payload");
+  const signature = b64decodeDsse(sigB64, "envelope signature");
   const expected = `{"payload":"${payloadB64}","payloadType":"${PAYLOAD_TYPE}",`
     + `"signatures":[{"keyid":"${kid}","sig":"${sigB64}"}]}`;
   if (expected !== text) throw new CanonicalError("envelope bytes are not canonical JSON (RFC 8785)");
@@ -1113,8 +1124,8 @@ async function verifyBundleInner(data, trustedLedgerKey, trace) {
     if (ek !== wantKey) throw new BundleError(`${where}: event belongs to ${ek}, not ${wantKey}`);
     if (seen.has(event.get("id"))) throw new BundleError(`${where}: event ${event.get("id")} appears twice`);
     seen.add(event.get("id"));
-    // bundle.py keeps {"leaf_index": index, **event}: an event's own leaf_index key wins
-    report.events.push({ leafIndex: event.has("leaf_index") ? event.get("leaf_index") : index, entryIndex: index, event });
+    // as bundle.py: the entry's index, never a leaf_index key the event carries itself
+    report.events.push({ leafIndex: index, entryIndex: index, event });
     const type = event.get("type");
     report.lifecycle.set(type, (report.lifecycle.get(type) || 0) + 1);
   }

@@ -19,7 +19,7 @@ from capture_server import CaptureServer, CaptureState
 from click.testing import CliRunner, Result
 from conftest import ORIGIN, add_job
 
-from computeproof.keys import Signer
+from computeproof.keys import Signer, format_public_key
 from computeproof.ledger import Ledger
 from computeproof.store.sqlite import SQLiteStore
 from slurm_hooks.cli import main
@@ -64,6 +64,10 @@ def site(
     with Ledger(SQLiteStore(str(db)), ORIGIN, str(key), workers=1) as led:
         led.enroll(host_signer.public_raw, ("ctl", "node1", "node2"))
         add_job(led, host_signer, make_lifecycle, "100")
+        trusted = format_public_key(led.signer().public_raw)
+    # the verifier trusts this ledger's key (docs/trust.md): receipts verify VALID, not UNTRUSTED
+    with config.open("a") as f:
+        f.write(f'trusted_ledger_keys = ["{trusted}"]\n')
     return {"dir": tmp_path, "db": db, "key": key,
             "env": {"COMPUTEPROOF_CONFIG": str(config), "COMPUTEPROOF_DB": None,
                     "CAPTURE_TOKEN": None}}  # fmt: skip

@@ -298,7 +298,8 @@ def test_jobs_lifecycle_and_receipt(
     assert r.status_code == 400 and r.json()["detail"]
     _wait_checkpoint(client, 15)
     detail = client.get("/v1/jobs/101").json()
-    assert detail["verification"] == {"ok": True, "reason": None}
+    assert detail["verification"]["ok"] is True and detail["verification"]["reason"] is None
+    assert detail["verification"]["checkpoint_size"] == 15
     assert detail["events"][0]["type"] == "scheduled"
     assert detail["summary"]["user"] == "bob"
     receipt = client.get("/v1/jobs/c1%2F101%230/receipt")  # by job key

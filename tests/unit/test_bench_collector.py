@@ -33,6 +33,8 @@ def test_bench_collector_prints_its_figures(tmp_path: Path) -> None:
             "5",
             "--processes",
             "1",
+            "--freshness-samples",
+            "2",
         ],
         capture_output=True,
         text=True,

@@ -15,6 +15,7 @@ import contextlib
 import gc
 import json
 import marshal
+import multiprocessing
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -208,6 +209,16 @@ def _verify_range(url: str, start: int, stop: int, keys: dict[str, bytes]) -> li
     return _verify_rows(read_leaves(url, start, stop), keys)
 
 
+def _worker_pool(workers: int) -> ProcessPoolExecutor:
+    """A pool whose workers come from a forkserver, never forked from this process: the
+    agent forwards from a thread, and a fork of a multi-threaded process can copy a lock
+    another thread held (a deadlock; Python 3.12+ warns). The forkserver imports this
+    module once, so each worker starts with it loaded."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return ProcessPoolExecutor(workers, mp_context=context)
+
+
 class Ledger:
     """One transparency log of signed job events."""
 
@@ -262,7 +273,7 @@ class Ledger:
         if self.workers <= 1 or len(chunks) <= 1:
             return (_check_envelopes(c, keys) for c in chunks)
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(self.workers)
+            self._pool = _worker_pool(self.workers)
         return map(_unpack, self._pool.map(_check_packed, chunks, [keys] * len(chunks)))
 
     # -- keys ------------------------------------------------------------------------
@@ -654,7 +665,7 @@ class Ledger:
                 yield _verify_rows(rows, keys)
             return
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(self.workers)
+            self._pool = _worker_pool(self.workers)
         window: deque[Future[list[VerifiedLeaf]]] = deque()
         for lo in range(0, size, step):
             window.append(self._pool.submit(_verify_range, url, lo, min(lo + step, size), keys))

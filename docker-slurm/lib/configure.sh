@@ -279,7 +279,7 @@ init_keys() {
     # the package beside these scripts (CP_REPO may point elsewhere for the hooks' paths)
     local pkg
     pkg="$(cd "$CP_LIB_DIR/../.." && pwd)"
-    cli() { (cd "$pkg" && PYTHONPATH="$pkg${PYTHONPATH:+:$PYTHONPATH}" python3 -m slurm_hooks "$@"); }
+    cli() { (cd "$pkg" && PYTHONPATH="$pkg${PYTHONPATH:+:$PYTHONPATH}" "${PYTHON:-python3}" -m slurm_hooks "$@"); }
     if [[ ! -s "$host_key" ]]; then
         log "creating host key $host_key"
         cli keys init --out "$host_key" >/dev/null || die "'computeproof keys init --out $host_key' failed"

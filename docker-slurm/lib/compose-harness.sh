@@ -14,7 +14,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 HOSTS_DIR=/var/tmp/computeproof-hosts
 
 # recorded HOST NAME: the pid HOST recorded for its daemon NAME.
-recorded() { tr -dc '0-9' <"$HOSTS_DIR/$1/$2.pid" 2>/dev/null; }
+recorded() { tr -dc '0-9' 2>/dev/null <"$HOSTS_DIR/$1/$2.pid"; }
 
 node_responds() {
     local state
@@ -74,7 +74,8 @@ cmd_up() {
             die "node $node not up; see $CP_LOG_DIR/slurmd-$node.log"
         wait_for 60 "agent-$node" probe "agent-$node" || die "agent-$node not up"
     done
-    cmd_status >/dev/null || { cmd_status >&2; die "compose cluster not fully up"; }
+    # a node may answer before its slurmd has written its pid file
+    wait_for 60 "every daemon" cmd_status || { cmd_status >&2; die "compose cluster not fully up"; }
     log "up: $(sinfo -h -N -o '%N %t' | sort -u | tr '\n' ' ')"
 }
 

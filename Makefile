@@ -75,7 +75,7 @@ integration: deps
 	@start=$$SECONDS; status=0; CP_CLUSTER_DIR=$(TEST_CLUSTER_DIR) $(VPY) -m pytest \
 		tests/integration tests/gpu -q -p no:cacheprovider || status=$$?; \
 	CP_CLUSTER_DIR=$(TEST_CLUSTER_DIR) $(CLUSTER) down; \
-	echo "== time: native cluster suite (Slurm $$(sinfo -V | cut -d' ' -f2)): $$((SECONDS - start)) s (exit $$status)"; \
+	echo "== time: native cluster suite (Slurm $$(slurmd -V 2>/dev/null | cut -d' ' -f2)): $$((SECONDS - start)) s (exit $$status)"; \
 	exit $$status
 
 test: deps

@@ -17,11 +17,14 @@ CLUSTER := docker-slurm/cluster
 COMPOSE := docker-slurm/compose-cluster
 DEB_PACKAGES := gcc make libc6-dev munge slurmctld slurmd slurm-client slurmdbd mariadb-server \
 	chromium python3-venv git
-MATRIX_DEB_PACKAGES := docker.io docker-compose mmdebstrap
+MATRIX_DEB_PACKAGES := docker.io docker-compose mmdebstrap debian-archive-keyring
 # `make test` runs its own cluster from a clean directory, so nothing a developer left in
 # the demo cluster (/var/tmp/computeproof-cluster) can change a result.
 TEST_CLUSTER_DIR ?= /var/tmp/computeproof-test-cluster
 DIST ?= trixie
+# compose clusters whose suite may fail without failing test-matrix (said loudly), e.g.
+# MATRIX_ALLOW_FAIL="trixie slurm-25.11" until the Slurm 24.11+ parsing lands; empty: strict
+MATRIX_ALLOW_FAIL ?=
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # the cluster scripts (keys, agents) and the demo run the CLI from the venv
 export PYTHON := $(abspath $(VPY))
@@ -91,6 +94,9 @@ test-matrix: matrix-deps venv
 		start=$$SECONDS; rc=0; $(COMPOSE) test $$dist || rc=$$?; \
 		if [ $$rc = 3 ]; then echo "== skipped: compose $$dist (no Slurm source)"; rc=0; fi; \
 		echo "== time: compose cluster $$dist: $$((SECONDS - start)) s (exit $$rc)"; \
+		if [ $$rc != 0 ] && [[ " $(MATRIX_ALLOW_FAIL) " == *" $$dist "* ]]; then \
+			echo "== KNOWN FAILING, not failing the run (MATRIX_ALLOW_FAIL): compose $$dist"; \
+			rc=0; fi; \
 		[ $$rc = 0 ] || status=1; \
 	done; \
 	start=$$SECONDS; rc=0; $(VPY) -m pytest tests/install -q -p no:cacheprovider || rc=$$?; \

@@ -31,6 +31,10 @@ cmd_start() {
         return 0
     fi
     command -v dockerd >/dev/null || die "dockerd not found: apt-get install docker.io docker-compose mmdebstrap"
+    # an engine that was killed (a session's end) leaves its network namespace mounted
+    if mountpoint -q "$CP_DOCKER_EXEC/netns/default" 2>/dev/null; then
+        umount "$CP_DOCKER_EXEC/netns/default" || true
+    fi
     mkdir -p "$CP_DOCKER_DATA" "$CP_DOCKER_EXEC" "$(dirname "$CP_DOCKER_LOG")"
     cat >"$CP_DOCKER_DATA/daemon.json" <<JSON
 {

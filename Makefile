@@ -16,7 +16,7 @@ VPY := $(VENV)/bin/python
 CLUSTER := docker-slurm/cluster
 COMPOSE := docker-slurm/compose-cluster
 DEB_PACKAGES := gcc make libc6-dev munge slurmctld slurmd slurm-client slurmdbd mariadb-server \
-	chromium python3-venv git
+	chromium prometheus python3-venv git
 MATRIX_DEB_PACKAGES := docker.io docker-compose mmdebstrap debian-archive-keyring
 # `make test` runs its own cluster from a clean directory, so nothing a developer left in
 # the demo cluster (/var/tmp/computeproof-cluster) can change a result.
@@ -47,10 +47,10 @@ deb-deps:
 matrix-deps:
 	$(MAKE) deb-deps EXTRA_DEB="$(MATRIX_DEB_PACKAGES)"
 
-# The project and its gpu and dev extras in $(VENV), rebuilt when pyproject.toml changes.
+# The project with every extra and the dev tools in $(VENV), rebuilt when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml
 	$(BOOT_PYTHON) -m venv $(VENV)
-	$(VPY) -m pip install -q '.[gpu,dev]'
+	$(VPY) -m pip install -q '.[all,dev]'
 	touch $@
 
 venv: deb-deps $(VENV)/.installed

@@ -8,8 +8,8 @@
 
 Interpreters are found, not named: pyenv's (``$PYENV_ROOT/versions/*``, the real binaries,
 never the shims, which cost ~80 ms a start), the system's ``/usr/bin/python3.N`` and
-``/usr/local/bin/python3.N``. Each gets a virtual environment with the project and its
-``gpu`` and ``dev`` extras; it is rebuilt only when pyproject.toml changes.
+``/usr/local/bin/python3.N``. Each gets a virtual environment with the project, every
+extra (``all``) and ``dev``; it is rebuilt only when pyproject.toml changes.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ PARAMS = [nox.param(str(path), id=label) for label, path in INTERPRETERS.items()
 
 
 def _venv(session: nox.Session, interpreter: str) -> Path:
-    """A virtual environment for ``interpreter`` with the project's gpu and dev extras,
+    """A virtual environment for ``interpreter`` with the project's all and dev extras,
     kept under .nox/ and rebuilt when pyproject.toml changes."""
     digest = hashlib.sha256((REPO / "pyproject.toml").read_bytes()).hexdigest()[:12]
     env = REPO / ".nox" / ("venv-" + hashlib.sha256(interpreter.encode()).hexdigest()[:8])
@@ -84,7 +84,7 @@ def _venv(session: nox.Session, interpreter: str) -> Path:
     session.run(sys.executable, "-m", "virtualenv", "-q", "--clear", "-p", interpreter,
                 str(env), external=True)  # fmt: skip
     session.run(str(env / "bin" / "python"), "-m", "pip", "install", "-q",
-                f"{REPO}[gpu,dev]", external=True)  # fmt: skip
+                f"{REPO}[all,dev]", external=True)  # fmt: skip
     stamp.write_text(digest)
     return env
 

@@ -3,16 +3,21 @@
     {"format": "computeproof.receipt/v1",
      "job": {"cluster", "job" (display id), "job_id", "run", "job_key"},
      "log": {"origin", "size", "root" (base64), "ledger_key" ("ed25519:..."),
-             "checkpoint" (signed note)},
+             "checkpoint" (signed note, with witness cosignature lines when it has some),
+             "witness_statements": [{"witness", "statement", "signature"}]},  # optional
      "keys": [{"key_id", "public_key", "hosts"}],
      "entries": [{"leaf_index", "envelope" (the canonical envelope text),
                   "inclusion_proof": [base64, ...]}],
      "disclosures": {event id: {field: {"salt", "value"}}},   # optional
-     "anchors": [...]}                                          # optional
+     "anchors": [{"record", "checkpoint", "consistency_proof"}]}  # optional
+                                              # (computeproof/anchors/receipts.py)
 
 Verification needs no database and no network: it checks the checkpoint signature,
 every envelope signature against the bundle's keys, that each event belongs to the job,
-and each inclusion proof against the checkpoint's root.
+and each inclusion proof against the checkpoint's root. All of that holds under the
+bundle's own ledger key; whether that key is the ledger's is decided against the
+verifier's trust roots (computeproof/trust.py): a pinned or configured ledger key, or a
+quorum of witnesses whose cosignatures the checkpoint carries.
 """
 
 from __future__ import annotations
@@ -25,18 +30,20 @@ from typing import Any
 
 from computeproof import merkle
 from computeproof.canonical import canonical_bytes
-from computeproof.checkpoint import Checkpoint, open_checkpoint
+from computeproof.checkpoint import Checkpoint, add_signature_lines, open_checkpoint
 from computeproof.envelope import b64decode_strict, verify_envelope
 from computeproof.errors import BundleError, ReceiptError
 from computeproof.event import job_key
 from computeproof.keys import format_public_key, key_id, parse_public_key, verify
 from computeproof.privacy import check_opening
+from computeproof.trust import LedgerKeyRoot, TrustDecision, TrustRoots, decide
 
 FORMAT = "computeproof.receipt/v1"
 
 
 def export_bundle(ledger: object, job: str, disclose: bool = False) -> dict[str, object]:
     """Build the receipt bundle of job ``job`` from a :class:`Ledger`."""
+    from computeproof.anchors.receipts import receipt_anchors
     from computeproof.ledger import Ledger
 
     assert isinstance(ledger, Ledger)
@@ -89,12 +96,17 @@ def export_bundle(ledger: object, job: str, disclose: bool = False) -> dict[str,
             "size": cp.size,
             "root": base64.b64encode(cp.root).decode(),
             "ledger_key": format_public_key(public),
-            "checkpoint": cp.note,
+            "checkpoint": add_signature_lines(
+                cp.note, list(ledger.store.cosignatures(cp.size).values())
+            ),
         },
         "keys": sorted(used.values(), key=lambda k: str(k["key_id"])),  # type: ignore[index]
         "entries": entries,
-        "anchors": [],
+        "anchors": receipt_anchors(ledger, cp.size),
     }
+    statements = ledger.witness_statements(ledger.store.cosignatures(cp.size))
+    if statements:  # only with witnesses: a bundle without them keeps its old shape
+        bundle["log"]["witness_statements"] = statements  # type: ignore[index]
     bundle["index"] = sign_index(
         ledger.signer(),
         receipt_index(
@@ -118,6 +130,8 @@ class BundleReport:
     events: list[dict[str, object]] = field(default_factory=list)
     disclosed: dict[str, dict[str, object]] = field(default_factory=dict)
     lifecycle: dict[str, int] = field(default_factory=dict)
+    trust: TrustDecision | None = None  # the ledger key against the verifier's roots
+    anchors: list[dict[str, object]] = field(default_factory=list)  # checked offline
 
 
 def _field(obj: object, name: str, kind: type, where: str) -> Any:
@@ -156,10 +170,20 @@ def sign_index(signer: Any, statement: dict[str, object]) -> dict[str, object]:
     return {"statement": statement, "signature": base64.b64encode(sig).decode()}
 
 
-def verify_bundle(data: bytes | str, trusted_ledger_key: bytes | None = None) -> BundleReport:
-    """Verify a receipt bundle offline; raise BundleError naming what and where."""
+def verify_bundle(
+    data: bytes | str,
+    trusted_ledger_key: bytes | None = None,
+    roots: TrustRoots | None = None,
+) -> BundleReport:
+    """Verify a receipt bundle offline; raise BundleError naming what and where. The
+    report's ``trust`` says whether its ledger key is trusted: by ``trusted_ledger_key``
+    (a pinned key) or ``roots``; with neither, a bundle that verifies is untrusted. Roots
+    it does not meet are a BundleError."""
+    if trusted_ledger_key is not None:
+        pinned = LedgerKeyRoot(trusted_ledger_key, "pinned with --ledger-key")
+        roots = TrustRoots((pinned,), *(() if roots is None else (roots.witnesses, roots.quorum)))
     try:
-        return _verify_bundle(data, trusted_ledger_key)
+        return _verify_bundle(data, roots or TrustRoots())
     except BundleError:
         raise
     except (ValueError, TypeError, AttributeError, KeyError, UnicodeError) as e:
@@ -167,11 +191,13 @@ def verify_bundle(data: bytes | str, trusted_ledger_key: bytes | None = None) ->
         raise BundleError(f"malformed receipt: {type(e).__name__}: {e}") from e
 
 
-def _verify_bundle(data: bytes | str, trusted_ledger_key: bytes | None) -> BundleReport:
+def _verify_bundle(data: bytes | str, roots: TrustRoots) -> BundleReport:
     try:
         bundle = json.loads(data)
     except (ValueError, UnicodeDecodeError) as e:
         raise BundleError(f"receipt is not JSON: {e}") from e
+    except RecursionError as e:
+        raise BundleError("not a receipt: JSON nested too deeply") from e
     if not isinstance(bundle, dict) or bundle.get("format") != FORMAT:
         raise BundleError(f"not a receipt bundle (format must be {FORMAT!r})")
     job = _field(bundle, "job", dict, "receipt")
@@ -186,14 +212,17 @@ def _verify_bundle(data: bytes | str, trusted_ledger_key: bytes | None) -> Bundl
         root = b64decode_strict(str(_field(log, "root", str, "log")), "log root")
     except (ReceiptError, binascii.Error) as e:
         raise BundleError(f"log: {e}") from e
-    if trusted_ledger_key is not None and ledger_key != trusted_ledger_key:
+    if roots.ledger_keys and all(k.public_raw != ledger_key for k in roots.ledger_keys):
+        # the browser's verifier (dashboard verify.js) gives the same message, word for word
         raise BundleError("log: the bundle's ledger key is not the trusted ledger key")
     try:
-        cp: Checkpoint = open_checkpoint(
-            str(_field(log, "checkpoint", str, "log")), origin, ledger_key, origin=origin
-        )
+        note = str(_field(log, "checkpoint", str, "log"))
+        cp: Checkpoint = open_checkpoint(note, origin, ledger_key, origin=origin)
     except ReceiptError as e:
         raise BundleError(f"log checkpoint: {e}") from e
+    # read only with witness roots; anything else there is ignored, as unknown fields are
+    statements = log.get("witness_statements")
+    statements = statements if isinstance(statements, list) else []
     if cp.size != _field(log, "size", int, "log") or cp.root != root:
         raise BundleError("log: size or root differ from the signed checkpoint")
     keys: dict[str, bytes] = {}
@@ -247,7 +276,9 @@ def _verify_bundle(data: bytes | str, trusted_ledger_key: bytes | None) -> Bundl
         if event["id"] in seen:
             raise BundleError(f"{where}: event {event['id']} appears twice")
         seen.add(str(event["id"]))
-        report.events.append({"leaf_index": index, **event})
+        # the entry's index, not a "leaf_index" key an event may carry of its own: the
+        # completeness check below must count the leaves the proofs were checked at
+        report.events.append({**event, "leaf_index": index})
         report.lifecycle[str(event["type"])] = report.lifecycle.get(str(event["type"]), 0) + 1
     disclosures = bundle.get("disclosures", {})
     if not isinstance(disclosures, dict):
@@ -267,6 +298,16 @@ def _verify_bundle(data: bytes | str, trusted_ledger_key: bytes | None) -> Bundl
                 raise BundleError(f"disclosures[{eid}][{name}]: {e}") from e
             report.disclosed.setdefault(eid, {})[name] = value
     _check_index(bundle, report, ledger_key)
+    try:
+        report.trust = decide(roots, origin, ledger_key, note, statements)
+    except ReceiptError as e:
+        raise BundleError(f"log checkpoint: {e}") from e
+    if report.trust.problem is not None:
+        raise BundleError(f"trust: {report.trust.problem}")
+    from computeproof.anchors.verify import check_receipt_anchors
+
+    checked = check_receipt_anchors(bundle.get("anchors"), cp, ledger_key)
+    report.anchors = [a.to_json() for a in checked]
     return report
 
 

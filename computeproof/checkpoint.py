@@ -13,6 +13,11 @@ Opening follows the spec: signature lines of unknown keys (another name, or the 
 with another key ID) are ignored, so witnesses may cosign; a line of the expected key that
 fails to verify rejects the note. Checkpoints with extension lines are refused: this ledger
 never writes them, and a ``Checkpoint`` must reproduce exactly the bytes that were signed.
+
+Witness cosignatures (https://c2sp.org/tlog-cosignature, Ed25519 cosignature/v1) are
+signature lines too: key ID = SHA-256(name || 0x0A || 0x04 || key)[:4], signature =
+base64(key ID || u64 big-endian POSIX time || Ed25519 over "cosignature/v1\\n" "time <t>\\n"
+and the checkpoint body). A cosigner's verifier key has type 0x04.
 """
 
 from __future__ import annotations
@@ -80,11 +85,7 @@ class Checkpoint:
 
 def key_hash(name: str, public_key_raw: bytes) -> bytes:
     """Return the 4-byte signed-note key ID of an Ed25519 key with this name."""
-    _check_key_name(name)
-    if len(public_key_raw) != 32:
-        raise CheckpointError(f"Ed25519 public key is {len(public_key_raw)} bytes, not 32")
-    data = name.encode() + b"\n" + bytes([ED25519_TYPE]) + public_key_raw
-    return hashlib.sha256(data).digest()[:_KEY_ID_SIZE]
+    return _typed_key_hash(name, ED25519_TYPE, public_key_raw)
 
 
 def verifier_key(name: str, public_key_raw: bytes) -> str:
@@ -103,7 +104,12 @@ def _b64decode(text: str, what: str) -> bytes:
 
 def parse_verifier_key(text: str) -> tuple[str, bytes]:
     """Parse a verifier key into (key name, raw 32-byte Ed25519 public key), checking its key ID."""
-    parts = text.strip().split("+")
+    return _parse_vkey(text, ED25519_TYPE, "Ed25519 note")
+
+
+def _parse_vkey(text: str, key_type: int, kind: str) -> tuple[str, bytes]:
+    # the name and the key ID end at the first two '+'; the base64 key may hold more
+    parts = text.strip().split("+", 2)
     if len(parts) != 3:
         raise CheckpointError("verifier key must be <name>+<hex key ID>+<base64 key>")
     name, key_id_hex, encoded = parts
@@ -111,12 +117,22 @@ def parse_verifier_key(text: str) -> tuple[str, bytes]:
     if len(key_id_hex) != 2 * _KEY_ID_SIZE or not all(c in "0123456789abcdef" for c in key_id_hex):
         raise CheckpointError(f"verifier key ID {key_id_hex!r} must be 8 lowercase hex digits")
     key = _b64decode(encoded, "verifier key")
-    if len(key) != 33 or key[0] != ED25519_TYPE:
-        raise CheckpointError("verifier key is not an Ed25519 key (type 0x01 and 32 bytes)")
+    if len(key) != 33 or key[0] != key_type:
+        raise CheckpointError(
+            f"verifier key is not an {kind} key (type 0x{key_type:02x} and 32 bytes)"
+        )
     public_key_raw = key[1:]
-    if key_hash(name, public_key_raw).hex() != key_id_hex:
+    if _typed_key_hash(name, key_type, public_key_raw).hex() != key_id_hex:
         raise CheckpointError(f"verifier key ID {key_id_hex} does not match its name and key")
     return name, public_key_raw
+
+
+def _typed_key_hash(name: str, key_type: int, public_key_raw: bytes) -> bytes:
+    _check_key_name(name)
+    if len(public_key_raw) != 32:
+        raise CheckpointError(f"Ed25519 public key is {len(public_key_raw)} bytes, not 32")
+    data = name.encode() + b"\n" + bytes([key_type]) + public_key_raw
+    return hashlib.sha256(data).digest()[:_KEY_ID_SIZE]
 
 
 def sign_note(text: str, name: str, private_key: Ed25519PrivateKey) -> str:
@@ -225,6 +241,18 @@ def _parse_body(text: str) -> Checkpoint:
     return Checkpoint(origin, int(size_text), root)
 
 
+def read_checkpoint(text: str) -> Checkpoint:
+    """Parse a signed checkpoint WITHOUT verifying any signature (for a note the caller
+    wrote itself, or checks with :func:`open_checkpoint` later)."""
+    body, _ = _split_note(text)
+    return _parse_body(body)
+
+
+def note_body(text: str) -> str:
+    """The text of a signed note (everything before its signature lines), unverified."""
+    return _split_note(text)[0]
+
+
 def open_checkpoint(
     text: str, name: str, public_key_raw: bytes, origin: str | None = None
 ) -> Checkpoint:
@@ -241,3 +269,100 @@ def open_checkpoint(
     if checkpoint.body() != body.encode():
         raise CheckpointError("checkpoint body does not re-encode to the signed bytes")
     return checkpoint
+
+
+# -- cosignatures (https://c2sp.org/tlog-cosignature, Ed25519 cosignature/v1) -------------
+
+COSIGNATURE_TYPE = 0x04
+COSIGNATURE_HEADER = "cosignature/v1\n"
+_TIMESTAMP_SIZE = 8
+MAX_TIMESTAMP = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class Cosigner:
+    """A witness as a verifier knows it: its name and raw Ed25519 public key."""
+
+    name: str
+    public_key_raw: bytes
+
+    @property
+    def key_id(self) -> bytes:
+        """The 4-byte key ID of its cosignature lines."""
+        return cosigner_key_hash(self.name, self.public_key_raw)
+
+    def vkey(self) -> str:
+        """Its verifier key text (type 0x04)."""
+        return cosigner_verifier_key(self.name, self.public_key_raw)
+
+
+def cosigner_key_hash(name: str, public_key_raw: bytes) -> bytes:
+    """The key ID of an Ed25519 cosigner: SHA-256(name || 0x0A || 0x04 || key)[:4]."""
+    return _typed_key_hash(name, COSIGNATURE_TYPE, public_key_raw)
+
+
+def cosigner_verifier_key(name: str, public_key_raw: bytes) -> str:
+    """A cosigner's verifier key "<name>+<hex key ID>+<base64(0x04 || key)>"."""
+    encoded = base64.b64encode(bytes([COSIGNATURE_TYPE]) + public_key_raw).decode("ascii")
+    return f"{name}+{cosigner_key_hash(name, public_key_raw).hex()}+{encoded}"
+
+
+def parse_cosigner_key(text: str) -> Cosigner:
+    """Parse a cosigner (witness) verifier key of type 0x04."""
+    name, public_key_raw = _parse_vkey(text, COSIGNATURE_TYPE, "Ed25519 cosignature")
+    return Cosigner(name, public_key_raw)
+
+
+def cosignature_message(body: str, timestamp: int) -> bytes:
+    """The bytes an Ed25519 cosignature/v1 signs: header, time line, checkpoint body."""
+    if not 0 <= timestamp <= MAX_TIMESTAMP:
+        raise CheckpointError(f"cosignature timestamp {timestamp} is out of range")
+    return f"{COSIGNATURE_HEADER}time {timestamp}\n{body}".encode()
+
+
+def cosign(body: str, name: str, private_key: Ed25519PrivateKey, timestamp: int) -> str:
+    """A cosignature line ("— <name> <base64>", newline-terminated) on the checkpoint note
+    text ``body``, made at POSIX time ``timestamp``."""
+    public_key_raw = private_key.public_key().public_bytes_raw()
+    signature = private_key.sign(cosignature_message(body, timestamp))
+    blob = cosigner_key_hash(name, public_key_raw) + timestamp.to_bytes(8, "big") + signature
+    return f"{SIGNATURE_PREFIX}{name} {base64.b64encode(blob).decode('ascii')}\n"
+
+
+def add_signature_lines(note: str, lines: list[str]) -> str:
+    """``note`` with extra signature lines (cosignatures) appended, each once."""
+    _split_note(note)
+    have = set(note.split("\n"))
+    extra = "".join(line for line in dict.fromkeys(lines) if line.rstrip("\n") not in have)
+    for line in extra.splitlines():
+        if not line.startswith(SIGNATURE_PREFIX):
+            raise CheckpointError(f"{line[:40]!r} is not a signature line")
+    return note + extra
+
+
+def verify_cosignatures(note: str, cosigners: list[Cosigner]) -> dict[str, int]:
+    """The cosigners (by name) whose cosignature on ``note`` verifies, with its timestamp.
+    Lines of other keys are ignored; a line of a listed key that does not verify rejects
+    the note, as a bad signature of a known key does."""
+    text, signatures = _split_note(note)
+    _parse_body(text)
+    found: dict[str, int] = {}
+    for cosigner in cosigners:
+        key_id = cosigner.key_id
+        public_key = Ed25519PublicKey.from_public_bytes(cosigner.public_key_raw)
+        for signer, blob in signatures:
+            if signer != cosigner.name or blob[:_KEY_ID_SIZE] != key_id:
+                continue
+            if len(blob) != _KEY_ID_SIZE + _TIMESTAMP_SIZE + _SIGNATURE_SIZE:
+                raise CheckpointError(f"cosignature of witness {signer} has the wrong length")
+            timestamp = int.from_bytes(blob[_KEY_ID_SIZE : _KEY_ID_SIZE + _TIMESTAMP_SIZE], "big")
+            if timestamp > MAX_TIMESTAMP:
+                raise CheckpointError(f"cosignature of witness {signer}: timestamp out of range")
+            try:
+                public_key.verify(
+                    blob[_KEY_ID_SIZE + _TIMESTAMP_SIZE :], cosignature_message(text, timestamp)
+                )
+            except InvalidSignature as e:
+                raise CheckpointError(f"cosignature of witness {signer} does not verify") from e
+            found[cosigner.name] = max(timestamp, found.get(cosigner.name, 0))
+    return found

@@ -8,6 +8,8 @@
                  "signatures": [{"keyid": <hex>, "sig": base64(Ed25519(PAE))}]}
 
 The stored leaf is JCS(envelope); the Merkle leaf hash covers those exact bytes.
+Envelopes are written with standard base64; on input, the payload and signature may be
+standard or URL-safe base64 (the DSSE envelope spec: verifiers must accept either).
 """
 
 from __future__ import annotations
@@ -148,6 +150,29 @@ def b64decode_strict(text: str | bytes, what: str) -> bytes:
     return raw
 
 
+_URL_SAFE = str.maketrans("-_", "+/")
+_URL_SAFE_BYTES = bytes.maketrans(b"-_", b"+/")
+
+
+def b64decode_dsse(text: str | bytes, what: str) -> bytes:
+    """A DSSE envelope field: standard or URL-safe base64, as the DSSE envelope spec
+    requires verifiers to accept (one alphabet, padded, canonical: see
+    :func:`b64decode_strict`). The standard alphabet is tried first: it is what this
+    project signs, so the ingest path pays nothing for the other."""
+    try:
+        return b64decode_strict(text, what)
+    except CanonicalError:
+        if isinstance(text, str):
+            url_safe = ("-" in text or "_" in text) and not ("+" in text or "/" in text)
+            standard: str | bytes = text.translate(_URL_SAFE)
+        else:
+            url_safe = (b"-" in text or b"_" in text) and not (b"+" in text or b"/" in text)
+            standard = text.translate(_URL_SAFE_BYTES)
+        if not url_safe:
+            raise
+    return b64decode_strict(standard, what)
+
+
 def _loads(data: bytes, what: str) -> object:
     try:
         return _DECODER.decode(data.decode("utf-8"))
@@ -227,8 +252,8 @@ def open_envelope(data: bytes) -> Opened:
     payload_b64, kid, sig_b64 = parts
     if not _HEX.issuperset(kid):
         raise SignatureError("envelope signature key id is not a 64-digit hex SHA-256")
-    payload = b64decode_strict(payload_b64, "envelope payload")
-    signature = b64decode_strict(sig_b64, "envelope signature")
+    payload = b64decode_dsse(payload_b64, "envelope payload")
+    signature = b64decode_dsse(sig_b64, "envelope signature")
     return _open_statement(payload, kid, signature)
 
 
@@ -249,8 +274,8 @@ def _open_envelope_json(data: bytes) -> Opened:
         raise SignatureError("envelope signature key id is not a 64-digit hex SHA-256")
     if not isinstance(sig_b64, str) or not isinstance(payload_b64, str):
         raise CanonicalError("envelope payload and signature must be base64 strings")
-    payload = b64decode_strict(payload_b64, "envelope payload")
-    signature = b64decode_strict(sig_b64, "envelope signature")
+    payload = b64decode_dsse(payload_b64, "envelope payload")
+    signature = b64decode_dsse(sig_b64, "envelope signature")
     expected = (
         f'{{"payload":"{payload_b64}","payloadType":"{PAYLOAD_TYPE}",'
         f'"signatures":[{{"keyid":"{kid}","sig":"{sig_b64}"}}]}}'

@@ -9,9 +9,11 @@ ComputeProofError
 │   ├── KeyError_            key file missing, unreadable or malformed
 │   ├── ProofError           inclusion / consistency proof does not verify
 │   ├── CheckpointError      malformed or wrongly signed checkpoint
+│   │   └── RollbackError    the log does not extend the last checkpoint the ledger signed
 │   ├── BundleError          receipt bundle malformed or failing verification
-│   └── StoreError           storage backend failure or corruption
-│       └── StoreConflict    another writer appended first (nothing changed; redo)
+│   ├── StoreError           storage backend failure or corruption
+│   │   └── StoreConflict    another writer appended first (nothing changed; redo)
+│   └── WitnessError         a witness refused a checkpoint, or cannot be reached
 ├── SpoolError               the local durable spool
 ├── SlurmError               Slurm commands / job info
 ├── AgentError               GPU agent, NVML
@@ -54,6 +56,16 @@ class ProofError(ReceiptError):
 
 class CheckpointError(ReceiptError):
     """A checkpoint is malformed, wrongly signed or from another log."""
+
+
+class RollbackError(CheckpointError):
+    """The log was rolled back or replaced: it does not extend the last checkpoint the
+    ledger signed (kept beside its key), so the ledger refuses to sign or append."""
+
+
+class WitnessError(ReceiptError):
+    """A witness refused a checkpoint (rollback, fork, bad proof, unknown log) or could
+    not be reached; or a witness request is malformed."""
 
 
 class BundleError(ReceiptError):

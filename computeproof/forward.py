@@ -1,8 +1,11 @@
-"""The forwarder: signs spooled events with the host key and appends them to the ledger.
+"""The forwarder: signs spooled events with the host key and hands them to an event sink
+(the ledger in-process, or the collector over HTTPS: computeproof.sink).
 
 At least once: a spooled event is removed only after the ledger committed it (or holds
 it already); the ledger's dedupe by event id makes delivery exactly once. An event the
-ledger rejects moves to the spool's failed/ directory with the reason.
+ledger rejects moves to the spool's failed/ directory with the reason. A committed event
+moves to forwarded/ for the retention period, named by its leaf index, and
+:func:`replay_spool` sends those again, in log order, to a ledger restored from a backup.
 
 Two forwarders of one spool (`computeproof forward` and the agent's) take turns on the
 spool's forward.lock (flock: a killed forwarder's lock goes with it), so they never sign
@@ -15,6 +18,7 @@ import contextlib
 import fcntl
 import json
 import os
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -25,6 +29,7 @@ from computeproof.event import check_event, utc_now
 from computeproof.keys import Signer, load_signer
 from computeproof.ledger import Ledger, open_ledger
 from computeproof.privacy import commit_fields
+from computeproof.sink import EventSink
 from computeproof.spool import Spool
 
 if TYPE_CHECKING:
@@ -46,14 +51,18 @@ class ForwardResult:
 def forward_spool(
     spool: Spool,
     signer: Signer,
-    ledger: Ledger,
+    sink: EventSink,
     private_fields: tuple[str, ...] = (),
     batch_size: int = 1000,
     progress: Callable[[int, int], None] | None = None,
+    retention_s: float = 0,
 ) -> ForwardResult:
-    """Drain ``spool`` into ``ledger`` in batches; return what happened. ``progress``
-    is told (events handled, events found) after each batch."""
+    """Drain ``spool`` into ``sink`` (the ledger, or the collector) in batches; return
+    what happened. ``progress`` is told (events handled, events found) after each batch.
+    Committed events are kept in forwarded/ for ``retention_s`` seconds (0: removed at
+    once)."""
     result = ForwardResult()
+    finish = spool.keep if retention_s > 0 else (lambda path, leaf: spool.done(path))
     paths = list(spool.pending())
     for start in range(0, len(paths), batch_size):
         if progress is not None and start:
@@ -93,17 +102,17 @@ def forward_spool(
         if not envelopes:
             continue
         try:
-            outcome = ledger.append(envelopes, openings)
+            outcome = sink.append(envelopes, openings)
         except ReceiptError as e:  # ledger unreachable or locked: everything stays spooled
             spool.record_forward_status(
                 f"{utc_now()} FAILED: {e}; {spool.count_pending()} events wait in the spool"
             )
             raise
-        for pos, _, _ in outcome.accepted:
-            spool.done(kept[pos])
+        for pos, _, leaf in outcome.accepted:
+            finish(kept[pos], leaf)
             result.forwarded += 1
-        for pos, _, _ in outcome.duplicates:
-            spool.done(kept[pos])
+        for pos, _, leaf in outcome.duplicates:
+            finish(kept[pos], leaf)
             result.duplicates += 1
         for pos, reason in outcome.untrusted:
             result.untrusted += 1
@@ -118,6 +127,7 @@ def forward_spool(
             result.errors.append(f"{os.path.basename(kept[pos])}: {reason}")
     if progress is not None and paths:
         progress(len(paths), len(paths))
+    spool.sweep_forwarded(retention_s, time.time())
     result.remaining = spool.count_pending()
     spool.record_forward_status(
         f"{utc_now()} forwarded {result.forwarded}, duplicates {result.duplicates}, "
@@ -128,6 +138,78 @@ def forward_spool(
             else ""
         )
     )
+    return result
+
+
+@dataclass
+class ReplayResult:
+    """Counts of one replay of forwarded events."""
+
+    found: int = 0  # kept in forwarded/ since the given time
+    appended: int = 0  # the restored log lacked them
+    present: int = 0  # the restored log holds them already
+    refused: int = 0
+    size: int = 0  # the log's size after the replay
+    # why the log still does not extend the last checkpoint signed; None: it does again
+    rollback: str | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+def replay_spool(
+    spool: Spool,
+    signer: Signer,
+    ledger: Ledger,
+    since: float,
+    private_fields: tuple[str, ...] = (),
+    batch_size: int = 1000,
+    progress: Callable[[int, int], None] | None = None,
+) -> ReplayResult:
+    """Send the events forwarded at or after POSIX time ``since`` again, in the order the
+    ledger first logged them, to a ledger restored from a backup. The ledger dedupes by
+    event id, so what the backup holds is a no-op and the rest is appended once; signing is
+    deterministic (Ed25519, and commitment salts derived from the host key), so with the
+    same host key and private fields each envelope is byte for byte the one first logged,
+    and a log fed by this one spool grows back to the very tree it had."""
+    result = ReplayResult()
+    paths = spool.forwarded_since(since)
+    result.found = len(paths)
+    for start in range(0, len(paths), batch_size):
+        if progress is not None and start:
+            progress(start, len(paths))
+        envelopes: list[bytes] = []
+        openings: list[dict[str, dict[str, object]]] = []
+        names: list[str] = []
+        for path in paths[start : start + batch_size]:
+            try:
+                with open(path, "rb") as f:
+                    event = check_event(json.loads(f.read()))
+                payload = event["payload"]
+                assert isinstance(payload, dict)
+                committed, opened = commit_fields(
+                    payload, private_fields, str(event["id"]), signer.salt_secret
+                )
+                envelopes.append(sign_event({**event, "payload": committed}, signer))
+            except FileNotFoundError:
+                continue  # swept meanwhile
+            except (ValueError, ReceiptError) as e:
+                result.refused += 1
+                result.errors.append(f"{os.path.basename(path)}: {e}")
+                continue
+            openings.append(opened)
+            names.append(os.path.basename(path))
+        if not envelopes:
+            continue
+        outcome = ledger.append(envelopes, openings, replay=True)
+        result.appended += len(outcome.accepted)
+        result.present += len(outcome.duplicates)
+        for pos, reason in outcome.rejected + outcome.untrusted:
+            result.refused += 1
+            if len(result.errors) < 20:
+                result.errors.append(f"{names[pos]}: {reason}")
+    if progress is not None and paths:
+        progress(len(paths), len(paths))
+    result.size = ledger.size()
+    result.rollback = ledger.rollback_problem()
     return result
 
 
@@ -167,4 +249,25 @@ def forward_configured(
             return None
         signer = load_signer(config.host_key)
         with open_ledger(config) as ledger:
-            return forward_spool(spool, signer, ledger, config.private_fields, progress=progress)
+            return forward_spool(
+                spool,
+                signer,
+                ledger,
+                config.private_fields,
+                progress=progress,
+                retention_s=config.forward_retention_days * 86400,
+            )
+
+
+def replay_configured(
+    config: Config, since: float, progress: Callable[[int, int], None] | None = None
+) -> ReplayResult:
+    """:func:`replay_spool` of the configured spool into the configured ledger, holding
+    the spool's forward lock (no forwarding pass interleaves with the replay)."""
+    spool = Spool(config.spool_dir)
+    with forward_lock(spool) as _:
+        signer = load_signer(config.host_key)
+        with open_ledger(config) as ledger:
+            return replay_spool(
+                spool, signer, ledger, since, config.private_fields, progress=progress
+            )

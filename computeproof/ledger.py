@@ -28,7 +28,9 @@ from computeproof.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from computeproof.envelope import open_envelope, verify_envelope
 from computeproof.errors import (
     CheckpointError,
+    ProofError,
     ReceiptError,
+    RollbackError,
     SignatureError,
     StoreConflict,
     StoreError,
@@ -37,6 +39,8 @@ from computeproof.errors import (
 from computeproof.event import job_key, utc_now
 from computeproof.jobindex import apply_event, index_payload, new_row
 from computeproof.keys import Signer, format_public_key, key_id, parse_public_key
+from computeproof.lastsigned import RESTORE_HINT, LastSigned, state_path
+from computeproof.sink import AppendResult
 from computeproof.store import read_leaves
 from computeproof.store.interface import (
     CheckpointRow,
@@ -49,6 +53,7 @@ from computeproof.store.interface import (
 
 if TYPE_CHECKING:
     from computeproof.config import Config
+    from computeproof.witness.client import WitnessEndpoint
 
 PARALLEL_THRESHOLD = 512  # below this a batch is checked in-process (no IPC overhead)
 CHUNK = 256
@@ -75,17 +80,6 @@ def _gc_paused() -> Iterator[None]:
 
 
 @dataclass
-class AppendResult:
-    """What an append did, per envelope position in the batch."""
-
-    accepted: list[tuple[int, str, int]] = field(default_factory=list)  # (pos, event id, leaf)
-    duplicates: list[tuple[int, str, int]] = field(default_factory=list)
-    rejected: list[tuple[int, str]] = field(default_factory=list)  # (pos, reason)
-    # signed by a key not enrolled (for that host): retry once the site enrolls it
-    untrusted: list[tuple[int, str]] = field(default_factory=list)
-
-
-@dataclass
 class VerifyReport:
     """The result of re-checking a whole ledger."""
 
@@ -96,6 +90,12 @@ class VerifyReport:
     checkpoints: int = 0
     signatures: int = 0
     bad_leaves: list[int] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # facts that are no problem
+    warnings: list[str] = field(default_factory=list)  # around the log, not in it
+
+    # the job index rows folded from the verified events (`ledger reindex` writes them)
+    jobs: dict[str, JobRow] = field(default_factory=dict, repr=False)
+    index_problems: int = 0
 
     def bad(self, index: int, problem: str) -> None:
         """Record a problem at a leaf index."""
@@ -103,6 +103,19 @@ class VerifyReport:
         self.ok = False
         if self.first_bad_index is None or index < self.first_bad_index:
             self.first_bad_index = index
+        if len(self.problems) < 50:
+            self.problems.append(problem)
+
+    def alarm(self, problem: str) -> None:
+        """Record a problem outside the log itself (a witness refused its checkpoint)."""
+        self.ok = False
+        if len(self.problems) < 50:
+            self.problems.append(problem)
+
+    def bad_index(self, problem: str) -> None:
+        """Record a job index row that the receipts do not give (derived data)."""
+        self.ok = False
+        self.index_problems += 1
         if len(self.problems) < 50:
             self.problems.append(problem)
 
@@ -182,25 +195,32 @@ def _check_envelopes(
     return out
 
 
-VerifiedLeaf = tuple[int, bytes, str, "str | None", "str | None", "str | None"]
-"""(index, leaf hash, event id column, key id, signed host, problem): key id None when the
-envelope was refused (problem says why)."""
+IndexFacts = tuple[str, str, str, int, int, str, dict[str, object]]
+"""What the job index folds from one event: (job key, cluster, display id, job id, run,
+type, :func:`jobindex.index_payload`)."""
+
+VerifiedLeaf = tuple[int, bytes, str, "str | None", "str | None", "str | None", "IndexFacts | None"]
+"""(index, leaf hash, event id column, key id, signed host, problem, index facts): key id
+and facts None when the envelope was refused (problem says why)."""
 
 
 def _verify_rows(rows: Sequence[LeafRow], keys: dict[str, bytes]) -> list[VerifiedLeaf]:
-    """Check stored leaves: signature, envelope, and the index columns against the event."""
+    """Check stored leaves: signature, envelope, and the index columns against the event;
+    keep what the job index folds from each, to check the index against the receipts."""
     out: list[VerifiedLeaf] = []
-    checked = _check_envelopes([r.envelope for r in rows], keys, index=False)
+    checked = _check_envelopes([r.envelope for r in rows], keys)
     for row, c in zip(rows, checked, strict=True):
         if type(c) is Refused:
             out.append((row.index, merkle.leaf_hash(row.envelope), row.event_id, None, None,
-                        c.reason))  # fmt: skip
+                        c.reason, None))  # fmt: skip
             continue
         assert type(c) is Checked
         same = (row.event_id, row.job_key, row.type, row.host, row.time) == (
             c.event_id, c.job_key, c.type, c.host, c.time)  # fmt: skip
         out.append((row.index, c.leaf_hash, row.event_id, c.key_id, c.host,
-                    None if same else "index columns do not match the signed event"))  # fmt: skip
+                    None if same else "index columns do not match the signed event",
+                    (c.job_key, c.cluster, c.job, c.job_id, c.run, c.type,
+                     c.index_fields)))  # fmt: skip
     return out
 
 
@@ -220,7 +240,8 @@ def _worker_pool(workers: int) -> ProcessPoolExecutor:
 
 
 class Ledger:
-    """One transparency log of signed job events."""
+    """One transparency log of signed job events; the in-process :class:`EventSink`
+    (computeproof.sink) a forwarder on the ledger's host appends to."""
 
     def __init__(
         self,
@@ -229,12 +250,16 @@ class Ledger:
         ledger_key_path: str | None = None,
         workers: int | None = None,
         default_origin: str = "computeproof.ledger",
+        witnesses: Sequence[WitnessEndpoint] = (),
     ) -> None:
         """Open a ledger. ``origin`` pins the log's identity (an existing ledger with
         another origin is refused); None takes the stored one, or ``default_origin``
-        for a new ledger."""
+        for a new ledger. Each new checkpoint is submitted to ``witnesses``."""
         self.store = store
+        self.witnesses = list(witnesses)
         self.ledger_key_path = ledger_key_path
+        # the last checkpoint signed, beside the key: a restored database cannot undo it
+        self.last_signed = LastSigned(state_path(ledger_key_path)) if ledger_key_path else None
         self.workers = workers if workers is not None else (os.cpu_count() or 1)
         self._pool: ProcessPoolExecutor | None = None
         self._signer: Signer | None = None
@@ -341,16 +366,27 @@ class Ledger:
         self,
         envelopes: Sequence[bytes],
         openings: Sequence[dict[str, dict[str, object]]] | None = None,
+        replay: bool = False,
     ) -> AppendResult:
-        """Verify and append a batch of envelopes; see the module docstring for dedupe."""
+        """Verify and append a batch of envelopes; see the module docstring for dedupe.
+
+        A log smaller than the last checkpoint this ledger signed was rolled back (an older
+        backup in place of the ledger file): appending there would fork it for good, so
+        only a ``replay`` of what was forwarded since the backup may append (RollbackError
+        otherwise)."""
+        if not replay:
+            self._refuse_if_behind()
         return self._complete(envelopes, openings, *self._submit(envelopes))
 
     def append_stream(
         self,
         batches: Iterable[tuple[Sequence[bytes], Sequence[dict[str, dict[str, object]]] | None]],
+        replay: bool = False,
     ) -> Iterator[AppendResult]:
         """Append (envelopes, openings) batches in order, one result each. The next batch's
         signatures are checked by the workers while this process commits the current one."""
+        if not replay:
+            self._refuse_if_behind()
         pending: tuple[Sequence[bytes], Any, dict[str, EnrolledKey], Any] | None = None
         for envelopes, openings in batches:
             submitted = self._submit(envelopes)
@@ -521,11 +557,33 @@ class Ledger:
     def checkpoint(self) -> CheckpointRow:
         """Sign a checkpoint at the current size (or return the one already at it).
 
-        Refuses when the log no longer matches the last checkpoint: a ledger never signs
-        two inconsistent checkpoints. Reads one snapshot, so that another process appending
-        and signing meanwhile is not taken for a log that shrank.
+        Refuses when the log no longer matches the last checkpoint in the database, or does
+        not extend the last one this ledger signed (kept beside its key: RollbackError): a
+        ledger never signs two inconsistent checkpoints. Reads one snapshot, so that
+        another process appending and signing meanwhile is not taken for a log that shrank.
         """
         signer = self.signer()
+        lock = self.last_signed.locked() if self.last_signed else contextlib.nullcontext()
+        with lock:
+            row = self._sign(signer)
+        if self.witnesses:
+            from computeproof.witness.client import submit_checkpoint
+
+            submit_checkpoint(self, row, self.witnesses)
+        return row
+
+    def witness_statements(self, names: Iterable[str]) -> list[dict[str, str]]:
+        """The log key statements kept from these witnesses (witness/logkey.py)."""
+        from computeproof.witness.client import STATEMENT_KEY
+
+        out = []
+        for name in sorted(set(names)):
+            text = self.store.get_meta(STATEMENT_KEY + name)
+            if text:
+                out.append(json.loads(text))
+        return out
+
+    def _sign(self, signer: Signer) -> CheckpointRow:
         with self.store.snapshot():
             size = self.size()
             previous = self.store.checkpoints()
@@ -533,18 +591,115 @@ class Ledger:
             if previous:
                 last = previous[-1]
                 if last.size > size or self.root(last.size) != last.root:
+                    self._check_extends_last_signed(size, None, signer)  # the likelier cause
                     raise CheckpointError(
                         f"the log no longer matches checkpoint {last.size}: refusing to "
                         "sign; run `computeproof ledger verify`"
                     )
                 if last.size == size:
+                    head = self._check_extends_last_signed(size, last.root, signer)
+                    if self.last_signed is not None and (head is None or head.size < size):
+                        # adopt it (a ledger from before this file existed, or a crash
+                        # between the database's commit and this file's write)
+                        open_checkpoint(last.note, self.origin, signer.public_raw, self.origin)
+                        self.last_signed.write(last.note)
                     return last
                 last_size = last.size
             root = self._root_from_envelopes(last_size, size)
+            self._check_extends_last_signed(size, root, signer)
         note = sign_checkpoint(Checkpoint(self.origin, size, root), self.origin, signer.private_key)
+        if self.last_signed is not None:  # before the note can leave this process
+            self.last_signed.write(note)
         row = CheckpointRow(size, root, note, utc_now())
         self.store.add_checkpoint(row)
         return row
+
+    def _check_extends_last_signed(
+        self, size: int, root: bytes | None, signer: Signer
+    ) -> Checkpoint | None:
+        """Raise RollbackError unless the log of ``size`` leaves and ``root`` (None: not
+        known, only the size is checked) extends the last checkpoint this ledger signed;
+        return that checkpoint (None when it never signed one)."""
+        if self.last_signed is None:
+            return None
+        got = self.last_signed.read()
+        if got is None:
+            return None
+        head, note = got
+        where = self.last_signed.path
+        try:
+            open_checkpoint(note, self.origin, signer.public_raw, origin=self.origin)
+        except CheckpointError as e:
+            raise RollbackError(
+                f"the last checkpoint signed with this ledger key ({where}) is not this log's "
+                f"({e}): the ledger file was replaced by another ledger's, or the key signs "
+                f"for two logs; put the right ledger file back, or give each log its own "
+                "ledger_key"
+            ) from e
+        problem = self._not_extending(head, size, root)
+        if problem is not None:
+            raise RollbackError(f"{problem} (kept in {where}); refusing to sign; {RESTORE_HINT}")
+        return head
+
+    def _not_extending(self, head: Checkpoint, size: int, root: bytes | None) -> str | None:
+        """Why the log (``size``, ``root``) does not extend the signed ``head``, or None."""
+        if size < head.size:
+            return (
+                f"the log was rolled back or replaced: it has {size} leaves, but this ledger "
+                f"signed a checkpoint of {head.size} leaves"
+            )
+        if root is None or head.size == 0:
+            return None
+        if size == head.size:
+            if root != head.root:
+                return (
+                    f"the log was replaced: its root at {size} leaves is not the root of the "
+                    "checkpoint of that size this ledger signed"
+                )
+            return None
+        try:
+            proof = self.consistency_proof(head.size, size)
+            merkle.verify_consistency(head.size, size, proof, head.root, root)
+        except (ProofError, StoreError) as e:
+            return (
+                f"the log was replaced: it does not extend the checkpoint of {head.size} "
+                f"leaves this ledger signed ({e})"
+            )
+        return None
+
+    def rollback_problem(self) -> str | None:
+        """Why the log does not extend the last checkpoint this ledger signed (kept beside
+        its key), or None when it does or there is none (the root from the stored tree)."""
+        if self.last_signed is None:
+            return None
+        got = self.last_signed.read()
+        if got is None:
+            return None
+        with self.store.snapshot():
+            size = self.size()
+            root = self.root(size) if size >= got[0].size and got[0].size else None
+            return self._not_extending(got[0], size, root)
+
+    def _refuse_if_behind(self) -> None:
+        """RollbackError when the log is smaller than the last checkpoint signed. Only a
+        readable file counts: a forwarder on a host without the ledger key's directory
+        cannot see it, and signing checks again anyway."""
+        if self.last_signed is None:
+            return
+        try:
+            got = self.last_signed.read()
+        except CheckpointError:
+            return
+        if got is None:
+            return
+        size = self.store.size()
+        if size < got[0].size:
+            raise RollbackError(
+                f"the log was rolled back: it has {size} leaves, but this ledger signed a "
+                f"checkpoint of {got[0].size} leaves (kept in {self.last_signed.path}); "
+                "refusing to append anything but a replay, which would fork the log for "
+                f"good; {RESTORE_HINT}"
+            )
 
     def _root_from_envelopes(self, start: int, size: int) -> bytes:
         """The root at ``size`` from the checkpointed compact range of [0, start) and the
@@ -600,14 +755,29 @@ class Ledger:
 
     # -- verification ------------------------------------------------------------------
 
-    def verify(self, progress: Progress | None = None) -> VerifyReport:
+    def verify(self, progress: Progress | None = None, backup: bool = False) -> VerifyReport:
         """Re-hash every leaf, re-check every signature, rebuild the tree, check every
-        checkpoint. Reports the first bad leaf index. Checks the log as it was when the
-        check began, while forwarders go on appending (they add only rows past it)."""
+        checkpoint, and that the log extends the last checkpoint this ledger signed (kept
+        beside its key; ``backup``: this is a copy, so being smaller than it is expected).
+        Reports the first bad leaf index. Checks the log as it was when the check began,
+        while forwarders go on appending (they add only rows past it)."""
+        # read before the snapshot: it then covers every leaf the file's checkpoint does,
+        # while a process signing a newer one meanwhile is not taken for a rollback
+        head: tuple[Checkpoint, str] | CheckpointError | None = None
+        if self.last_signed is not None:
+            try:
+                head = self.last_signed.read()
+            except CheckpointError as e:
+                head = e
         with self.store.snapshot():
-            return self._verify_snapshot(progress)
+            return self._verify_snapshot(progress, backup, head)
 
-    def _verify_snapshot(self, progress: Progress | None) -> VerifyReport:
+    def _verify_snapshot(
+        self,
+        progress: Progress | None,
+        backup: bool = False,
+        head: tuple[Checkpoint, str] | CheckpointError | None = None,
+    ) -> VerifyReport:
         count, lo, hi = self.store.leaf_count_rows()
         size = hi + 1
         report = VerifyReport(size=size)
@@ -621,14 +791,21 @@ class Ledger:
         allowed = {k: None if "*" in v.hosts else frozenset(v.hosts) for k, v in enrolled.items()}
         level0: list[bytes] = []
         seen_ids: dict[str, int] = {}
+        jobs = report.jobs
         for part in self._verified_leaves(size, keys):
-            for index, lh, event_id, kid, host, problem in part:
+            for index, lh, event_id, kid, host, problem, facts in part:
                 while len(level0) < index:  # a gap, already reported: keep positions aligned
                     level0.append(b"")
                 level0.append(lh)
-                if kid is None:
+                if kid is None or facts is None:
                     report.bad(index, f"leaf {index}: {problem}")
                     continue
+                # fold the job index from the verified events, as ingest does
+                jk, cluster, job, job_id, run, etype, fields = facts
+                row = jobs.get(jk)
+                if row is None:
+                    row = jobs[jk] = new_row(cluster, job, job_id, run)
+                apply_event(row, etype, str(host), fields, index, job)
                 report.signatures += 1
                 hosts = allowed[kid]
                 if hosts is not None and host not in hosts:
@@ -645,7 +822,84 @@ class Ledger:
                 progress(len(level0), size)
         levels = self._verify_nodes(level0, report)
         self._verify_checkpoints(levels, report)
+        self._verify_last_signed(levels, report, backup, head)
+        self._verify_job_index(report)
+        if self.witnesses:
+            from computeproof.witness.client import alarms
+
+            for alarm in alarms(self, self.witnesses):
+                report.alarm(alarm)
         return report
+
+    def _verify_job_index(self, report: VerifyReport) -> None:
+        """Every job index row must be the one its verified events fold to: the index is
+        derived data, and `jobs list`, `jobs show` and reports read it."""
+        folded = report.jobs
+        stored = self.store.job_keys()
+        hint = "; rebuild the index from the receipts with `computeproof ledger reindex`"
+        for jk in sorted(set(stored) - set(folded)):
+            report.bad_index(f"job index row {jk} has no receipts in the log{hint}")
+        keys = sorted(folded)
+        for i in range(0, len(keys), 500):
+            rows = self.store.get_jobs(keys[i : i + 500])
+            for jk in keys[i : i + 500]:
+                row = rows.get(jk)
+                if row is None:
+                    report.bad_index(f"job {jk} has receipts but no job index row{hint}")
+                    continue
+                differs = job_row_differences(row, folded[jk])
+                if differs:
+                    report.bad_index(f"job index row {jk}: {'; '.join(differs)}{hint}")
+
+    def _verify_last_signed(
+        self,
+        levels: list[list[bytes]],
+        report: VerifyReport,
+        backup: bool,
+        got: tuple[Checkpoint, str] | CheckpointError | None,
+    ) -> None:
+        """The log must extend the last checkpoint this ledger signed (a rolled-back or
+        replaced ledger file is otherwise sound in itself)."""
+        if self.last_signed is None or got is None:
+            return
+        if isinstance(got, CheckpointError):
+            report.warnings.append(str(got))
+            return
+        where = self.last_signed.path
+        head, note = got
+        size = len(levels[0]) if levels else 0
+        public = self.ledger_public_key()
+        try:
+            if public is None:
+                raise CheckpointError("this ledger file has no ledger key")
+            open_checkpoint(note, self.origin, public, origin=self.origin)
+        except CheckpointError as e:
+            report.bad(0, f"the last checkpoint this ledger key signed ({where}) is not this "
+                          f"log's: {e}; the ledger file was replaced")  # fmt: skip
+            return
+        if size < head.size:
+            if backup:
+                report.notes.append(
+                    f"this copy has {size} leaves; the ledger has since signed a checkpoint "
+                    f"of {head.size} leaves ({where})"
+                )
+                return
+            report.bad(size, f"the log was rolled back or replaced: it has {size} leaves, but "
+                             f"this ledger signed a checkpoint of {head.size} leaves (kept in "
+                             f"{where}); {RESTORE_HINT}")  # fmt: skip
+            return
+
+        def read(keys: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+            return {(lv, i): levels[lv][i] for lv, i in keys}
+
+        if (
+            head.size
+            and merkle.root(head.size, read) != head.root
+            and not any(i < head.size for i in report.bad_leaves)
+        ):
+            report.bad(0, f"the log was replaced: its first {head.size} leaves do not give the "
+                          f"root of the checkpoint of that size this ledger signed ({where}); "
+                          f"{RESTORE_HINT}")  # fmt: skip
 
     def _verified_leaves(self, size: int, keys: dict[str, bytes]) -> Iterator[list[VerifiedLeaf]]:
         """:func:`_verify_rows` over leaves [0, size) in index order, a chunk at a time.
@@ -756,6 +1010,18 @@ class Ledger:
                 )
             previous = cp.size
 
+    def reindex(self, progress: Progress | None = None) -> tuple[VerifyReport, int]:
+        """Rebuild the job index from the verified receipts: verify the whole log, then,
+        when no leaf, tree or checkpoint problem was found (a damaged log is not indexed
+        over), replace every index row with the rows its events fold to. Returns the
+        verification and the number of index problems fixed (0: none, or refused)."""
+        with self.store.snapshot():
+            report = self._verify_snapshot(progress)
+        if report.bad_leaves or not report.index_problems:
+            return report, 0
+        self.store.replace_jobs(report.size, list(report.jobs.values()))
+        return report, report.index_problems
+
     # -- queries ---------------------------------------------------------------------
 
     def jobs(self, selection: JobFilter | None = None) -> list[JobRow]:
@@ -775,15 +1041,29 @@ class Ledger:
                 for leaf in self.store.job_leaves(row.job_key)]  # fmt: skip
 
 
+def job_row_differences(stored: JobRow, folded: JobRow) -> list[str]:
+    """How a job index row differs from the row its receipts fold to, one phrase a field
+    ("gpus is 8 in the index, the receipts give 1")."""
+    out = []
+    for name in JobRow.__dataclass_fields__:
+        have, want = getattr(stored, name), getattr(folded, name)
+        if have != want:
+            out.append(f"{name} is {have!r} in the index, the receipts give {want!r}")
+    return out
+
+
 def open_ledger(config: Config, create: bool = False) -> Ledger:
     """The configured ledger (SQLite file or PostgreSQL URL). Only enrolling a key creates
     a ledger (``create``): nothing can be appended before a key is enrolled, so any other
     command that finds no ledger file was given the wrong path."""
     from computeproof.store import open_store
+    from computeproof.witness.client import parse_witness_entry
 
+    witnesses = [parse_witness_entry(w) for w in config.witnesses]
     return Ledger(
         open_store(config.db, create),
         config.ledger_origin or None,
         config.ledger_key,
         default_origin=config.origin,
+        witnesses=witnesses,
     )

@@ -2,9 +2,13 @@
 
 Layout under the spool directory (root-only, 0700)::
 
-    tmp/    files being written; never forwarded, swept when older than an hour
-    new/    <event id>.json, complete and fsynced, waiting to be forwarded
-    failed/ <event id>.json and <event id>.why for events the ledger rejected
+    tmp/       files being written; never forwarded, swept when older than an hour
+    new/       <event id>.json, complete and fsynced, waiting to be forwarded
+    failed/    <event id>.json and <event id>.why for events the ledger rejected
+    forwarded/ <leaf index>.<event id>.json: events the ledger committed, kept for the
+               retention period (mtime = when forwarded) so that `computeproof forward
+               --replay-since` can send them again, in log order, after the ledger is
+               restored from a backup; swept by the forwarder
 
 A write is tmp file -> fsync -> rename into new/ -> fsync of new/, so a crash leaves
 either nothing or a whole event in new/, never a half-written one. Standard library
@@ -41,11 +45,12 @@ class Spool:
         self.tmp = join(path, "tmp")
         self.new = join(path, "new")
         self.failed = join(path, "failed")
+        self.forwarded = join(path, "forwarded")
 
     def ensure(self) -> None:
         """Create the spool directories if missing."""
         try:
-            for d in (self.path, self.tmp, self.new, self.failed):
+            for d in (self.path, self.tmp, self.new, self.failed, self.forwarded):
                 make_dirs(d)
         except OSError as e:
             raise SpoolError(f"cannot create spool directory {self.path}: {e.strerror}") from e
@@ -102,6 +107,83 @@ class Spool:
         except FileNotFoundError:
             pass
 
+    def keep(self, path: str, leaf: int) -> None:
+        """Move a forwarded event from new/ to forwarded/, named by the leaf index the
+        ledger gave it and dated now (its retention counts from its forwarding)."""
+        name = f"{leaf if leaf >= 0 else 'x'}.{basename(path)}"
+        try:
+            posix.utime(path)
+            posix.rename(path, f"{self.forwarded}/{name}")
+        except FileNotFoundError:
+            try:
+                self.ensure()
+                posix.rename(path, f"{self.forwarded}/{name}")
+            except FileNotFoundError:  # forwarded by a concurrent forwarder
+                pass
+            except OSError as e:
+                raise SpoolError(f"cannot keep {path} in {self.forwarded}: {e.strerror}") from e
+        except OSError as e:
+            raise SpoolError(f"cannot keep {path} in {self.forwarded}: {e.strerror}") from e
+
+    def forwarded_since(self, since: float) -> "list[str]":
+        """Paths of events forwarded at or after POSIX time ``since``, in log order (the
+        leaf index the ledger gave each; any without one last, by time)."""
+        found: list[tuple[int, float, str, str]] = []
+        try:
+            entries = list(posix.scandir(self.forwarded))
+        except FileNotFoundError:
+            return []
+        for e in entries:
+            if not e.name.endswith(".json"):
+                continue
+            mtime = e.stat().st_mtime
+            if mtime < since:
+                continue
+            leaf_text = e.name.split(".", 1)[0]
+            leaf = int(leaf_text) if leaf_text.isdigit() else 1 << 62
+            found.append((leaf, mtime, e.name, e.path))
+        found.sort()
+        return [f[3] for f in found]
+
+    def sweep_forwarded(self, retention_s: float, now: float, every_s: float = 3600.0) -> int:
+        """Remove events forwarded more than ``retention_s`` seconds before ``now``; at
+        most once every ``every_s`` seconds (a marker file's time says when it last ran),
+        so a forwarding pass every few seconds does not list a week of events each time.
+        Returns how many were removed."""
+        marker = join(self.forwarded, ".swept")
+        try:
+            if now - posix.stat(marker).st_mtime < every_s:
+                return 0
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise SpoolError(f"cannot read {marker}: {e.strerror}") from e
+        removed = 0
+        try:
+            entries = list(posix.scandir(self.forwarded))
+        except FileNotFoundError:
+            return 0
+        for entry in entries:
+            if entry.name.endswith(".json") and entry.stat().st_mtime < now - retention_s:
+                try:
+                    posix.unlink(entry.path)
+                    removed += 1
+                except FileNotFoundError:
+                    pass
+        try:
+            posix.close(posix.open(marker, _CREATE, 0o600))
+            posix.utime(marker, (now, now))
+        except OSError as e:
+            raise SpoolError(f"cannot write {marker}: {e.strerror}") from e
+        return removed
+
+    def count_forwarded(self) -> int:
+        """How many forwarded events are kept."""
+        try:
+            return sum(1 for n in posix.listdir(self.forwarded) if n.endswith(".json"))
+        except FileNotFoundError:
+            return 0
+
     def fail(self, path: str, why: str) -> None:
         """Move a rejected event to failed/ with the reason beside it."""
         self.ensure()
@@ -150,3 +232,27 @@ class Spool:
                 with open(f"{self.failed}/{n}") as f:
                     out.append((n[:-4] + ".json", f.read().strip()))
         return out
+
+
+FAILURE_COUNTER = "hook-failures"  # written by the Slurm hooks (slurm_hooks/hooks.py)
+
+
+def read_failure_counter(directory: str) -> "tuple[int, str | None]":
+    """The hooks' failure count kept in ``directory`` and the latest failure's line.
+
+    The hooks keep one in the spool and one on the run directory's tmpfs, which still
+    counts when the spool's disk is full."""
+    count = 0
+    try:
+        with open(join(directory, FAILURE_COUNTER), "rb") as f:
+            raw = f.read(64).strip()
+        count = int(raw) if raw.isdigit() else 0
+    except OSError:
+        pass
+    last = None
+    try:
+        with open(join(directory, FAILURE_COUNTER + ".last"), "rb") as f:
+            last = f.read(4096).decode("utf-8", "replace").strip() or None
+    except OSError:
+        pass
+    return count, last

@@ -71,11 +71,13 @@ cp jobs list --since "$START"
 say "lifecycle of job $train (computeproof jobs show $train)"
 cp jobs show "$train"
 
-say "exporting and verifying receipts offline (no database, no network)"
+say "exporting and verifying receipts offline (no database, no network), against the ledger key"
+# the trust root: the ledger's public key, taken from the ledger, not from the receipt
+KEY="$(cp ledger checkpoint --json | "$PY" -c 'import json, sys; print(json.load(sys.stdin)["ledger_key"])')"
 for j in "$train" "$multi" "$fail" "${array}_0"; do
     cp receipt export "$j" -o "$OUT/receipt-$j.json"
     (cd /tmp && env -i PATH=/usr/bin:/bin PYTHONPATH="$REPO" "$PY" -m slurm_hooks \
-        receipt verify "$OUT/receipt-$j.json")
+        receipt verify "$OUT/receipt-$j.json" --ledger-key "$KEY")
 done
 
 say "whole-ledger check and a signed checkpoint"
@@ -89,7 +91,7 @@ cp report --from "$START" --to "$END" --group-by account,user \
     --ratecard conf/ratecard.toml --grants conf/grants.toml -o "$OUT/report.html"
 cp report --from "$START" --to "$END" --group-by account,user \
     --ratecard conf/ratecard.toml --grants conf/grants.toml -o "$OUT/report.json"
-cp report verify "$OUT/report.json"
+cp report verify "$OUT/report.json" --ledger-key "$KEY"
 
 say "reconcile against Slurm accounting (sacct)"
 cp reconcile --since "$START" || echo "(reconcile found differences: see above)"

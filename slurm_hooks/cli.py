@@ -8,6 +8,7 @@ the console script is this module's ``main``, the same click group with these ad
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import sys
@@ -19,11 +20,14 @@ import click
 from computeproof.cli import (
     EXIT_FAILED_CHECK,
     State,
-    _accept_global_flags,
+    accept_global_flags,
+    add_row,
+    console,
     echo_json,
     main,
     pass_state,
-    run,
+    table,
+    term,
 )
 from computeproof.errors import AgentError, ReportError
 from computeproof.ledger import open_ledger
@@ -46,37 +50,47 @@ def agent() -> None:
 @agent.command("run")
 @_NODE
 @pass_state
-def agent_run(state: object, node: str | None) -> None:
+def agent_run(state: State, node: str | None) -> None:
     """Run the agent in the foreground until SIGTERM or SIGINT."""
     from slurm_hooks.agent.daemon import Agent
     from slurm_hooks.agent.server import AgentServer
 
-    config = state.config  # type: ignore[attr-defined]
+    config = state.config
     node = node or config.host
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
-    def work() -> None:
-        exporter = None
-        if config.prometheus_port > 0:
-            from slurm_hooks.agent.metrics import Exporter
+    from slurm_hooks.agent.metrics import exporter_for
 
-            exporter = Exporter(config.prometheus_port)
-        the_agent = Agent(config, node, exporter=exporter)
-        the_agent.refresh()
-        server = AgentServer(config.agent_socket_path(node), the_agent)
-        stop = threading.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
-        server.start()
-        logging.getLogger("computeproof.agent").info(
-            "agent for node %s listening on %s", node, server.path
-        )
-        try:
-            the_agent.run(stop)
-        finally:
-            server.stop()
+    raise_fd_limit()
+    the_agent = Agent(config, node)
+    the_agent.refresh()
+    exporter = exporter_for(the_agent)
+    server = AgentServer(config.agent_socket_path(node), the_agent)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    server.start()
+    logging.getLogger("computeproof.agent").info(
+        "agent for node %s listening on %s", node, server.path
+    )
+    try:
+        the_agent.run(stop)
+    finally:
+        server.stop()
+        if exporter is not None:
+            exporter.close()
 
-    run(work)
+
+def raise_fd_limit(ceiling: int = 65536) -> None:
+    """Raise the soft descriptor limit to the hard one (at most ``ceiling``): the socket's
+    caps bound what callers can hold, and headroom keeps bindings readable meanwhile."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = ceiling if hard == resource.RLIM_INFINITY else min(hard, ceiling)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 @agent.command("sample")
@@ -84,18 +98,19 @@ def agent_run(state: object, node: str | None) -> None:
 @click.option("--once", is_flag=True, default=True, help="One pass (the default and only mode).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_state
-def agent_sample(state: object, node: str | None, once: bool, as_json: bool) -> None:
+def agent_sample(state: State, node: str | None, once: bool, as_json: bool) -> None:
     """One NVML sampling pass with job attribution, printed."""
     from slurm_hooks.agent.daemon import inspect
 
-    config = state.config  # type: ignore[attr-defined]
-    result = run(lambda: inspect(config, node or config.host))
+    config = state.config
+    result = inspect(config, node or config.host)
     if as_json:
         echo_json(result)
         return
     if result["error"]:
-        click.echo(f"no reading: {result['error']}")
-    for g in result["gpus"]:  # type: ignore[attr-defined]
+        click.echo(f"no reading: {term(result['error'])}")
+    gpu_rows: list[dict[str, Any]] = result["gpus"]  # type: ignore[assignment]
+    for g in gpu_rows:
         r = g["reading"] or {}
         click.echo(
             f"gpu {g['index']} minor {g['minor']} jobs {g['job_ids'] or '-'} "
@@ -109,25 +124,21 @@ def agent_sample(state: object, node: str | None, once: bool, as_json: bool) -> 
 @click.argument("job_id", type=int)
 @click.option("--json", "as_json", is_flag=True, help="Print the whole summary as JSON.")
 @pass_state
-def agent_summary(state: object, node: str | None, job_id: int, as_json: bool) -> None:
+def agent_summary(state: State, node: str | None, job_id: int, as_json: bool) -> None:
     """Print a job's node summary (from the agent, else its persisted state)."""
     from slurm_hooks.agent.client import node_summary
 
-    config = state.config  # type: ignore[attr-defined]
+    config = state.config
     node = node or config.host
 
-    def work() -> dict[str, object]:
-        summary = node_summary(config, node, job_id)
-        if summary is None:
-            raise AgentError(f"no summary for job {job_id} on node {node}")
-        return summary
-
-    summary = run(work)
+    summary = node_summary(config, node, job_id)
+    if summary is None:
+        raise AgentError(f"no summary for job {job_id} on node {node}")
     if as_json:
         echo_json(summary)
         return
     for line in summary_lines(summary):
-        click.echo(line)
+        click.echo(term(line))
 
 
 def _seconds(ms: object) -> str:
@@ -171,42 +182,37 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
 @_NODE
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_state
-def gpus(state: object, node: str | None, as_json: bool) -> None:
+def gpus(state: State, node: str | None, as_json: bool) -> None:
     """The node's GPUs and which job holds each."""
     from slurm_hooks.agent.daemon import inspect
 
-    config = state.config  # type: ignore[attr-defined]
+    config = state.config
 
-    def work() -> list[dict[str, object]]:
-        result = inspect(config, node or config.host)
-        if result["error"] and not result["gpus"]:
-            raise AgentError(str(result["error"]))
-        keys = ("index", "minor", "uuid", "name", "pci_bus_id", "memory_total")
-        rows: list[dict[str, object]] = result["gpus"]  # type: ignore[assignment]
-        return [
-            {**{k: g[k] for k in keys}, "job_id": (g["job_ids"] or [None])[0]}  # type: ignore[index]
-            for g in rows
-        ]
-
-    table = run(work)
+    result = inspect(config, node or config.host)
+    if result["error"] and not result["gpus"]:
+        raise AgentError(str(result["error"]))
+    keys = ("index", "minor", "uuid", "name", "pci_bus_id", "memory_total")
+    gpu_rows: list[dict[str, Any]] = result["gpus"]  # type: ignore[assignment]
+    rows = [{**{k: g[k] for k in keys}, "job_id": (g["job_ids"] or [None])[0]} for g in gpu_rows]
     if as_json:
-        echo_json(table)
+        echo_json(rows)
         return
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table("index", "minor", "name", "uuid", "pci bus id", "memory", "job")
-    for g in table:
-        t.add_row(
-            str(g["index"]),
-            str(g["minor"]),
-            str(g["name"]),
-            str(g["uuid"]),
-            str(g["pci_bus_id"]),
-            f"{int(g['memory_total']) // 2**20} MiB",  # type: ignore[call-overload]
-            "-" if g["job_id"] is None else str(g["job_id"]),
+    tbl = table("index", "minor", "name", "uuid", "pci bus id", "memory", "job")
+    for g in rows:
+        memory = g["memory_total"]
+        add_row(
+            tbl,
+            [
+                g["index"],
+                g["minor"],
+                g["name"],
+                g["uuid"],
+                g["pci_bus_id"],
+                f"{memory // 2**20} MiB" if isinstance(memory, int) else "?",
+                "-" if g["job_id"] is None else g["job_id"],
+            ],
         )
-    Console().print(t)
+    console().print(tbl)
 
 
 def _epoch(value: str | None) -> tuple[int | None, int | None]:
@@ -227,7 +233,7 @@ def _epoch(value: str | None) -> tuple[int | None, int | None]:
 @click.option("--json", "as_json", is_flag=True, help="Print the recorded event as JSON.")
 @pass_state
 def progress(
-    state: object,
+    state: State,
     node: str | None,
     percent: int | None,
     epoch: str | None,
@@ -237,10 +243,10 @@ def progress(
     """Record the job's progress (run inside the job)."""
     from slurm_hooks.agent.client import record_progress
 
-    config = state.config  # type: ignore[attr-defined]
+    config = state.config
     done, total = _epoch(epoch)
     path = config.agent_socket_path(node or config.host)
-    event = run(lambda: record_progress(path, percent, done, total, message))
+    event = record_progress(path, percent, done, total, message)
     if as_json:
         echo_json(event)
     else:
@@ -252,18 +258,19 @@ def progress(
 @click.argument("paths", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the recorded event as JSON.")
 @pass_state
-def artifact(state: object, node: str | None, paths: tuple[str, ...], as_json: bool) -> None:
+def artifact(state: State, node: str | None, paths: tuple[str, ...], as_json: bool) -> None:
     """Record output files' SHA-256 and size (run inside the job)."""
     from slurm_hooks.agent.client import record_artifacts
 
-    config = state.config  # type: ignore[attr-defined]
+    config = state.config
     path = config.agent_socket_path(node or config.host)
-    event = run(lambda: record_artifacts(path, paths))
+    event = record_artifacts(path, paths)
     if as_json:
         echo_json(event)
         return
-    for a in event["payload"]["artifacts"]:  # type: ignore[index]
-        click.echo(f"{a['sha256']}  {a['size']}  {a['path']}")
+    payload: dict[str, Any] = event["payload"]  # type: ignore[assignment]
+    for a in payload["artifacts"]:
+        click.echo(f"{term(a['sha256'])}  {term(a['size'])}  {term(a['path'])}")
 
 
 @main.command("reconcile")
@@ -279,25 +286,20 @@ def reconcile_cmd(state: State, since: str, until: str | None, as_json: bool) ->
     from computeproof.reports.grants import to_ms
     from slurm_hooks.reconcile import reconcile, slurm_accounting
 
-    def work() -> dict[str, object]:
-        lo = to_ms(parse_date(since, "--since")) // 1000
-        hi = to_ms(parse_date(until, "--until")) // 1000 if until else int(time.time())
-        if hi <= lo:
-            raise ReportError(f"--since {since} is not before --until {until or 'now'}")
-        config = state.config
-        records = slurm_accounting(config, lo, hi)
-        with open_ledger(config) as ledger:
-            return reconcile(
-                ledger, config.cluster, records, parse_date_arg(since, "--since")
-            ).to_json()
-
-    out = run(work)
+    lo = to_ms(parse_date(since, "--since")) // 1000
+    hi = to_ms(parse_date(until, "--until")) // 1000 if until else int(time.time())
+    if hi <= lo:
+        raise ReportError(f"--since {since} is not before --until {until or 'now'}")
+    config = state.config
+    records = slurm_accounting(config, lo, hi)
+    with open_ledger(config) as ledger:
+        out = reconcile(ledger, config.cluster, records, parse_date_arg(since, "--since")).to_json()
     if as_json:
         echo_json(out)
     else:
         click.echo(
             f"Slurm accounted {out['slurm_gpu_jobs']} GPU jobs; the ledger has receipts "
-            f"of {out['ledger_jobs']} jobs since {since}"
+            f"of {out['ledger_jobs']} jobs since {term(since)}"
         )
         labels = (
             ("missing", "no receipts"),
@@ -311,15 +313,15 @@ def reconcile_cmd(state: State, since: str, until: str | None, as_json: bool) ->
             for item in items:
                 extra = item.get("missing_events") or item.get("problems") or ""
                 click.echo(
-                    f"  {label}: job {item['job']} {item.get('state') or ''} "
-                    f"{', '.join(extra) if extra else ''}".rstrip()
+                    f"  {label}: job {term(item['job'])} {term(item.get('state') or '')} "
+                    f"{term(', '.join(extra)) if extra else ''}".rstrip()
                 )
         click.echo("reconciled: OK" if out["ok"] else "reconciled: DIFFERENCES FOUND")
     if not out["ok"]:
         sys.exit(EXIT_FAILED_CHECK)
 
 
-_accept_global_flags(main)
+accept_global_flags(main)
 
 if __name__ == "__main__":
     main()

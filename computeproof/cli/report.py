@@ -8,7 +8,17 @@ from decimal import Decimal, InvalidOperation
 
 import click
 
-from computeproof.cli import EXIT_FAILED_CHECK, State, echo_json, fail, main, pass_state, run
+from computeproof.cli import (
+    EXIT_FAILED_CHECK,
+    EXIT_UNTRUSTED,
+    State,
+    echo_json,
+    fail,
+    main,
+    pass_state,
+    term,
+    trust_options,
+)
 from computeproof.config import Config
 from computeproof.errors import ReportError
 from computeproof.ledger import open_ledger
@@ -85,7 +95,13 @@ def _split(values: tuple[str, ...]) -> tuple[str, ...]:
     show_default=True,
     help="Verify every counted receipt, or a random sample.",
 )
-@click.option("--sample-size", type=int, default=1000, show_default=True)
+@click.option(
+    "--sample-size",
+    type=click.IntRange(min=1, max=10**9),
+    default=1000,
+    show_default=True,
+    help="Receipts checked with --check sample.",
+)
 @click.option(
     "--allow-unverified",
     is_flag=True,
@@ -125,61 +141,57 @@ def report(
         fail(f"--format {fmt} needs -o FILE")
     state: State = ctx.find_object(State)  # type: ignore[assignment]
 
-    def work() -> dict[str, object]:
-        from computeproof.reports.build import build_report
-        from computeproof.reports.dates import parse_period
-        from computeproof.reports.grants import load_grants, to_ms
-        from computeproof.reports.ratecard import decimal_value, load_ratecard
-        from computeproof.reports.usage import ReportParams
+    from computeproof.reports.build import build_report
+    from computeproof.reports.dates import parse_period
+    from computeproof.reports.grants import load_grants, to_ms
+    from computeproof.reports.ratecard import decimal_value, load_ratecard
+    from computeproof.reports.usage import ReportParams
 
-        lo, hi = parse_period(date_from, date_to)
-        config = state.config
-        card_path = ratecard or config.ratecard or _site_file(config, "ratecard.toml")
-        grants_path = grants_file or config.grants or _site_file(config, "grants.toml")
-        card = load_ratecard(card_path) if card_path else None
-        gmap = load_grants(grants_path) if grants_path else None
-        grid: Decimal | None = card.grid_intensity_g_per_kwh if card is not None else None
-        if grid_intensity is not None:
-            try:
-                grid = decimal_value(Decimal(grid_intensity), "--grid-intensity")
-            except InvalidOperation as e:
-                raise ReportError(f"--grid-intensity {grid_intensity!r} is not a number") from e
-        params = ReportParams(
-            from_ms=to_ms(lo),
-            to_ms=to_ms(hi),
-            accounts=_split(accounts),
-            users=_split(users),
-            grants=_split(grants),
-            group_by=_split((group_by,)) or ("account",),
-            include_synthetic=include_synthetic,
-            grid_intensity_g_per_kwh=grid,
-            ratecard=card,
-            grant_map=gmap,
+    lo, hi = parse_period(date_from, date_to)
+    config = state.config
+    card_path = ratecard or config.ratecard or _site_file(config, "ratecard.toml")
+    grants_path = grants_file or config.grants or _site_file(config, "grants.toml")
+    card = load_ratecard(card_path) if card_path else None
+    gmap = load_grants(grants_path) if grants_path else None
+    grid: Decimal | None = card.grid_intensity_g_per_kwh if card is not None else None
+    if grid_intensity is not None:
+        try:
+            grid = decimal_value(Decimal(grid_intensity), "--grid-intensity")
+        except InvalidOperation as e:
+            raise ReportError(f"--grid-intensity {grid_intensity!r} is not a number") from e
+    params = ReportParams(
+        from_ms=to_ms(lo),
+        to_ms=to_ms(hi),
+        accounts=_split(accounts),
+        users=_split(users),
+        grants=_split(grants),
+        group_by=_split((group_by,)) or ("account",),
+        include_synthetic=include_synthetic,
+        grid_intensity_g_per_kwh=grid,
+        ratecard=card,
+        grant_map=gmap,
+    )
+    if fmt == "pdf":
+        from computeproof.reports.pdf import find_chromium
+
+        find_chromium()  # fail before the work, not after
+    with open_ledger(config) as ledger:
+        doc = build_report(
+            ledger,
+            params,
+            check=check,  # type: ignore[arg-type]
+            allow_unverified=allow_unverified,
+            sample_size=sample_size,
         )
-        if fmt == "pdf":
-            from computeproof.reports.pdf import find_chromium
-
-            find_chromium()  # fail before the work, not after
-        with open_ledger(config) as ledger:
-            doc = build_report(
-                ledger,
-                params,
-                check=check,  # type: ignore[arg-type]
-                allow_unverified=allow_unverified,
-                sample_size=sample_size,
-            )
-        notes = doc["notes"]
-        assert isinstance(notes, list)
-        if card is None:
-            notes.append("no rate card: cost not computed (--ratecard FILE)")
-        if grid is None:
-            notes.append("no grid intensity: CO2e not computed (--grid-intensity G)")
-        if gmap is None:
-            notes.append("no grant map: every job is reported under '(no grant)' (--grants FILE)")
-        _write(doc, fmt, output)
-        return doc
-
-    doc = run(work)
+    notes = doc["notes"]
+    assert isinstance(notes, list)
+    if card is None:
+        notes.append("no rate card: cost not computed (--ratecard FILE)")
+    if grid is None:
+        notes.append("no grid intensity: CO2e not computed (--grid-intensity G)")
+    if gmap is None:
+        notes.append("no grant map: every job is reported under '(no grant)' (--grants FILE)")
+    _write(doc, fmt, output)
     totals = doc["totals"]
     assert isinstance(totals, dict)
     if output != "-":
@@ -222,35 +234,59 @@ def _write(doc: dict[str, object], fmt: str, output: str) -> None:
 
 @report.command("verify")
 @click.argument("file", type=click.Path(dir_okay=False))
+@trust_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_state
-def report_verify(state: State, file: str, as_json: bool) -> None:
-    """Recompute every figure of a JSON or HTML report from its receipts. Exit 1 on mismatch."""
+def report_verify(
+    state: State,
+    file: str,
+    ledger_key: str | None,
+    witnesses: tuple[str, ...],
+    quorum: int | None,
+    as_json: bool,
+) -> None:
+    """Recompute every figure of a JSON or HTML report from its receipts, against the trust
+    roots (--ledger-key, trusted_ledger_keys, --witness). Exit 1 on mismatch, 3 when it
+    matches but no trust root vouches for the ledger key."""
     from computeproof.reports.verify import load_report, verify_report
+    from computeproof.trust import roots_from_options
 
-    def work() -> dict[str, object]:
-        doc = load_report(file)
-        with open_ledger(state.config) as ledger:
-            r = verify_report(ledger, doc)
-        return {"ok": r.ok, "checked": r.checked, "problems": r.problems, "warnings": r.warnings}
-
-    out = run(work)
+    config = state.config
+    roots = roots_from_options(
+        ledger_key, witnesses, quorum, config.trusted_ledger_keys, config.source
+    )
+    doc = load_report(file)
+    with open_ledger(config) as ledger:
+        r = verify_report(ledger, doc, roots=roots)
+    verdict = "VERIFIED" if r.ok and r.trusted else "UNTRUSTED" if r.ok else "MISMATCH"
     if as_json:
-        echo_json(out)
-    else:
-        click.echo(
-            f"report {file}: "
-            + (
-                "VERIFIED: every figure matches its receipts"
-                if out["ok"]
-                else "DOES NOT MATCH its receipts"
-            )
+        echo_json(
+            {
+                "ok": r.ok and r.trusted,
+                "verdict": verdict,
+                "checked": r.checked,
+                "problems": r.problems,
+                "warnings": r.warnings,
+                "trust": None if r.trust is None else r.trust.to_json(),
+            }
         )
-        for c in out["checked"]:  # type: ignore[attr-defined]
-            click.echo(f"  checked: {c}")
-        for w in out["warnings"]:  # type: ignore[attr-defined]
-            click.echo(f"  warning: {w}")
-        for p in out["problems"]:  # type: ignore[attr-defined]
-            click.echo(f"  problem: {p}")
-    if not out["ok"]:
+    else:
+        key = r.trust.ledger_key if r.trust is not None else "?"
+        text = {
+            "VERIFIED": "VERIFIED: every figure matches its receipts",
+            "MISMATCH": "DOES NOT MATCH its receipts",
+            "UNTRUSTED": f"UNTRUSTED: every figure matches its receipts, under the ledger's own "
+            f"key {key}, which no trust root vouches for; pin it with --ledger-key (or list "
+            "it in trusted_ledger_keys, or give --witness keys)",
+        }[verdict]
+        click.echo(f"report {term(file)}: {text}")
+        for c in r.checked:
+            click.echo(f"  checked: {term(c)}")
+        for w in r.warnings:
+            click.echo(f"  warning: {term(w)}")
+        for p in r.problems:
+            click.echo(f"  problem: {term(p)}")
+    if verdict == "MISMATCH":
         sys.exit(EXIT_FAILED_CHECK)
+    if verdict == "UNTRUSTED":
+        sys.exit(EXIT_UNTRUSTED)

@@ -24,7 +24,7 @@ import random
 from collections.abc import Iterator, Sequence
 from typing import Literal
 
-from computeproof.checkpoint import Checkpoint
+from computeproof.checkpoint import Checkpoint, add_signature_lines
 from computeproof.errors import ComputeProofError, ReportError
 from computeproof.event import utc_now
 from computeproof.ledger import Ledger
@@ -32,8 +32,7 @@ from computeproof.reports.receiptcheck import check_receipts, usage_of
 from computeproof.reports.source import (
     Candidate,
     candidate_jobs,
-    sqlite_candidates_range,
-    sqlite_rowid_span,
+    candidates_in_part,
 )
 from computeproof.reports.usage import Aggregator, JobUsage, ReportParams
 from computeproof.store.interface import LeafRow
@@ -115,34 +114,28 @@ def _fold(params: ReportParams, candidates: Iterator[Candidate], size: int) -> F
     return agg, receipts, late
 
 
-def _fold_range(args: tuple[str, ReportParams, int, int, int]) -> Folded:
-    path, params, lo, hi, size = args
-    return _fold(params, sqlite_candidates_range(path, params, lo, hi), size)
+def _fold_part(args: tuple[str, ReportParams, tuple[int, int], int]) -> Folded:
+    url, params, part, size = args
+    return _fold(params, candidates_in_part(url, params, part), size)
 
 
 def _parallel_fold(
     ledger: Ledger, params: ReportParams, size: int, workers: int | None
 ) -> Folded | None:
-    """Fold a large SQLite job index on every core, one rowid range each; None when a
-    single process is the better choice (other stores, small ledgers, one core)."""
+    """Fold a large job index on every core, one part of it each; None when a single
+    process is the better choice (a store with no parallel reader, a small index, one core)."""
     import os
     from concurrent.futures import ProcessPoolExecutor
 
-    from computeproof.store.sqlite import SQLiteStore
-
     n = workers or os.cpu_count() or 1
-    if n <= 1 or not isinstance(ledger.store, SQLiteStore):
+    url = ledger.store.reader_url()
+    parts = ledger.store.partitions(n) if n > 1 and url is not None else []
+    if url is None or len(parts) < 2 or parts[-1][1] - parts[0][0] < PARALLEL_MIN_JOBS:
         return None
-    lo, hi = sqlite_rowid_span(ledger.store)
-    if hi - lo + 1 < PARALLEL_MIN_JOBS:
-        return None
-    step = (hi - lo + n) // n
-    ranges = [(ledger.store.path, params, lo + i * step, lo + (i + 1) * step, size)
-              for i in range(n)]  # fmt: skip
-    with ProcessPoolExecutor(n) as pool:
-        parts = list(pool.map(_fold_range, ranges))
-    agg, receipts, late = parts[0]
-    for other_agg, other_receipts, other_late in parts[1:]:
+    with ProcessPoolExecutor(len(parts)) as pool:
+        folded = list(pool.map(_fold_part, [(url, params, part, size) for part in parts]))
+    agg, receipts, late = folded[0]
+    for other_agg, other_receipts, other_late in folded[1:]:
         agg.merge(other_agg)
         receipts.extend(other_receipts)
         late.extend(other_late)
@@ -222,6 +215,7 @@ def build_report(
             f"{problems[0]}); run `computeproof ledger verify`, or pass --allow-unverified "
             "to produce the report anyway, marked UNVERIFIED"
         )
+    cosignatures = ledger.store.cosignatures(cp.size)
     notes = agg.notes()
     if cp.size == 0:
         notes.insert(0, "the ledger is empty: no receipts yet")
@@ -236,7 +230,9 @@ def build_report(
             "size": cp.size,
             "root_hex": cp.root.hex(),
             "root": base64.b64encode(cp.root).decode(),
-            "note": note,
+            # with the witnesses' cosignatures (docs/trust.md), as receipts carry it
+            "note": add_signature_lines(note, list(cosignatures.values())) if note else note,
+            "witness_statements": ledger.witness_statements(cosignatures),
         },
         "ledger_check": {
             "mode": check,

@@ -80,7 +80,7 @@ def decimal_value(value: object, where: str) -> Decimal:
     except ArithmeticError as e:
         raise ReportError(f"{where} must be a number, not {value!r}") from e
     if not out.is_finite() or out < 0:
-        raise ReportError(f"{where} must be a finite number >= 0, not {value!r}")
+        raise ReportError(f"{where} must be a finite number >= 0, not {value}")
     return out
 
 
@@ -95,6 +95,10 @@ def load_toml(path: str, what: str) -> dict[str, Any]:
         raise ReportError(f"cannot read {what} {path}: {e.strerror}") from e
     except tomllib.TOMLDecodeError as e:
         raise ReportError(f"{what} {path}: invalid TOML: {e}") from e
+    except UnicodeDecodeError as e:
+        raise ReportError(f"{what} {path}: not a TOML file (not UTF-8 text)") from e
+    except RecursionError as e:
+        raise ReportError(f"{what} {path}: nested too deeply to be a {what}") from e
 
 
 def _opt_text(value: object, where: str) -> str | None:

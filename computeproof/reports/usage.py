@@ -17,7 +17,7 @@ import datetime as dt
 import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_EVEN, Context, Decimal
+from decimal import Decimal
 from fractions import Fraction
 from typing import NamedTuple
 
@@ -25,14 +25,13 @@ from computeproof.errors import ReportError
 from computeproof.reports.dates import ms_rfc3339, rfc3339_ms
 from computeproof.reports.grants import NO_GRANT, GrantMap
 from computeproof.reports.ratecard import RateCard
+from computeproof.units import MJ_PER_KWH, MS_PER_HOUR, rounded
 
 GROUP_DIMS = ("account", "user", "partition", "gpu_model", "month", "grant", "pi")
 UNKNOWN = "(unknown)"
 FAILED_STATES = frozenset(
     {"FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
 )
-MS_PER_HOUR = 3_600_000
-MJ_PER_KWH = 3_600_000_000
 _FINE = ("account", "user", "partition", "gpu_model", "month", "grant")
 # bucket slots
 _JOBS, _FAILED, _CANCELLED, _ALLOC, _MEASURED, _BUSY, _ENERGY = range(7)
@@ -331,16 +330,6 @@ class Aggregator:
         if not self.counted:
             out.append("no jobs counted: the report is empty")
         return out
-
-
-_CTX = Context(prec=60)
-
-
-def rounded(value: Fraction | int, places: int) -> float:
-    """``value`` rounded half-even to ``places`` decimals, as a JSON number."""
-    f = Fraction(value)
-    d = _CTX.divide(Decimal(f.numerator), Decimal(f.denominator))
-    return float(d.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_EVEN, context=_CTX))
 
 
 def aggregate(params: ReportParams, jobs: Iterable[JobUsage]) -> Aggregator:

@@ -6,7 +6,9 @@ root and against the newest signed checkpoint); every listed leaf is the event o
 signed by a key enrolled for its host and included in the checkpoint (inclusion proof); the
 listed leaves are all of the job's events up to the checkpoint; the job index holds no
 other job the report should have counted; and the totals, groups and chart series
-recomputed from the verified events equal the report's.
+recomputed from the verified events equal the report's. Whether the ledger's key itself is
+trusted is decided against the verifier's trust roots (computeproof/trust.py): without
+one, a report that matches its receipts is UNTRUSTED, not VERIFIED.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from computeproof.reports.receiptcheck import check_receipts
 from computeproof.reports.source import candidate_jobs
 from computeproof.reports.usage import Aggregator, ReportParams
 from computeproof.store.interface import LeafRow
+from computeproof.trust import TrustDecision, TrustRoots, decide
 
 FIGURE_PARTS = ("totals", "groups", "series")
 _EMBED = re.compile(
@@ -43,6 +46,12 @@ class VerifyResult:
     checked: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    trust: TrustDecision | None = None  # the ledger key against the verifier's roots
+
+    @property
+    def trusted(self) -> bool:
+        """Whether a trust root vouches for the ledger key the report was checked with."""
+        return self.trust is not None and self.trust.trusted
 
     def bad(self, problem: str) -> None:
         """Record a problem (the first 100 are kept)."""
@@ -72,6 +81,8 @@ def load_report(path: str) -> dict[str, Any]:
         doc = json.loads(text)
     except ValueError as e:
         raise ReportError(f"{path}: report data is not valid JSON: {e}") from e
+    except RecursionError as e:
+        raise ReportError(f"{path}: report data is nested too deeply to be a report") from e
     if not isinstance(doc, dict) or doc.get("format") != REPORT_FORMAT:
         raise ReportError(f"{path}: not a ComputeProof usage report ({REPORT_FORMAT})")
     return doc
@@ -109,6 +120,28 @@ def _compare(path: str, want: object, got: object, result: VerifyResult) -> None
         result.bad(
             f"{path}: the report says {json.dumps(want)}, the receipts give {json.dumps(got)}"
         )
+
+
+def _check_trust(
+    ledger: Ledger, doc: dict[str, Any], roots: TrustRoots, result: VerifyResult
+) -> None:
+    """Judge the ledger key the report's checkpoint verified under against ``roots``."""
+    emb = doc.get("checkpoint") or {}
+    public = ledger.ledger_public_key()
+    statements = emb.get("witness_statements") or []
+    if public is None or not isinstance(statements, list):
+        result.bad("the report's checkpoint carries no usable ledger key or witness statements")
+        return
+    try:
+        result.trust = decide(roots, ledger.origin, public, str(emb.get("note") or ""),
+                              statements)  # fmt: skip
+    except ComputeProofError as e:
+        result.bad(f"trust: {e}")
+        return
+    if result.trust.problem is not None:
+        result.bad(f"trust: {result.trust.problem}")
+    elif result.trust.trusted:
+        result.checked.append(result.trust.summary())
 
 
 def _check_checkpoint(ledger: Ledger, doc: dict[str, Any], result: VerifyResult) -> Checkpoint:
@@ -162,11 +195,18 @@ def _listed_leaves(ledger: Ledger, job_key: str, listed: list[int]) -> list[Leaf
     return out
 
 
-def verify_report(ledger: Ledger, doc: dict[str, Any], workers: int | None = None) -> VerifyResult:
-    """Recompute every figure of ``doc`` from its receipts in ``ledger``; see the module doc."""
+def verify_report(
+    ledger: Ledger,
+    doc: dict[str, Any],
+    workers: int | None = None,
+    roots: TrustRoots | None = None,
+) -> VerifyResult:
+    """Recompute every figure of ``doc`` from its receipts in ``ledger``; see the module doc.
+    ``roots`` decide whether the ledger key is trusted (none: the result is untrusted)."""
     result = VerifyResult()
     params = params_from_json(doc)
     cp = _check_checkpoint(ledger, doc, result)
+    _check_trust(ledger, doc, roots or TrustRoots(), result)
     if not (doc.get("ledger_check") or {}).get("ok", False):
         result.warnings.append("the report was produced with --allow-unverified")
     try:

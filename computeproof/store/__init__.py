@@ -12,7 +12,7 @@ from computeproof.store.interface import LeafRow, Store
 def open_store(url: str, create: bool = True) -> Store:
     """Open a store: a ``postgresql://`` URL or a SQLite file path (a missing file is
     created, or with ``create`` False refused)."""
-    if url.startswith(("postgresql://", "postgres://")):
+    if is_postgres_url(url):
         from computeproof.store.postgres import PostgresStore  # type: ignore[import-not-found,unused-ignore]
 
         store: Store = PostgresStore(url)
@@ -22,9 +22,20 @@ def open_store(url: str, create: bool = True) -> Store:
     return SQLiteStore(url, create)
 
 
+def is_postgres_url(url: str) -> bool:
+    """Whether ``url`` names a PostgreSQL ledger rather than a SQLite file."""
+    return url.startswith(("postgresql://", "postgres://"))
+
+
 def read_leaves(url: str, start: int, stop: int) -> list[LeafRow]:
     """Leaves start <= index < stop through a store's :meth:`Store.reader_url`, read-only
     (for ledger worker processes)."""
-    from computeproof.store.sqlite import read_leaves as read_sqlite
+    if not is_postgres_url(url):
+        from computeproof.store.sqlite import read_leaves as read_sqlite
 
-    return read_sqlite(url, start, stop)
+        return read_sqlite(url, start, stop)
+    store = open_store(url, create=False)
+    try:
+        return list(store.leaves(start, stop))
+    finally:
+        store.close()

@@ -15,27 +15,26 @@ from typing import Any
 
 from computeproof.errors import StoreConflict, StoreError
 from computeproof.store.interface import (
+    AnchorRow,
     CheckpointRow,
     EnrolledKey,
+    JobCursor,
+    JobFacets,
     JobFilter,
     JobRow,
     LeafRow,
     NodeKey,
     Store,
+    UsageFilter,
+    UsageRow,
 )
 
 SCHEMA_VERSION = "2"
 
-# Leaves are indexed by (job key, event id), not by event id alone. The event id is a
-# hash, so an index on it alone takes each batch's events at random pages: every batch
-# rewrote most of that index through the WAL, and the committing process's CPU an event
-# grew with the log (35 us at 100k leaves to 57 us at 1M, ingest 10.8k down to 9.5k
-# events/s: bench/bench_ingest_scale.py). Job keys arrive in job order, so a batch touches
-# few pages of this index, which also serves the job lookups (32-36 us an event from 100k
-# to 1M leaves, 10.8k-11.5k events/s). It is as unique as the event id: an event id hashes
-# its job's identity, so one event id never comes with two job keys. Schema 1 ledgers
-# keep their two indexes (event id UNIQUE, leaves_job) until `computeproof ledger upgrade`
-# rebuilds their leaf table; every query here works with either.
+# Leaves are indexed by (job key, event id): job keys arrive in job order, so a batch
+# touches few index pages (an event-id index alone made ingest slow down as the log grew:
+# docs/performance.md). As unique as the event id, which hashes its job's identity.
+# Schema 1 ledgers keep their old indexes until `computeproof ledger upgrade`.
 _LEAVES = """(
     idx INTEGER PRIMARY KEY, event_id TEXT NOT NULL, job_key TEXT NOT NULL,
     type TEXT NOT NULL, host TEXT NOT NULL, time TEXT NOT NULL, envelope BLOB NOT NULL,
@@ -60,8 +59,16 @@ CREATE TABLE IF NOT EXISTS jobs (
     state TEXT, gpus INTEGER, gpu_model TEXT, nodes TEXT, submit TEXT, start TEXT, "end" TEXT,
     elapsed_s INTEGER, exit_code TEXT, synthetic INTEGER NOT NULL DEFAULT 0,
     events INTEGER NOT NULL DEFAULT 0, first_leaf INTEGER, last_leaf INTEGER, fields TEXT);
+CREATE TABLE IF NOT EXISTS cosignatures (
+    size INTEGER NOT NULL, witness TEXT NOT NULL, line TEXT NOT NULL,
+    PRIMARY KEY (size, witness)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS anchors (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, target TEXT NOT NULL,
+    size INTEGER NOT NULL, record TEXT NOT NULL, created TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS anchors_size ON anchors (size);
 CREATE INDEX IF NOT EXISTS jobs_start ON jobs (start);
 CREATE INDEX IF NOT EXISTS jobs_job ON jobs (job);
+CREATE INDEX IF NOT EXISTS jobs_order ON jobs (coalesce(start, submit, ''), job_id, job_key);
 """
 
 _JOB_COLUMNS = (
@@ -110,6 +117,48 @@ def _job_to_row(job: JobRow) -> tuple[object, ...]:
         else getattr(job, c)
         for c in _JOB_COLUMNS
     )
+
+
+# the jobs' display order (JobCursor); the jobs_order index is on this expression
+_JOB_ORDER = "coalesce(start, submit, '')"
+
+
+def _small_int(text: str) -> bool:
+    return text.isdigit() and len(text) < 19
+
+
+def _job_where(selection: JobFilter) -> tuple[list[str], list[object]]:
+    """SQL conditions and their arguments for a :class:`JobFilter` (its limit aside)."""
+    where: list[str] = []
+    args: list[object] = []
+    for column, values in (
+        ("user", selection.users),
+        ("account", selection.accounts),
+        ("partition", selection.partitions),
+        ("state", selection.states),
+        ("gpu_model", selection.gpu_models),
+    ):
+        if values:
+            where.append(f'"{column}" IN ({", ".join("?" * len(values))})')
+            args.extend(values)
+    if selection.nodes:
+        where.append(
+            "(" + " OR ".join("(',' || nodes || ',') LIKE ?" for _ in selection.nodes) + ")"
+        )
+        args.extend(f"%,{n},%" for n in selection.nodes)
+    if selection.since:
+        where.append('("end" IS NULL OR "end" >= ?)')
+        args.append(selection.since)
+    if selection.until:
+        where.append("(start IS NULL OR start < ?)")
+        args.append(selection.until)
+    if selection.job:
+        where.append("(job = ? OR job_key = ? OR job_id = ?)")
+        args.extend(
+            # SQLite integers are 64-bit; a longer number names no job
+            [selection.job, selection.job, int(selection.job) if _small_int(selection.job) else -1]
+        )
+    return where, args
 
 
 _LEAF_SELECT = "SELECT idx, event_id, job_key, type, host, time, envelope FROM leaves"
@@ -345,10 +394,11 @@ class SQLiteStore(Store):
             raise StoreError(f"ledger database {self.path}: upgrade failed: {e}") from e
         return before, SCHEMA_VERSION
 
-    def backup(self, dest: str) -> None:
+    def backup(self, dest: str) -> int:
         """Write a consistent, compacted copy of the ledger to the new file ``dest`` (0600),
         while writers go on appending: the copy is the log as of its start (SQLite's
-        VACUUM INTO reads one snapshot). A plain `cp` of a live WAL database may not be."""
+        VACUUM INTO reads one snapshot). A plain `cp` of a live WAL database may not be.
+        Returns the copy's leaf count."""
         if os.path.lexists(dest):
             raise StoreError(f"{dest} exists; give a new file for the backup")
         try:
@@ -360,6 +410,79 @@ class SQLiteStore(Store):
             with contextlib.suppress(OSError):
                 os.unlink(dest)
             raise StoreError(f"cannot write the backup {dest}: {e}") from e
+        copy = SQLiteStore(dest, create=False)
+        try:
+            return copy.size()
+        finally:
+            copy.close()
+
+    def warnings(self) -> list[str]:
+        """A ledger file other users can read: it holds the openings of private fields
+        (versions before 2026-11-26 created it 0644)."""
+        mode = readable_by_others(self.path)
+        if mode is None:
+            return []
+        return [
+            f"{self.path} is readable by other users (mode {mode:o}) and holds the "
+            f"openings of private fields: chmod 600 {self.path}*"
+        ]
+
+    def usage_rows(
+        self, selection: UsageFilter, part: tuple[int, int] | None = None
+    ) -> Iterator[UsageRow]:
+        """Job runs for a usage report, in one streaming query (``part``: a rowid range)."""
+        where = ['("end" IS NULL OR "end" >= ?)', "(start IS NULL OR start < ?)"]
+        args: list[object] = [selection.since, selection.until]
+        for column, values in (("account", selection.accounts), ("user", selection.users)):
+            if values:
+                where.append(f'"{column}" IN ({", ".join("?" * len(values))})')
+                args.extend(values)
+        if not selection.include_synthetic:
+            where.append("synthetic = 0")
+        if part is not None:
+            where.append("j.rowid >= ? AND j.rowid < ?")
+            args.extend(part)
+        sql = (
+            'SELECT j.job_key, account, user, partition, gpu_model, state, gpus, start, "end", '
+            "elapsed_s, json_extract(fields, '$.gpu_totals.busy_gpu_ms'), "
+            "json_extract(fields, '$.gpu_totals.energy_mj'), synthetic, last_leaf, "
+            "(SELECT group_concat(idx) FROM leaves l WHERE l.job_key = j.job_key) "
+            f"FROM jobs j WHERE {' AND '.join(where)} ORDER BY j.rowid"
+        )
+        try:
+            cur = self.db.execute(sql, args)
+            while rows := cur.fetchmany(5000):
+                for r in rows:
+                    yield UsageRow(
+                        r[0],
+                        r[1],
+                        r[2],
+                        r[3],
+                        r[4],
+                        r[5],
+                        r[6],
+                        r[7],
+                        r[8],
+                        r[9],
+                        r[10] if isinstance(r[10], int) else None,
+                        r[11] if isinstance(r[11], int) else None,
+                        bool(r[12]),
+                        r[13] if r[13] is not None else -1,
+                        sorted(map(int, r[14].split(","))) if r[14] else [],
+                    )
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"ledger database {self.path}: {e}") from e
+
+    def partitions(self, n: int) -> list[tuple[int, int]]:
+        """``n`` rowid ranges of the job index."""
+        lo, hi = self._query("SELECT coalesce(min(rowid), 0), coalesce(max(rowid), -1) FROM jobs")[
+            0
+        ]
+        lo, hi = int(lo), int(hi)
+        if hi < lo or n < 1:
+            return []
+        step = (hi - lo + n) // n
+        return [(lo + i * step, lo + (i + 1) * step) for i in range(n)]
 
     def find_events(self, events: Sequence[tuple[str, str]]) -> dict[str, tuple[int, bytes]]:
         """Index and envelope of the given (job key, event id) pairs present in the log,
@@ -430,45 +553,72 @@ class SQLiteStore(Store):
 
     def jobs(self, selection: JobFilter) -> list[JobRow]:
         """Job index rows matching the selection."""
-        where: list[str] = []
-        args: list[object] = []
-        for column, values in (
-            ("user", selection.users),
-            ("account", selection.accounts),
-            ("partition", selection.partitions),
-            ("state", selection.states),
-            ("gpu_model", selection.gpu_models),
-        ):
-            if values:
-                where.append(f'"{column}" IN ({", ".join("?" * len(values))})')
-                args.extend(values)
-        if selection.nodes:
-            where.append(
-                "(" + " OR ".join("(',' || nodes || ',') LIKE ?" for _ in selection.nodes) + ")"
-            )
-            args.extend(f"%,{n},%" for n in selection.nodes)
-        if selection.since:
-            where.append('("end" IS NULL OR "end" >= ?)')
-            args.append(selection.since)
-        if selection.until:
-            where.append("(start IS NULL OR start < ?)")
-            args.append(selection.until)
-        if selection.job:
-            where.append("(job = ? OR job_key = ? OR job_id = ?)")
-            args.extend(
-                [
-                    selection.job,
-                    selection.job,
-                    int(selection.job) if selection.job.isdigit() else -1,
-                ]
-            )
+        where, args = _job_where(selection)
         sql = f"SELECT {_JOB_SELECT} FROM jobs"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY coalesce(start, submit, ''), job_id, job_key"
+        sql += f" ORDER BY {_JOB_ORDER}, job_id, job_key"
         if selection.limit is not None:
             sql += f" LIMIT {int(selection.limit)}"
         return [_job_from_row(r) for r in self._query(sql, args)]
+
+    def jobs_page(
+        self,
+        selection: JobFilter,
+        after: JobCursor | None = None,
+        limit: int = 50,
+        newest_first: bool = True,
+    ) -> list[JobRow]:
+        """One page of job rows in cursor order; walks the jobs_order index from the cursor."""
+        where, args = _job_where(selection)
+        if after is not None:
+            # the leading bound is what lets SQLite search the index from the cursor (a row
+            # value comparison makes it scan from the start)
+            lt = "<" if newest_first else ">"
+            where.append(
+                f"{_JOB_ORDER} {lt}= ? AND ({_JOB_ORDER} {lt} ? OR job_id {lt} ? "
+                f"OR (job_id = ? AND job_key {lt} ?))"
+            )
+            args.extend((after.sort, after.sort, after.job_id, after.job_id, after.job_key))
+        way = "DESC" if newest_first else "ASC"
+        sql = f"SELECT {_JOB_SELECT} FROM jobs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += f" ORDER BY {_JOB_ORDER} {way}, job_id {way}, job_key {way} LIMIT ?"
+        args.append(max(0, int(limit)))
+        return [_job_from_row(r) for r in self._query(sql, args)]
+
+    def count_jobs(self, selection: JobFilter, cap: int | None = None) -> int:
+        """Matching rows, counted up to ``cap``."""
+        where, args = _job_where(selection)
+        inner = "SELECT 1 FROM jobs" + (" WHERE " + " AND ".join(where) if where else "")
+        if cap is not None:
+            inner += " LIMIT ?"
+            args.append(max(0, int(cap)))
+        return int(self._query(f"SELECT count(*) FROM ({inner})", args)[0][0])
+
+    def job_facets(self, selection: JobFilter, per_field: int = 500) -> JobFacets:
+        """Distinct filter values of the matching rows, one scan."""
+        where, args = _job_where(selection)
+        sql = 'SELECT DISTINCT "user", account, partition, state, gpu_model, nodes FROM jobs'
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        seen: list[set[str]] = [set() for _ in range(6)]
+        try:
+            cur = self.db.execute(sql, args)
+            while rows := cur.fetchmany(5000):
+                for row in rows:
+                    for i, value in enumerate(row[:5]):
+                        if value is not None:
+                            seen[i].add(str(value))
+                    if row[5]:
+                        seen[5].update(n for n in str(row[5]).split(",") if n)
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"ledger database {self.path}: {e}") from e
+        users, accounts, partitions, states, models, nodes = (
+            tuple(sorted(values)[:per_field]) for values in seen
+        )
+        return JobFacets(users, accounts, partitions, states, models, nodes)
 
     def get_jobs(self, job_keys: Sequence[str]) -> dict[str, JobRow]:
         """Job rows by key."""
@@ -483,6 +633,57 @@ class SQLiteStore(Store):
                 job = _job_from_row(r)
                 out[job.job_key] = job
         return out
+
+    def job_keys(self) -> list[str]:
+        """Every job index row's key."""
+        return [str(r[0]) for r in self._query("SELECT job_key FROM jobs ORDER BY job_key")]
+
+    def replace_jobs(self, expected_size: int, jobs: Sequence[JobRow]) -> None:
+        """Replace the job index in one IMMEDIATE transaction (writers wait meanwhile)."""
+        db = self.db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                if self.size() != expected_size:
+                    raise StoreConflict(
+                        f"the log grew from {expected_size} to {self.size()} leaves while the "
+                        "job index was rebuilt; nothing was changed: run it again"
+                    )
+                db.execute("DELETE FROM jobs")
+                db.executemany(_JOB_INSERT, [_job_to_row(j) for j in jobs])
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"ledger database {self.path}: rebuilding the job index: {e}") from e
+
+    def add_cosignatures(self, size: int, cosignatures: Sequence[tuple[str, str]]) -> None:
+        """Record witness cosignature lines of one checkpoint."""
+        try:
+            with contextlib.closing(self.db.cursor()) as cur:
+                cur.executemany(
+                    "INSERT OR REPLACE INTO cosignatures (size, witness, line) VALUES (?, ?, ?)",
+                    [(size, w, line) for w, line in cosignatures],
+                )
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"ledger database {self.path}: {e}") from e
+
+    def cosignatures(self, size: int) -> dict[str, str]:
+        """Cosignature lines of the checkpoint of ``size`` leaves, by witness."""
+        return {
+            str(w): str(line)
+            for w, line in self._query(
+                "SELECT witness, line FROM cosignatures WHERE size = ? ORDER BY witness", (size,)
+            )
+        }
+
+    def cosigned_sizes(self) -> dict[str, int]:
+        """The largest size each witness cosigned."""
+        return {
+            str(w): int(n)
+            for w, n in self._query("SELECT witness, max(size) FROM cosignatures GROUP BY witness")
+        }
 
     def openings(self, event_id: str) -> dict[str, tuple[str, str]]:
         """Private-field openings of one event."""
@@ -508,6 +709,42 @@ class SQLiteStore(Store):
                 "SELECT size, root, note, created FROM checkpoints ORDER BY size"
             )
         ]
+
+    def add_anchor(self, row: AnchorRow) -> int:
+        """Record an anchor; its id."""
+        try:
+            cur = self.db.execute(
+                "INSERT INTO anchors (kind, target, size, record, created) VALUES (?, ?, ?, ?, ?)",
+                (row.kind, row.target, row.size, row.record, row.created),
+            )
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"ledger database {self.path}: {e}") from e
+        assert cur.lastrowid is not None
+        return int(cur.lastrowid)
+
+    def anchors(self, kind: str | None = None, target: str | None = None) -> list[AnchorRow]:
+        """Anchor records, by size then id."""
+        where, args = [], []
+        for column, value in (("kind", kind), ("target", target)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        sql = "SELECT id, kind, target, size, record, created FROM anchors"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        return [
+            AnchorRow(str(k), str(t), int(s), str(r), str(c), int(i))
+            for i, k, t, s, r, c in self._query(sql + " ORDER BY size, id", args)
+        ]
+
+    def update_anchor(self, anchor_id: int, record: str) -> None:
+        """Replace one anchor's record JSON."""
+        try:
+            cur = self.db.execute("UPDATE anchors SET record = ? WHERE id = ?", (record, anchor_id))
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"ledger database {self.path}: {e}") from e
+        if cur.rowcount != 1:
+            raise StoreError(f"ledger database {self.path}: no anchor {anchor_id}")
 
     def enroll(self, key: EnrolledKey) -> None:
         """Trust a host key."""

@@ -32,12 +32,15 @@ pkg="$(cd "$CP_LIB_DIR/../.." && pwd)"
 slurm_tar="$CP_CACHE_DIR/slurm-$CP_SLURM_SOURCE_VERSION-$release.tar"
 wheels="$CP_CACHE_DIR/wheels-$release"
 
-# The project's runtime, gpu and dev requirements (the package itself comes bind-mounted).
+# The project's runtime and gpu requirements and the test runner's (the package itself comes
+# bind-mounted): what the cluster's CLI, agents and the slurm-marked suite import.
 requirements="$(python3 - "$pkg/pyproject.toml" <<'PY'
-import sys, tomllib
+import re, sys, tomllib
 project = tomllib.load(open(sys.argv[1], "rb"))["project"]
 extras = project["optional-dependencies"]
-print("\n".join(project["dependencies"] + extras["gpu"] + extras["dev"]))
+runner = {"pytest", "pytest-timeout", "hypothesis", "pyyaml"}
+tests = [r for r in extras["dev"] if re.split(r"[\[<>=!~ ]", r)[0].lower() in runner]
+print("\n".join(project["dependencies"] + extras["gpu"] + tests))
 PY
 )"
 digest="$(

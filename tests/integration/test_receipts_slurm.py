@@ -212,8 +212,10 @@ def test_receipt_matches_sacct(
 
     receipt = tmp_path / f"{job}.json"
     cli(slurm_cluster, "receipt", "export", job, "-o", str(receipt))
+    # the ledger's key, from the ledger (the trust root), not from the receipt
+    key = json.loads(cli(slurm_cluster, "ledger", "checkpoint", "--json").stdout)["ledger_key"]
     verify = subprocess.run(
-        [*CLI, "receipt", "verify", str(receipt), "--json"],
+        [*CLI, "receipt", "verify", str(receipt), "--json", "--ledger-key", key],
         capture_output=True, text=True, cwd=tmp_path, timeout=60,
         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "HOME": str(tmp_path)},
     )  # fmt: skip

@@ -150,7 +150,8 @@ def test_report_gpu_hours_match_sacct(
     total = sum(expected.values(), Fraction(0))
     assert abs(Fraction(str(doc["totals"]["allocated_gpu_hours"])) - total) <= Fraction(1, 10**6)
     assert doc["totals"]["jobs"] == len(records)
-    verify = cli(c, "report", "verify", str(report), check=False)
+    key = json.loads(cli(c, "ledger", "checkpoint", "--json").stdout)["ledger_key"]
+    verify = cli(c, "report", "verify", str(report), "--ledger-key", key, check=False)
     assert verify.returncode == 0, verify.stdout + verify.stderr
 
 

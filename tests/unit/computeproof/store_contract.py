@@ -15,12 +15,16 @@ import pytest
 from computeproof import merkle
 from computeproof.errors import StoreConflict, StoreError
 from computeproof.store.interface import (
+    AnchorRow,
     CheckpointRow,
     EnrolledKey,
+    JobCursor,
+    JobFacets,
     JobFilter,
     JobRow,
     LeafRow,
     Store,
+    UsageFilter,
 )
 
 MakeStore = Callable[..., Store]
@@ -270,6 +274,88 @@ class StoreContract:
         assert keys(job="c2/1#1") == ["c2/1#1"]
         assert keys(limit=2) == ["c1/1#0", "c1/2#0"]
 
+    def test_jobs_page_walks_every_row_once_in_order(self, make_store: MakeStore) -> None:
+        s = make_store()
+        rows = [
+            _job(
+                f"c1/{i}#0",
+                user=("alice", "bob")[i % 2],
+                state=("COMPLETED", "FAILED")[i % 3 == 0],
+                start=None if i % 7 == 0 else f"2026-01-{1 + i % 5:02d}T10:00:00",
+                submit=f"2026-01-0{1 + i % 3}T09:00:00" if i % 7 == 0 and i % 2 else None,
+            )
+            for i in range(1, 60)
+        ]
+        rows.append(_job("c2/5#1", user="alice", start="2026-01-03T10:00:00"))  # ties on start
+        _append(s, 1, jobs=rows)
+
+        def order(r: JobRow) -> tuple[str, int, str]:
+            return (r.start or r.submit or "", r.job_id, r.job_key)
+
+        for selection in (JobFilter(), JobFilter(users=("alice",)), JobFilter(states=("FAILED",))):
+            want = sorted(
+                (
+                    r
+                    for r in rows
+                    if (not selection.users or r.user in selection.users)
+                    and (not selection.states or r.state in selection.states)
+                ),
+                key=order,
+            )
+            for newest_first in (True, False):
+                got: list[JobRow] = []
+                cursor = None
+                for _ in range(100):  # bounded: 7 rows a page
+                    page = s.jobs_page(selection, cursor, 7, newest_first=newest_first)
+                    assert len(page) <= 7
+                    got.extend(page)
+                    if len(page) < 7:
+                        break
+                    cursor = JobCursor.of(page[-1])
+                expect = list(reversed(want)) if newest_first else want
+                assert [r.job_key for r in got] == [r.job_key for r in expect]
+            assert s.count_jobs(selection) == len(want)
+            assert s.count_jobs(selection, cap=3) == min(3, len(want))
+        # a cursor in the middle: strictly after it, in both directions
+        mid = sorted(rows, key=order)[30]
+        after = s.jobs_page(JobFilter(), JobCursor.of(mid), 100)
+        assert all(order(r) < order(mid) for r in after) and len(after) == 30
+        before = s.jobs_page(JobFilter(), JobCursor.of(mid), 100, newest_first=False)
+        assert all(order(r) > order(mid) for r in before) and len(before) == len(rows) - 31
+        assert s.jobs_page(JobFilter(), None, 0) == []
+
+    def test_job_facets(self, make_store: MakeStore) -> None:
+        s = make_store()
+        assert s.job_facets(JobFilter()) == JobFacets()
+        _append(
+            s,
+            1,
+            jobs=[
+                _job(
+                    "c1/1#0",
+                    user="alice",
+                    account="a",
+                    partition="gpu",
+                    state="COMPLETED",
+                    gpu_model="a100",
+                    nodes="node1,node2",
+                ),
+                _job("c1/2#0", user="bob", account="b", state="FAILED", nodes="node10"),
+                _job("c1/3#0", user="alice", account="b", gpu_model="h100,a100", nodes="node2"),
+            ],
+        )
+        assert s.job_facets(JobFilter()) == JobFacets(
+            users=("alice", "bob"),
+            accounts=("a", "b"),
+            partitions=("gpu",),
+            states=("COMPLETED", "FAILED"),
+            gpu_models=("a100", "h100,a100"),
+            nodes=("node1", "node10", "node2"),
+        )
+        only_bob = s.job_facets(JobFilter(users=("bob",)))
+        assert only_bob.users == ("bob",) and only_bob.nodes == ("node10",)
+        assert s.job_facets(JobFilter(), per_field=1).nodes == ("node1",)
+
     def test_openings(self, make_store: MakeStore) -> None:
         s = make_store()
         _append(
@@ -292,6 +378,30 @@ class StoreContract:
         s.add_checkpoint(a)
         assert s.checkpoints() == [a, b]  # ordered by size
 
+    def test_anchors(self, make_store: MakeStore) -> None:
+        s = make_store()
+        assert s.anchors() == []
+        late = AnchorRow("evm", "evm:1:0xab", 9, '{"tx":"a"}', "2026-01-02T00:00:00Z")
+        early = AnchorRow("numbers", "numbers:api", 4, '{"nid":"b"}', "2026-01-01T00:00:00Z")
+        other = AnchorRow("evm", "evm:2:0xcd", 4, '{"tx":"c"}', "2026-01-03T00:00:00Z")
+        ids = [s.add_anchor(r) for r in (late, early, other)]
+        assert len(set(ids)) == 3 and all(i > 0 for i in ids)
+        got = s.anchors()
+        assert [(r.kind, r.size, r.record) for r in got] == [
+            ("numbers", 4, '{"nid":"b"}'),
+            ("evm", 4, '{"tx":"c"}'),
+            ("evm", 9, '{"tx":"a"}'),
+        ]  # by size, then in the order they were added
+        assert [r.id for r in got] == [ids[1], ids[2], ids[0]]
+        assert [r.size for r in s.anchors(kind="evm")] == [4, 9]
+        assert [r.record for r in s.anchors(kind="evm", target="evm:1:0xab")] == ['{"tx":"a"}']
+        assert s.anchors(target="nowhere") == []
+        s.update_anchor(ids[1], '{"nid":"b","commit_tx":"0x01"}')
+        assert s.anchors(kind="numbers")[0].record == '{"nid":"b","commit_tx":"0x01"}'
+        assert s.anchors(kind="numbers")[0].created == "2026-01-01T00:00:00Z"
+        with pytest.raises(StoreError):
+            s.update_anchor(max(ids) + 1, "{}")
+
     def test_enroll_and_revoke(self, make_store: MakeStore) -> None:
         s = make_store()
         k1 = EnrolledKey("a" * 64, b"\x01" * 32, ("node1", "node2"), "2026-01-01T00:00:00Z")
@@ -313,9 +423,106 @@ class StoreContract:
         rows = _append(s, 3, jobs=[_job(events=3)])
         s.set_meta("origin", "o")
         s.add_checkpoint(CheckpointRow(3, b"\x03" * 32, "n\n", "t"))
+        s.add_anchor(AnchorRow("evm", "evm:1:0xab", 3, "{}", "t"))
         s.close()
         t = make_store("persist")
         assert list(t.leaves()) == rows
         assert t.get_meta("origin") == "o"
         assert [c.size for c in t.checkpoints()] == [3]
+        assert [(a.kind, a.size) for a in t.anchors()] == [("evm", 3)]
         assert t.get_jobs(["c1/1#0"])["c1/1#0"].events == 3
+
+    def test_usage_rows_select_runs_overlapping_a_period(self, make_store: MakeStore) -> None:
+        s = make_store()
+        totals = {"gpu_totals": {"busy_gpu_ms": 7200, "energy_mj": 900}}
+        early = _job(
+            "c1/1#0",
+            user="u1",
+            account="a",
+            start="2026-01-01T00:00:00Z",
+            end="2026-01-01T01:00:00Z",
+            gpus=2,
+            state="COMPLETED",
+            fields=totals,
+            last_leaf=1,
+        )
+        late = _job(
+            "c1/2#0",
+            user="u2",
+            account="b",
+            start="2026-03-01T00:00:00Z",
+            end=None,
+            gpus=1,
+            state="RUNNING",
+        )
+        synthetic = _job("c1/3#0", user="u1", account="a", start="2026-01-01T00:30:00Z",
+                         end="2026-01-01T00:40:00Z", synthetic=True)  # fmt: skip
+        _append(s, 2, "c1/1#0", jobs=[early])
+        _append(s, 1, "c1/2#0", jobs=[late])
+        _append(s, 1, "c1/3#0", jobs=[synthetic])
+        everything = UsageFilter(since="2025-01-01T00:00:00", until="2027-01-01T00:00:00")
+        rows = {r.job_key: r for r in s.usage_rows(everything)}
+        # the synthetic filter applies in every backend, so two backends report the same
+        assert set(rows) == {"c1/1#0", "c1/2#0"}
+        r = rows["c1/1#0"]
+        assert (r.user, r.account, r.gpus, r.state) == ("u1", "a", 2, "COMPLETED")
+        assert (r.busy_gpu_ms, r.energy_mj, r.synthetic) == (7200, 900, False)
+        assert r.leaves == [0, 1] and r.last_leaf == 1
+        assert rows["c1/2#0"].busy_gpu_ms is None and rows["c1/2#0"].leaves == [2]
+        with_synthetic = UsageFilter(everything.since, everything.until, include_synthetic=True)
+        assert {r.job_key for r in s.usage_rows(with_synthetic)} == set(rows) | {"c1/3#0"}
+        february = UsageFilter(since="2026-02-01T00:00:00", until="2026-04-01T00:00:00")
+        assert [r.job_key for r in s.usage_rows(february)] == ["c1/2#0"]
+        only_b = UsageFilter(everything.since, everything.until, accounts=("b",))
+        assert [r.job_key for r in s.usage_rows(only_b)] == ["c1/2#0"]
+        only_u1 = UsageFilter(everything.since, everything.until, users=("u1",))
+        assert [r.job_key for r in s.usage_rows(only_u1)] == ["c1/1#0"]
+
+    def test_partitions_cover_the_job_index_once(self, make_store: MakeStore) -> None:
+        s = make_store()
+        for i in range(1, 8):
+            _append(s, 1, f"c1/{i}#0", jobs=[_job(f"c1/{i}#0", start="2026-01-01T00:00:00Z")])
+        parts = s.partitions(3)
+        if not parts:
+            return  # a backend with no parallel scan
+        assert len(parts) <= 3
+        everything = UsageFilter(since="2025-01-01T00:00:00", until="2027-01-01T00:00:00")
+        seen = [r.job_key for part in parts for r in s.usage_rows(everything, part)]
+        assert sorted(seen) == sorted(f"c1/{i}#0" for i in range(1, 8))
+
+    def test_warnings_and_upgrade_of_a_current_store(self, make_store: MakeStore) -> None:
+        s = make_store()
+        assert isinstance(s.warnings(), list)
+        _append(s, 3)
+        s.upgrade()
+        before, after = s.upgrade()
+        assert before == after  # upgraded: nothing left to do
+        assert s.size() == 3 and [r.index for r in s.leaves()] == [0, 1, 2]
+
+    def test_job_keys_and_replace_jobs(self, make_store: MakeStore) -> None:
+        s = make_store()
+        _append(s, 2, jobs=[_job("c1/1#0", events=2, gpus=1), _job("c1/2#0", events=0)])
+        assert s.job_keys() == ["c1/1#0", "c1/2#0"]
+        rebuilt = [_job("c1/1#0", events=2, gpus=1, fields={"gpu_totals": {"busy_gpu_ms": 5}})]
+        s.replace_jobs(2, rebuilt)
+        assert s.job_keys() == ["c1/1#0"]
+        assert s.get_jobs(["c1/1#0"]) == {"c1/1#0": rebuilt[0]}
+
+    def test_replace_jobs_refuses_a_log_that_grew(self, make_store: MakeStore) -> None:
+        s = make_store()
+        _append(s, 2, jobs=[_job("c1/1#0", events=2, gpus=1)])
+        with pytest.raises(StoreConflict, match="run it again"):
+            s.replace_jobs(1, [])
+        assert s.job_keys() == ["c1/1#0"]  # unchanged
+
+    def test_cosignatures(self, make_store: MakeStore) -> None:
+        s = make_store("cosigned")
+        assert s.cosignatures(4) == {} and s.cosigned_sizes() == {}
+        s.add_cosignatures(4, [("w1", "\u2014 w1 AAAA\n"), ("w2", "\u2014 w2 BBBB\n")])
+        s.add_cosignatures(8, [("w1", "\u2014 w1 CCCC\n")])
+        s.add_cosignatures(8, [("w1", "\u2014 w1 DDDD\n")])  # a later one replaces it
+        assert s.cosignatures(4) == {"w1": "\u2014 w1 AAAA\n", "w2": "\u2014 w2 BBBB\n"}
+        assert s.cosignatures(8) == {"w1": "\u2014 w1 DDDD\n"}
+        assert s.cosigned_sizes() == {"w1": 8, "w2": 4}
+        s.close()
+        assert make_store("cosigned").cosigned_sizes() == {"w1": 8, "w2": 4}

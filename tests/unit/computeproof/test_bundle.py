@@ -402,3 +402,26 @@ def test_export_needs_the_job(tmp_path: Path) -> None:
     with _ledger(tmp_path) as led, pytest.raises(ReceiptError, match="no receipts for job 5"):
         export_bundle(led, "5")
     assert os.path.exists(tmp_path / "ledger.db")
+
+
+def test_an_event_cannot_name_its_own_leaf_index(
+    tmp_path: Path, make_lifecycle: Callable[..., list[dict[str, Any]]]
+) -> None:
+    """An enrolled host may sign an event with extra top-level keys; one named leaf_index
+    must not stand in for the leaf the entry was proved at (the completeness check counts
+    those leaves)."""
+    from computeproof.bundle import export_bundle
+
+    with _ledger(tmp_path) as led:
+        led.enroll(CTL.public_raw, ["ctl"])
+        led.enroll(NODE.public_raw, ["node1"])
+        envs = []
+        for ev in make_lifecycle("100"):
+            if ev["type"] == "progress":
+                ev = {**ev, "leaf_index": 999}
+            envs.append(sign_event(ev, CTL if ev["host"] == "ctl" else NODE))
+        assert len(led.append(envs).accepted) == len(envs)
+        bundle = export_bundle(led, "100")
+        key = led.ledger_public_key()
+    report = _verify(bundle, key)
+    assert [e["leaf_index"] for e in report.events] == [0, 1, 2, 3, 4]

@@ -130,6 +130,13 @@ def test_verifier_key_round_trip() -> None:
     assert parse_verifier_key(text) == (ORIGIN, public)
 
 
+def test_verifier_key_whose_base64_holds_a_plus() -> None:
+    """Only the first two '+' separate (Go's note.NewVerifier): base64 may hold more."""
+    publics = (_public(_key(i)) for i in range(1, 256))
+    public = next(p for p in publics if "+" in verifier_key(ORIGIN, p).split("+", 2)[2])
+    assert parse_verifier_key(verifier_key(ORIGIN, public)) == (ORIGIN, public)
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

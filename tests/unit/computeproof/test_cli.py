@@ -237,16 +237,22 @@ def test_receipt_export_and_verify(site: Site, tmp_path: Path) -> None:
     path = tmp_path / "r100.json"
     r = cli(site, "receipt", "export", "100", "-o", str(path))
     assert r.exit_code == 0 and path.exists()
-    r = cli(None, "receipt", "verify", str(path), env={"COMPUTEPROOF_CONFIG": "/nonexistent"})
+    ledger_key = json.loads(path.read_text())["log"]["ledger_key"]
+    empty = tmp_path / "empty.toml"  # a verifier elsewhere: no ledger, no trusted keys
+    empty.write_text("")
+    # no trust root: valid only under its own key (docs/trust.md)
+    r = cli(None, "receipt", "verify", str(path), env={"COMPUTEPROOF_CONFIG": str(empty)})
+    assert r.exit_code == 3 and r.stdout.startswith("UNTRUSTED: valid under the bundle's own")
+    r = cli(None, "receipt", "verify", str(path), "--ledger-key", ledger_key,
+            env={"COMPUTEPROOF_CONFIG": str(empty)})  # fmt: skip
     assert r.exit_code == 0 and r.stdout.startswith("VALID receipt") and "c1/100#0" in r.stdout
-    r = cli(site, "receipt", "verify", str(path), "--json")
+    assert "pinned with --ledger-key" in r.stdout
+    r = cli(site, "receipt", "verify", str(path), "--json", "--ledger-key", ledger_key)
     out = json.loads(r.stdout)
     assert out["valid"] is True and out["events"] == 5 and out["checkpoint_size"] == 10
     stdout = cli(site, "receipt", "export", "100", "-o", "-").stdout
     assert json.loads(stdout)["job"]["job_key"] == "c1/100#0"
 
-    ledger_key = json.loads(path.read_text())["log"]["ledger_key"]
-    assert cli(site, "receipt", "verify", str(path), "--ledger-key", ledger_key).exit_code == 0
     other = format_public_key(Signer.from_seed(bytes([5]) * 32).public_raw)
     r = cli(site, "receipt", "verify", str(path), "--ledger-key", other, "--json")
     assert r.exit_code == 1 and json.loads(r.stdout)["valid"] is False
@@ -454,11 +460,14 @@ def test_global_flags_also_after_the_command(site: Site, tmp_path: Path) -> None
     r = cli(site, "jobs", "show", "101", "--json", "--config", str(site.config),
             env={**site.env, "COMPUTEPROOF_CONFIG": None})  # fmt: skip
     assert r.exit_code == 0 and json.loads(r.stdout)["job_id"] == "101"
-    # a group that is a command itself (report) takes them too
+    # a group that is a command itself (report) takes them too; another ledger file has
+    # its own ledger key (one key signing two logs is refused: lastsigned.py)
+    other = tmp_path / "other.toml"
+    other.write_text(site.config.read_text().replace(str(site.ledger_key), f"{empty}.key"))
     for db, jobs in ((None, 2), (empty, 0)):
         out = tmp_path / f"report-{jobs}.json"
         args = ["report", "--from", "2026-01", "--to", "2026-12", "-o", str(out)]
-        r = cli(site, *args, *(("--db", db) if db else ()))
+        r = cli(site, *args, *(("--db", db, "--config", str(other)) if db else ()))
         assert r.exit_code == 0, r.output
         assert json.loads(out.read_text())["totals"]["jobs"] == jobs
     bad = tmp_path / "bad.toml"
@@ -513,9 +522,17 @@ def test_subprocess_receipt_verify_needs_no_config(site: Site, tmp_path: Path) -
     assert cli(site, "receipt", "export", "101", "-o", str(path)).exit_code == 0
     home = tmp_path / "home"
     home.mkdir()
-    p = _run(["receipt", "verify", str(path), "--json"], _clean_env(HOME=str(home)), home)
-    assert p.returncode == 0, p.stderr
+    empty = home / "empty.toml"  # not this host's /etc/computeproof/config.toml
+    empty.write_text("")
+    env = _clean_env(HOME=str(home), COMPUTEPROOF_CONFIG=str(empty))
+    p = _run(["receipt", "verify", str(path), "--json"], env, home)
+    assert p.returncode == 3, p.stderr  # no trust root
     out: dict[str, Any] = json.loads(p.stdout)
+    assert out["verdict"] == "UNTRUSTED" and out["valid"] is False
+    key = json.loads(path.read_text())["log"]["ledger_key"]
+    p = _run(["receipt", "verify", str(path), "--json", "--ledger-key", key], env, home)
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
     assert out["valid"] is True and out["job"] == "c1/101#0"
 
 
@@ -543,7 +560,7 @@ def test_subprocess_errors_and_exit_codes(site: Site, tmp_path: Path) -> None:
 
 
 def test_jobs_show_line_of_a_completed_event_names_the_state_slurm_showed() -> None:
-    from computeproof.cli.ledger import _event_detail
+    from computeproof.jobview import event_detail as _event_detail
 
     line = _event_detail(
         "completed",
@@ -594,3 +611,68 @@ def test_readme_examples_are_commands_the_cli_accepts() -> None:
     assert len(lines) >= 15
     for line in lines:
         parse_command_line(shlex.split(line)[1:])
+
+
+# -- hostile input (issue 13, item 10 and terminal output) --------------------------------
+
+
+def test_hostile_arguments_get_one_line_errors(site: Site) -> None:
+    binary = site.dir / "binary.bin"
+    binary.write_bytes(bytes(range(256)) * 16)
+    nested = site.dir / "nested.json"
+    nested.write_text("[" * 100_000 + "]" * 100_000)
+
+    r = cli(site, "jobs", "show", "99999999999999999999999")
+    assert r.exit_code == 2
+    assert_one_line_error(r.stderr, "no receipts for job 99999999999999999999999")
+
+    r = cli(site, "report", "--from", "2026-01-01", "--to", "2026-02", "--grants",
+            str(binary), "-o", str(site.dir / "r.json"))  # fmt: skip
+    assert r.exit_code == 2
+    assert_one_line_error(r.stderr, "not a TOML file")
+
+    r = cli(site, "ledger", "consistency", str(binary))
+    assert r.exit_code == 2
+    assert_one_line_error(r.stderr, "not a checkpoint")
+
+    r = cli(site, "receipt", "verify", str(nested))
+    assert r.exit_code == 1 and "INVALID" in r.stdout and "nested too deeply" in r.stdout
+    assert "Traceback" not in r.output
+
+    r = cli(site, "jobs", "list", "--state", "BOGUS")
+    assert r.exit_code == 2 and "BOGUS" in r.stderr and "Traceback" not in r.output
+
+    r = cli(site, "report", "--from", "2026-01-01", "--to", "2026-02", "--sample-size", "-1",
+            "-o", str(site.dir / "r.json"))  # fmt: skip
+    assert r.exit_code == 2 and "--sample-size" in r.stderr
+
+    r = cli(site, "report", "--from", "2026-01-01", "--to", "2026-02", "--grid-intensity",
+            "-5", "-o", str(site.dir / "r.json"))  # fmt: skip
+    assert r.exit_code == 2
+    assert_one_line_error(r.stderr, "--grid-intensity must be a finite number >= 0, not -5")
+    assert "Decimal(" not in r.stderr
+
+
+def test_user_strings_cannot_draw_lines_on_the_terminal(
+    site: Site, host_signer: Signer, sign_all: Callable
+) -> None:
+    from computeproof.event import new_event
+
+    fake = "loss 0.1\n  9. 2026-01-01T00:00:00Z  completed   ctl\nreceipt verified: all OK"
+    events = [
+        new_event("scheduled", "c1", "300", 300, "ctl",
+                  {"user": "eve\x1b[2J", "account": "[red]x[/red]", "gpus": 1},
+                  time="2026-01-05T10:00:00.000001Z"),
+        new_event("progress", "c1", "300", 300, "node1", {"message": fake, "percent": 5},
+                  time="2026-01-05T10:10:00.000001Z"),
+    ]  # fmt: skip
+    with site.ledger() as led:
+        led.append(sign_all(events))
+    r = cli(site, "jobs", "show", "300")
+    lines = r.stdout.splitlines()
+    assert not any(line.startswith("receipt verified: all OK") for line in lines), r.stdout
+    assert not any(line.startswith("  9.") for line in lines), r.stdout
+    assert "loss 0.1\\x0a  9." in r.stdout and "eve\\x1b[2J" in r.stdout
+    assert "\x1b" not in r.stdout
+    r = cli(site, "jobs", "list")
+    assert "\x1b" not in r.stdout and "[red]x[/red]" in r.stdout  # shown, not read as markup

@@ -334,3 +334,68 @@ def test_non_ascii_base64_is_a_canonical_error(field: str) -> None:
         env["signatures"][0]["sig"] = "\u00e9" + env["signatures"][0]["sig"][1:]  # type: ignore[index]
     with pytest.raises(CanonicalError):
         open_envelope(canonical_bytes(env))
+
+
+# -- URL-safe base64 (DSSE: verifiers must accept either alphabet) -----------------------
+
+
+def _url_safe_envelope(shape: str) -> tuple[bytes, dict[str, object]]:
+    """ENVELOPE-equivalent signed bytes whose payload and signature use URL-safe base64,
+    in the canonical shape (the fast path) or with the keys out of order (the slow path)."""
+    # a payload with bytes that encode to '+' and '/' in the standard alphabet
+    ev = {**EVENT, "payload": {"gpus": [{"minor": 0}], "n": 7, "note": "\u00ff\u00fe>>>???"}}
+    ev = new_event("started", "c1", "100_4", 101, "node1", ev["payload"], run=1,  # type: ignore[arg-type]
+                   time="2026-01-01T00:00:00.000000Z")  # fmt: skip
+    payload = canonical_bytes(statement(ev))
+    sig = SIGNER.sign(pae(PAYLOAD_TYPE, payload))
+    p64 = base64.urlsafe_b64encode(payload).decode()
+    s64 = base64.urlsafe_b64encode(sig).decode()
+    assert set("-_") & set(p64 + s64), "the test needs URL-safe characters"
+    env = {"payload": p64, "payloadType": PAYLOAD_TYPE,
+           "signatures": [{"keyid": SIGNER.key_id, "sig": s64}]}  # fmt: skip
+    data = canonical_bytes(env)
+    if shape == "slow":  # same content, a leading space: not the fast path's shape
+        data = b" " + data
+    return data, ev
+
+
+def test_url_safe_base64_envelope_verifies() -> None:
+    data, ev = _url_safe_envelope("fast")
+    opened = verify_envelope(data, KEYS)
+    assert opened.event == ev
+
+
+def test_url_safe_base64_on_the_slow_path_is_still_checked_for_canonical_bytes() -> None:
+    data, _ = _url_safe_envelope("slow")
+    with pytest.raises(CanonicalError, match="not canonical"):
+        verify_envelope(data, KEYS)
+
+
+def test_url_safe_base64_on_the_json_path_verifies() -> None:
+    data, ev = _url_safe_envelope("fast")
+    env = json.loads(data)
+    # the JSON path (envelopes not in the fast path's byte shape) takes URL-safe too
+    from computeproof.envelope import _open_envelope_json
+
+    assert _open_envelope_json(canonical_bytes(env)).event == ev
+
+
+def test_mixed_base64_alphabets_are_rejected() -> None:
+    data, _ = _url_safe_envelope("fast")
+    env = json.loads(data)
+    sig = str(env["signatures"][0]["sig"])
+    std = base64.b64encode(base64.urlsafe_b64decode(sig)).decode()
+    mixed = next((sig[:i] + std[i] + sig[i + 1 :] for i in range(len(sig)) if std[i] in "+/"), None)
+    if mixed is None or not (set(mixed) & set("-_")):
+        pytest.skip("signature has no character that differs between the alphabets")
+    env["signatures"][0]["sig"] = mixed
+    with pytest.raises(CanonicalError, match="base64"):
+        verify_envelope(canonical_bytes(env), KEYS)
+
+
+def test_url_safe_base64_must_be_canonical() -> None:
+    data, _ = _url_safe_envelope("fast")
+    env = json.loads(data)
+    env["signatures"][0]["sig"] = str(env["signatures"][0]["sig"]).rstrip("=")  # unpadded
+    with pytest.raises(CanonicalError, match="base64"):
+        verify_envelope(canonical_bytes(env), KEYS)

@@ -335,12 +335,13 @@ def test_verify_while_a_forwarder_appends(
         assert report.ok and report.size == ledger.size() > len(later)
 
 
-def test_checkpoint_while_another_process_appends_and_signs(
+def test_checkpoint_while_another_process_appends(
     tmp_path: Path, host_signer: Signer, make_lifecycle: Callable, sign_all: Sign
 ) -> None:
     """Between this checkpoint's read of the log's size and of the stored checkpoints,
-    another process appends and signs a larger one: this one signs the size it read
-    (before, it refused with "the log no longer matches checkpoint N")."""
+    another process appends: this one signs the size it read (before, it refused with "the
+    log no longer matches checkpoint N"). Another process cannot sign meanwhile: signing
+    holds the ledger key's checkpoint lock (lastsigned.py), so the other one signs after."""
     db, key = tmp_path / "l.db", tmp_path / "l.key"
     with _open(db, key) as ledger:
         ledger.enroll(host_signer.public_raw, list(HOSTS))
@@ -352,13 +353,14 @@ def test_checkpoint_while_another_process_appends_and_signs(
         read_checkpoints = ledger.store.checkpoints
 
         def checkpoints() -> list[CheckpointRow]:
-            assert other.append(sign_all(make_lifecycle("102"))).accepted
-            other.checkpoint()
+            if not other.size() > size:
+                assert other.append(sign_all(make_lifecycle("102"))).accepted
             return read_checkpoints()
 
         ledger.store.checkpoints = checkpoints  # type: ignore[method-assign]
         row = ledger.checkpoint()
         assert row.size == size > len(first)
+        other.checkpoint()
     with _open(db, key) as ledger:
         sizes = [cp.size for cp in ledger.store.checkpoints()]
         assert sizes == [len(first), size, ledger.size()] and ledger.verify().ok

@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from computeproof.errors import ReportError
+from computeproof.keys import format_public_key
 from computeproof.ledger import Ledger
 from computeproof.reports.build import build_report
 from computeproof.reports.dates import parse_period
@@ -132,6 +133,7 @@ def _cli_env(ledger: Ledger, tmp_path) -> dict[str, str]:
             f'cluster = "c1"\ndb = "{ledger.store.path}"\n'  # type: ignore[attr-defined]
             f'ledger_key = "{ledger.ledger_key_path}"\n'
             f'ledger_origin = "{ledger.origin}"\n'
+            f'trusted_ledger_keys = ["{format_public_key(ledger.signer().public_raw)}"]\n'
         )
     return {"COMPUTEPROOF_CONFIG": cfg}
 

@@ -9,7 +9,8 @@
 Interpreters are found, not named: pyenv's (``$PYENV_ROOT/versions/*``, the real binaries,
 never the shims, which cost ~80 ms a start), the system's ``/usr/bin/python3.N`` and
 ``/usr/local/bin/python3.N``. Each gets a virtual environment with the project, every
-extra (``all``) and ``dev``; it is rebuilt only when pyproject.toml changes.
+extra (``all``) and ``dev``, kept in /var/cache/computeproof/nox (else .nox/) across clones
+and rebuilt only when pyproject.toml changes.
 """
 
 from __future__ import annotations
@@ -70,14 +71,19 @@ def interpreters() -> dict[str, Path]:
 
 
 INTERPRETERS = interpreters()
+# The venvs outlive a clone (CI clones afresh): the machine's cache when root may write it.
+_CACHE = Path("/var/cache/computeproof/nox")
+VENVS = _CACHE if os.access("/var/cache", os.W_OK) else REPO / ".nox"
 PARAMS = [nox.param(str(path), id=label) for label, path in INTERPRETERS.items()]
 
 
 def _venv(session: nox.Session, interpreter: str) -> Path:
     """A virtual environment for ``interpreter`` with the project's all and dev extras,
-    kept under .nox/ and rebuilt when pyproject.toml changes."""
+    kept in VENVS across runs and clones, a new one when pyproject.toml changes."""
     digest = hashlib.sha256((REPO / "pyproject.toml").read_bytes()).hexdigest()[:12]
-    env = REPO / ".nox" / ("venv-" + hashlib.sha256(interpreter.encode()).hexdigest()[:8])
+    # one venv per interpreter and pyproject.toml, so clones with other requirements never
+    # share one
+    env = VENVS / f"venv-{hashlib.sha256(interpreter.encode()).hexdigest()[:8]}-{digest}"
     stamp = env / "computeproof-stamp"
     if stamp.exists() and stamp.read_text() == digest:
         return env

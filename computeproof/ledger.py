@@ -230,13 +230,25 @@ def _verify_range(url: str, start: int, stop: int, keys: dict[str, bytes]) -> li
 
 
 def _worker_pool(workers: int) -> ProcessPoolExecutor:
-    """A pool whose workers come from a forkserver, never forked from this process: the
-    agent forwards from a thread, and a fork of a multi-threaded process can copy a lock
-    another thread held (a deadlock; Python 3.12+ warns). The forkserver imports this
-    module once, so each worker starts with it loaded."""
+    """A pool that never forks a multi-threaded process: the agent forwards from a thread,
+    and a fork copies whatever locks the other threads held at that instant (a deadlock;
+    Python 3.12+ warns). With other threads alive the workers come from a forkserver that
+    preloads this module; a process with one thread (the CLI) forks, the cheapest start."""
+    if _threads() == 1:
+        return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([__name__])
     return ProcessPoolExecutor(workers, mp_context=context)
+
+
+def _threads() -> int:
+    """This process's threads, as the kernel counts them (C threads included)."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        import threading
+
+        return threading.active_count()
 
 
 class Ledger:

@@ -15,6 +15,7 @@ import contextlib
 import gc
 import json
 import marshal
+import multiprocessing
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -229,6 +230,28 @@ def _verify_range(url: str, start: int, stop: int, keys: dict[str, bytes]) -> li
     return _verify_rows(read_leaves(url, start, stop), keys)
 
 
+def _worker_pool(workers: int) -> ProcessPoolExecutor:
+    """A pool that never forks a multi-threaded process: the agent forwards from a thread,
+    and a fork copies whatever locks the other threads held at that instant (a deadlock;
+    Python 3.12+ warns). With other threads alive the workers come from a forkserver that
+    preloads this module; a process with one thread (the CLI) forks, the cheapest start."""
+    if _threads() == 1:
+        return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return ProcessPoolExecutor(workers, mp_context=context)
+
+
+def _threads() -> int:
+    """This process's threads, as the kernel counts them (C threads included)."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        import threading
+
+        return threading.active_count()
+
+
 class Ledger:
     """One transparency log of signed job events; the in-process :class:`EventSink`
     (computeproof.sink) a forwarder on the ledger's host appends to."""
@@ -288,7 +311,7 @@ class Ledger:
         if self.workers <= 1 or len(chunks) <= 1:
             return (_check_envelopes(c, keys) for c in chunks)
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(self.workers)
+            self._pool = _worker_pool(self.workers)
         return map(_unpack, self._pool.map(_check_packed, chunks, [keys] * len(chunks)))
 
     # -- keys ------------------------------------------------------------------------
@@ -921,7 +944,7 @@ class Ledger:
                 yield _verify_rows(rows, keys)
             return
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(self.workers)
+            self._pool = _worker_pool(self.workers)
         window: deque[Future[list[VerifiedLeaf]]] = deque()
         for lo in range(0, size, step):
             window.append(self._pool.submit(_verify_range, url, lo, min(lo + step, size), keys))

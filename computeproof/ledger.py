@@ -15,7 +15,6 @@ import contextlib
 import gc
 import json
 import marshal
-import multiprocessing
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -50,6 +49,7 @@ from computeproof.store.interface import (
     LeafRow,
     Store,
 )
+from computeproof.workers import process_pool
 
 if TYPE_CHECKING:
     from computeproof.config import Config
@@ -231,25 +231,9 @@ def _verify_range(url: str, start: int, stop: int, keys: dict[str, bytes]) -> li
 
 
 def _worker_pool(workers: int) -> ProcessPoolExecutor:
-    """A pool that never forks a multi-threaded process: the agent forwards from a thread,
-    and a fork copies whatever locks the other threads held at that instant (a deadlock;
-    Python 3.12+ warns). With other threads alive the workers come from a forkserver that
-    preloads this module; a process with one thread (the CLI) forks, the cheapest start."""
-    if _threads() == 1:
-        return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])
-    return ProcessPoolExecutor(workers, mp_context=context)
-
-
-def _threads() -> int:
-    """This process's threads, as the kernel counts them (C threads included)."""
-    try:
-        return len(os.listdir("/proc/self/task"))
-    except OSError:
-        import threading
-
-        return threading.active_count()
+    """The ledger's signature-checking pool (computeproof.workers: never a fork of a
+    multi-threaded process)."""
+    return process_pool(workers, preload=[__name__])
 
 
 class Ledger:

@@ -59,3 +59,36 @@ def test_workers_are_not_forked_from_a_threaded_process(tmp_path: Path) -> None:
     # a forked worker runs this very command line; the forkserver and the resource tracker
     # that multiprocessing starts instead run its own modules
     assert all("from multiprocessing." in c for c in children), children
+
+
+def test_every_pool_of_the_library_comes_from_the_one_helper() -> None:
+    """Reports, receipt checks, synthetic data and the bench fork workers too: each goes
+    through computeproof.workers.process_pool, which picks the start method."""
+    import ast
+
+    offenders = []
+    for path in sorted((REPO / "computeproof").rglob("*.py")):
+        if path.name == "workers.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            func = node.func if isinstance(node, ast.Call) else None
+            name = getattr(func, "id", None) or getattr(func, "attr", None)
+            if name == "ProcessPoolExecutor":
+                offenders.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert offenders == []
+
+
+def test_process_pool_forks_only_a_single_threaded_process() -> None:
+    script = (
+        "import threading\n"
+        "from computeproof.workers import process_pool\n"
+        "with process_pool(1) as p: print(p._mp_context.get_start_method())\n"
+        "stop = threading.Event(); t = threading.Thread(target=stop.wait); t.start()\n"
+        "with process_pool(1, ['computeproof.workers']) as p:\n"
+        "    print(p._mp_context.get_start_method())\n"
+        "stop.set()\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out == ["fork", "forkserver"]

@@ -5,7 +5,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 CLUSTER := docker-slurm/cluster
-DEB_PACKAGES := gcc make munge slurmctld slurmd slurm-client slurmdbd mariadb-server chromium
+DEB_PACKAGES := gcc make munge slurmctld slurmd slurm-client slurmdbd mariadb-server chromium prometheus
 # `make test` runs its own cluster from a clean directory, so nothing a developer left in
 # the demo cluster (/var/tmp/computeproof-cluster) can change a result.
 TEST_CLUSTER_DIR ?= /var/tmp/computeproof-test-cluster

@@ -39,6 +39,14 @@ class Config:
     forward_retention_days: int = 7  # forwarded events kept for `forward --replay-since`
     agent_socket: str = ""
     prometheus_port: int = 0
+    # GPU agent (slurm_hooks/agent; docs/metrics.md, conf/config.toml)
+    prometheus_address: str = "127.0.0.1"  # where the agent's exporter listens
+    prometheus_format: str = "native"  # native, jobstats or both
+    energy_interval: int = 30  # seconds between GPU energy counter reads; 0: every pass
+    artifact_max_bytes: int = 16 * 2**30  # bytes one artifact request may have hashed
+    artifact_job_bytes: int = 64 * 2**30  # bytes all of a job's artifact requests may
+    jobstats_gpustat_dir: str = ""  # Prolog/Epilog keep jobstats' gpustat files here
+    dcgm_job_mapping_dir: str = ""  # and dcgm-exporter's --hpc-job-mapping-dir files here
     # ledger public keys ("ed25519:...") that `receipt verify` and `report verify` trust
     trusted_ledger_keys: tuple[str, ...] = ()
     # witnesses the ledger submits each new checkpoint to: "<URL> <witness verifier key>"

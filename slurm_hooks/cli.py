@@ -8,6 +8,7 @@ the console script is this module's ``main``, the same click group with these ad
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import sys
@@ -58,13 +59,12 @@ def agent_run(state: State, node: str | None) -> None:
     node = node or config.host
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
-    exporter = None
-    if config.prometheus_port > 0:
-        from slurm_hooks.agent.metrics import Exporter
+    from slurm_hooks.agent.metrics import exporter_for
 
-        exporter = Exporter(config.prometheus_port)
-    the_agent = Agent(config, node, exporter=exporter)
+    raise_fd_limit()
+    the_agent = Agent(config, node)
     the_agent.refresh()
+    exporter = exporter_for(the_agent)
     server = AgentServer(config.agent_socket_path(node), the_agent)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -77,6 +77,20 @@ def agent_run(state: State, node: str | None) -> None:
         the_agent.run(stop)
     finally:
         server.stop()
+        if exporter is not None:
+            exporter.close()
+
+
+def raise_fd_limit(ceiling: int = 65536) -> None:
+    """Raise the soft descriptor limit to the hard one (at most ``ceiling``): the socket's
+    caps bound what callers can hold, and headroom keeps bindings readable meanwhile."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = ceiling if hard == resource.RLIM_INFINITY else min(hard, ceiling)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 @agent.command("sample")

@@ -45,6 +45,13 @@ DEFAULTS: dict[str, object] = {
     "witnesses": (),
     "agent_socket": "",
     "prometheus_port": 0,
+    "prometheus_address": "127.0.0.1",
+    "prometheus_format": "native",
+    "energy_interval": 30,
+    "artifact_max_bytes": 16 * 2**30,
+    "artifact_job_bytes": 64 * 2**30,
+    "jobstats_gpustat_dir": "",
+    "dcgm_job_mapping_dir": "",
     "ratecard": "",
     "grants": "",
 }
@@ -58,7 +65,9 @@ class HookConfig:
     __slots__ = (
         "agent_socket",
         "cluster",
+        "dcgm_job_mapping_dir",
         "host",
+        "jobstats_gpustat_dir",
         "private_fields",
         "run_dir",
         "slurm_bin",
@@ -79,6 +88,8 @@ class HookConfig:
         self.host = str(merged["host"]) or posix.uname().nodename
         self.slurm_bin = str(merged["slurm_bin"])
         self.agent_socket = str(merged["agent_socket"])
+        self.jobstats_gpustat_dir = str(merged["jobstats_gpustat_dir"])
+        self.dcgm_job_mapping_dir = str(merged["dcgm_job_mapping_dir"])
         self.source = source
 
     def binding_path(self, node: str, job_id: int) -> str:

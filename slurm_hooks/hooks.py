@@ -387,6 +387,7 @@ def prolog(config: HookConfig, env: dict[str, str], job_id: int) -> None:
         "run": run,
         "uid": uid,
         "user": user,
+        "account": env.get("SLURM_JOB_ACCOUNT", ""),  # for the agent's metrics labels
         "node": node,
         "gpus": [g for g in gpus if g["minor"] is not None],
         "time": now,
@@ -411,6 +412,11 @@ def prolog(config: HookConfig, env: dict[str, str], job_id: int) -> None:
     )
     if uid is not None:
         _write_binding(config.binding_path(node, job_id), binding)
+        if config.jobstats_gpustat_dir or config.dcgm_job_mapping_dir:  # opt-in: jobmap.py
+            from slurm_hooks import jobmap
+
+            for problem in jobmap.prolog(config, node, job_id, uid, gpus):
+                log("prolog", problem, job_id)
 
 
 def epilog(config: HookConfig, env: dict[str, str], job_id: int) -> None:
@@ -447,6 +453,11 @@ def epilog(config: HookConfig, env: dict[str, str], job_id: int) -> None:
         posix.unlink(config.binding_path(node, job_id))
     except (FileNotFoundError, NotADirectoryError):
         pass  # none was written (a run dir that cannot hold one has none to remove)
+    if config.jobstats_gpustat_dir or config.dcgm_job_mapping_dir:  # opt-in: jobmap.py
+        from slurm_hooks import jobmap
+
+        for problem in jobmap.epilog(config, job_id):
+            log("epilog", problem, job_id)
 
 
 _HANDLERS = {

@@ -149,17 +149,27 @@ class GpuTotals:
 
     def _add_energy(self, t_ms: int, reading: GpuReading, covered: int, first: bool) -> None:
         if reading.energy_mj is not None:
-            self._method("counter")
-            last, last_ms = self.energy_counter_mj, self.energy_counter_ms
-            if last is not None and last_ms is not None and reading.energy_mj >= last:
-                self.energy_counter_sum_mj += reading.energy_mj - last
-                self.energy_measured_ms += max(0, t_ms - last_ms)
-            self.energy_counter_mj, self.energy_counter_ms = reading.energy_mj, t_ms
+            self.add_energy_counter(t_ms, reading.energy_mj)
         elif "energy_mj" in reading.unsupported and reading.power_mw is not None:
             self._method("power_integral")
             if not first:
                 self.energy_power_uj += reading.power_mw * covered
                 self.energy_measured_ms += covered
+
+    def add_energy_counter(self, t_ms: int, counter_mj: int) -> None:
+        """Fold one reading of the GPU's total-energy counter taken at ``t_ms``.
+
+        Counter readings may arrive out of order (a fresh reading for a job's end races a
+        sampling pass); one older than the last folded is ignored, so no span is counted
+        twice."""
+        self._method("counter")
+        last, last_ms = self.energy_counter_mj, self.energy_counter_ms
+        if last_ms is not None and t_ms < last_ms:
+            return
+        if last is not None and last_ms is not None and counter_mj >= last:
+            self.energy_counter_sum_mj += counter_mj - last
+            self.energy_measured_ms += max(0, t_ms - last_ms)
+        self.energy_counter_mj, self.energy_counter_ms = counter_mj, t_ms
 
     def _method(self, method: str) -> None:
         if self.energy_method is None:
@@ -211,6 +221,15 @@ class JobAccumulator:
         self.last_progress_ms: int | None = None
         self.progress_seq = 0
         self.artifact_seq = 0
+        self.artifact_bytes = 0  # bytes hashed for the job's artifact requests
+
+    def needs_energy_baseline(self) -> bool:
+        """Whether a GPU of the job has had no energy counter reading yet (nor is known to
+        have no counter): its first reading must come at once, or energy is lost."""
+        return any(
+            g.energy_counter_ms is None and g.energy_method != "power_integral"
+            for g in self.gpus.values()
+        )
 
     def add_sample(
         self,
@@ -274,6 +293,7 @@ class JobAccumulator:
             "last_progress_ms": self.last_progress_ms,
             "progress_seq": self.progress_seq,
             "artifact_seq": self.artifact_seq,
+            "artifact_bytes": self.artifact_bytes,
             "totals": self.totals(),
             "gpus": [self.gpus[m].to_dict() for m in sorted(self.gpus, key=self._slurm_order)],
         }
@@ -304,7 +324,7 @@ class JobAccumulator:
         for name in ("first_sample_ms", "last_sample_ms", "last_progress_ms"):
             value = data.get(name)
             setattr(self, name, value if isinstance(value, int) else None)
-        for name in ("progress_seq", "artifact_seq"):
+        for name in ("progress_seq", "artifact_seq", "artifact_bytes"):
             value = data.get(name)
             setattr(self, name, value if isinstance(value, int) else 0)
         return True

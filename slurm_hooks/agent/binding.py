@@ -3,7 +3,7 @@
 A binding is canonical JSON::
 
     {"cluster": "c", "job": "100_4", "job_id": 101, "run": 0, "uid": 1000,
-     "user": "alice", "node": "c1", "time": "2026-01-01T00:00:00Z",
+     "user": "alice", "account": "physics", "node": "c1", "time": "2026-01-01T00:00:00Z",
      "gpus": [{"slurm_index": 0, "minor": 4, "device": "/dev/nvidia4"}]}
 
 GPUs are named by minor number, never by NVML index. The Epilog removes the file when the
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from computeproof.config import Config
 from computeproof.errors import AgentError
@@ -46,6 +46,7 @@ class Binding:
     node: str
     gpus: tuple[BoundGpu, ...]
     time: str
+    account: str = ""  # Slurm account, when the Prolog recorded it (metrics labels)
 
     @property
     def minors(self) -> tuple[int, ...]:
@@ -92,6 +93,7 @@ def parse_binding(data: object, path: str = "<binding>") -> Binding:
         node=_str(data, "node", path),
         gpus=tuple(gpus),
         time=_str(data, "time", path),
+        account=_str(data, "account", path),
     )
 
 
@@ -114,17 +116,33 @@ def jobs_dir(config: Config, node: str) -> str:
     return os.path.dirname(config.binding_path(node, 0))
 
 
-def load_bindings(config: Config, node: str) -> tuple[dict[int, Binding], list[str]]:
-    """All current bindings on ``node`` by job id, and one message per unreadable file."""
+@dataclass
+class BindingScan:
+    """One look at a node's bindings directory.
+
+    ``complete`` is False when the directory could not be listed (EMFILE, EIO): then no
+    job may be taken as ended. ``unreadable`` holds the job ids whose file exists but could
+    not be read or parsed: such a job is not ended either, only not (re)loaded."""
+
+    bindings: dict[int, Binding] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    complete: bool = True
+    unreadable: set[int] = field(default_factory=set)
+
+
+def scan_bindings(config: Config, node: str) -> BindingScan:
+    """All current bindings on ``node`` by job id, what could not be read, and whether the
+    directory listing itself succeeded."""
     directory = jobs_dir(config, node)
-    bindings: dict[int, Binding] = {}
-    problems: list[str] = []
+    scan = BindingScan()
     try:
         names = os.listdir(directory)
     except FileNotFoundError:
-        return bindings, problems
+        return scan
     except OSError as e:
-        return bindings, [f"cannot list {directory}: {e.strerror}"]
+        scan.complete = False
+        scan.problems.append(f"cannot list {directory}: {e.strerror}")
+        return scan
     for name in sorted(names):
         if not name.endswith(".json") or name.startswith("."):
             continue
@@ -132,10 +150,19 @@ def load_bindings(config: Config, node: str) -> tuple[dict[int, Binding], list[s
             binding = read_binding(os.path.join(directory, name))
         except BindingError as e:
             if "does not exist" not in str(e):  # removed by the Epilog meanwhile
-                problems.append(str(e))
+                scan.problems.append(str(e))
+                stem = name[: -len(".json")]
+                if stem.isdigit():
+                    scan.unreadable.add(int(stem))
             continue
-        bindings[binding.job_id] = binding
-    return bindings, problems
+        scan.bindings[binding.job_id] = binding
+    return scan
+
+
+def load_bindings(config: Config, node: str) -> tuple[dict[int, Binding], list[str]]:
+    """All current bindings on ``node`` by job id, and one message per unreadable file."""
+    scan = scan_bindings(config, node)
+    return scan.bindings, scan.problems
 
 
 def jobs_by_minor(bindings: dict[int, Binding]) -> dict[int, list[int]]:

@@ -9,16 +9,49 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 from collections.abc import Sequence
 
 from computeproof.config import Config
 from computeproof.errors import AgentError
 
 
+class AgentUnavailable(AgentError):
+    """The agent did not take the request: no socket, nobody listening, busy, or the
+    connection ended before a reply (it restarted). Worth retrying."""
+
+
 def request(
-    path: str, message: dict[str, object], fds: Sequence[int] = (), timeout: float = 5.0
+    path: str,
+    message: dict[str, object],
+    fds: Sequence[int] = (),
+    timeout: float = 5.0,
+    retry_s: float = 0.0,
 ) -> dict[str, object]:
-    """Send one request line (and descriptors) to the agent; return its decoded reply."""
+    """Send one request line (and descriptors) to the agent; return its decoded reply.
+
+    With ``retry_s`` > 0, an agent that is restarting or busy is tried again (0.2 s, then
+    up to 2 s apart) until ``retry_s`` seconds have passed. A request cut off after it was
+    sent may then be recorded twice (two progress events); one made during a restart is
+    not lost."""
+    give_up = time.monotonic() + retry_s
+    pause = 0.2
+    while True:
+        try:
+            return _request_once(path, message, fds, timeout)
+        except AgentUnavailable as e:
+            left = give_up - time.monotonic()
+            if left <= 0:
+                if retry_s > 0:
+                    raise AgentUnavailable(f"{e} (tried for {retry_s:g} s)") from e
+                raise
+            time.sleep(min(pause, left))
+            pause = min(2.0, pause * 2)
+
+
+def _request_once(
+    path: str, message: dict[str, object], fds: Sequence[int], timeout: float
+) -> dict[str, object]:
     line = json.dumps(message, sort_keys=True).encode() + b"\n"
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
@@ -37,13 +70,19 @@ def request(
                     break
                 data += chunk
     except FileNotFoundError as e:
-        raise AgentError(f"no agent socket at {path}: is computeproof-agent running?") from e
+        raise AgentUnavailable(f"no agent socket at {path}: is computeproof-agent running?") from e
     except ConnectionRefusedError as e:
-        raise AgentError(f"the agent at {path} refused the connection: is it running?") from e
+        raise AgentUnavailable(f"the agent at {path} refused the connection: is it running?") from e
     except TimeoutError as e:
         raise AgentError(f"the agent at {path} did not answer within {timeout:g} s") from e
+    except BlockingIOError as e:  # the listen backlog is full: the agent is swamped
+        raise AgentUnavailable(f"the agent at {path} is busy (connection queue full)") from e
+    except (ConnectionResetError, BrokenPipeError) as e:
+        raise AgentUnavailable(f"the agent at {path} closed the connection (restarting?)") from e
     except OSError as e:
         raise AgentError(f"cannot talk to the agent at {path}: {e.strerror or e}") from e
+    if not data:
+        raise AgentUnavailable(f"the agent at {path} closed the connection (restarting?)")
     try:
         reply = json.loads(data)
     except ValueError as e:
@@ -51,7 +90,10 @@ def request(
     if not isinstance(reply, dict):
         raise AgentError(f"the agent at {path} sent a malformed reply")
     if not reply.get("ok"):
-        raise AgentError(str(reply.get("error") or "the agent refused the request"))
+        error = str(reply.get("error") or "the agent refused the request")
+        if reply.get("retry") is True:
+            raise AgentUnavailable(error)
+        raise AgentError(error)
     return reply
 
 
@@ -88,32 +130,45 @@ def open_artifacts(paths: Sequence[str]) -> tuple[list[str], list[int]]:
     return absolute, fds
 
 
+RETRY_SECONDS = 30.0  # the job tool waits this long for an agent that is restarting
+
+
 def record_progress(
     socket_path: str,
     percent: int | None = None,
     epoch: int | None = None,
     epochs: int | None = None,
     message: str | None = None,
+    retry_s: float = RETRY_SECONDS,
 ) -> dict[str, object]:
     """Ask the agent to record the calling job's progress; return the recorded event."""
     reply = request(
         socket_path,
         {"op": "progress", "percent": percent, "epoch": epoch, "epochs": epochs,
          "message": message},
+        retry_s=retry_s,
     )  # fmt: skip
     event = reply.get("event")
     assert isinstance(event, dict)
     return event
 
 
-def record_artifacts(socket_path: str, paths: Sequence[str]) -> dict[str, object]:
+def record_artifacts(
+    socket_path: str, paths: Sequence[str], retry_s: float = RETRY_SECONDS
+) -> dict[str, object]:
     """Ask the agent to hash the calling job's output files; return the recorded event.
 
     The files are opened here, as the caller, and passed as descriptors: the agent hashes
     only what the job itself can read."""
     absolute, fds = open_artifacts(paths)
     try:
-        reply = request(socket_path, {"op": "artifact", "paths": absolute}, fds=fds, timeout=600)
+        reply = request(
+            socket_path,
+            {"op": "artifact", "paths": absolute},
+            fds=fds,
+            timeout=600,
+            retry_s=retry_s,
+        )
     finally:
         for fd in fds:
             os.close(fd)

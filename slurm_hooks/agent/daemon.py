@@ -32,16 +32,24 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from computeproof.config import Config
 from computeproof.errors import AgentError, ComputeProofError
 from computeproof.event import new_event
 from computeproof.spool import Spool
 from slurm_hooks.agent.accumulate import JobAccumulator
-from slurm_hooks.agent.binding import Binding, jobs_by_minor, load_bindings, read_binding
+from slurm_hooks.agent.binding import (
+    Binding,
+    jobs_by_minor,
+    load_bindings,
+    read_binding,
+    scan_bindings,
+)
+from slurm_hooks.agent.nvml import GpuInfo
 from slurm_hooks.agent.procs import ProcessTable
+from slurm_hooks.agent.ratelog import RateLimitedLog
 from slurm_hooks.agent.sampler import Sample, Sampler, wall_clock_ms
 from slurm_hooks.agent.state import read_summary, summary_path, sweep, write_summary
 from slurm_hooks.finalstate import NOT_FINAL
@@ -51,8 +59,14 @@ if TYPE_CHECKING:  # imported when forwarding first runs: it brings in cryptogra
     from computeproof.forward import ForwardResult
 
 log = logging.getLogger("computeproof.agent")
+limited = RateLimitedLog(log)
 
 PERSIST_EVERY_MS = 5_000
+# A fresh energy reading for a job's end waits at most this long for a pass in progress:
+# the Epilog gives the agent 0.7 s in all.
+FRESH_ENERGY_WAIT_S = 0.3
+FRESH_ENERGY_MIN_MS = 1_000  # a counter read this recently is fresh enough
+GPU_MAP = "gpus"  # <run_dir>/<node>/gpus: "minor index uuid" lines for the hooks (jobmap.py)
 
 
 def ended_here(record: AccountingRecord | None, node: str, run: int) -> str | None:
@@ -78,11 +92,27 @@ class CallerRefused(AgentError):
 
 @dataclass(frozen=True)
 class Artifact:
-    """An output file's digest as the agent computed it from the caller's descriptor."""
+    """An output file's digest as the agent computed it from the caller's descriptor;
+    ``path_verified``: the path the caller named leads, in the caller's own view of the
+    filesystem, to the very file it passed (same device and inode)."""
 
     path: str
     sha256: str
     size: int
+    path_verified: bool = False
+
+
+@dataclass
+class SocketStats:
+    """What the socket server counts, for the exporter."""
+
+    requests: dict[tuple[str, str], int] = field(default_factory=dict)  # (op, result) -> n
+    refused: dict[str, int] = field(default_factory=dict)  # reason -> connections refused
+    open_connections: int = 0
+
+    def count(self, table: dict[Any, int], key: Any) -> None:
+        """Add one to ``table[key]``."""
+        table[key] = table.get(key, 0) + 1
 
 
 class Periodic:
@@ -132,7 +162,6 @@ class Agent:
         clock: Callable[[], int] = wall_clock_ms,
         processes: ProcessTable | None = None,
         spool: Spool | None = None,
-        exporter: object | None = None,
         job_info: JobInfo | None = None,
     ) -> None:
         self.config = config
@@ -140,16 +169,22 @@ class Agent:
         self.clock = clock
         self.interval_ms = max(1, config.sample_interval) * 1000
         self.progress_ms = max(1, config.progress_interval) * 1000
+        self.energy_ms = config.energy_interval * 1000
+        self._energy_due_ms: int | None = None  # next pass that reads every energy counter
         self.sampler = sampler or Sampler(
             timeout_s=min(2.0, max(0.5, config.sample_interval / 2)), clock=clock
         )
         self.processes = processes or ProcessTable()
         self.spool = spool or Spool(config.spool_dir)
-        self.exporter = exporter
         self.jobs: dict[int, JobAccumulator] = {}
         self.bindings: dict[int, Binding] = {}
         self.last_sample: Sample | None = None
+        self.last_good_sample: Sample | None = None  # the last pass with readings
+        self.last_pass_s = 0.0  # how long the last pass took (NVML included)
         self.gaps = 0
+        self.socket_stats = SocketStats()
+        self.last_energy: dict[int, int] = {}  # minor -> last energy counter read, mJ
+        self._gpu_map_written: dict[int, GpuInfo] = {}
         self._persisted_ms: dict[int, int] = {}
         self._lock = threading.Lock()
         self.orphan_check_ms = config.orphan_check_interval * 1000
@@ -165,15 +200,20 @@ class Agent:
     # -- sampling ---------------------------------------------------------------------------
 
     def _sync_bindings(self) -> None:
-        bindings, problems = load_bindings(self.config, self.node)
-        for problem in problems:
-            log.warning("%s", problem)
-        for job_id in sorted(set(self.jobs) - set(bindings)):
+        scan = scan_bindings(self.config, self.node)
+        for problem in scan.problems:
+            limited.warning("binding problem", "%s", problem)
+        bindings = scan.bindings
+        # A job is over on this node only when its binding is gone: not when the directory
+        # could not be listed or its file not be read (EMFILE, EIO), which ends nothing.
+        keep = set(self.jobs) if not scan.complete else scan.unreadable
+        for job_id in sorted(set(self.jobs) - set(bindings) - keep):
             ended = self.jobs.pop(job_id)
             self._persist(ended, durable=True)  # the job ended on this node: final figures
             self._persisted_ms.pop(job_id, None)
-        for job_id in [j for j in self.orphans if j not in bindings]:
-            del self.orphans[job_id]  # its binding is gone at last
+        if scan.complete:
+            for job_id in [j for j in self.orphans if j not in bindings and j not in keep]:
+                del self.orphans[job_id]  # its binding is gone at last
         for job_id, binding in bindings.items():
             if self.orphans.get(job_id) == (binding.run, binding.job):
                 continue  # its binding could not be removed; Slurm ended it here
@@ -192,18 +232,41 @@ class Agent:
             if persisted is not None and acc.resume(persisted):
                 log.info("job %s: resumed from persisted state", binding.job)
             self.jobs[job_id] = acc
-        self.bindings = bindings
+        kept = {j: self.bindings[j] for j in keep if j in self.bindings and j not in bindings}
+        self.bindings = {**bindings, **kept}
+
+    def _energy_minors(self, t_ms: int) -> set[int] | None:
+        """The GPUs whose energy counter this pass reads: all of them every
+        ``energy_interval`` (None), else those of a job that needs its first reading or is
+        due a progress event; the counter is cumulative, so nothing is lost between."""
+        if self._energy_due_ms is None or t_ms >= self._energy_due_ms or not self.energy_ms:
+            self._energy_due_ms = t_ms + self.energy_ms
+            return None
+        minors: set[int] = set()
+        for acc in self.jobs.values():
+            if acc.needs_energy_baseline() or self._due_progress(acc, t_ms):
+                minors.update(acc.gpus)
+        return minors
 
     def pass_once(self) -> Sample:
         """One sampling pass: bindings, NVML, accumulate, persist, progress events."""
+        started = time.monotonic()
         with self._lock:
             self._sync_bindings()
-        sample = self.sampler.sample()  # outside the lock: may take up to its timeout
+            energy = self._energy_minors(self.clock())
+        sample = self.sampler.sample(energy)  # outside the lock: may take up to its timeout
         if sample.error:
             self.gaps += 1
-            log.warning("no GPU reading this pass: %s", sample.error)
+            limited.warning("no GPU reading", "no GPU reading this pass: %s", sample.error)
+        elif sample.gpus != self._gpu_map_written:
+            self._write_gpu_map(sample.gpus)
         with self._lock:
             self.last_sample = sample
+            if not sample.error:
+                self.last_good_sample = sample
+            for minor, reading in (sample.readings or {}).items():
+                if reading.energy_mj is not None:
+                    self.last_energy[minor] = reading.energy_mj
             by_minor = jobs_by_minor(self.bindings)
             owners: dict[int, int | None] = {}
 
@@ -227,9 +290,24 @@ class Agent:
                     self._persist(acc)
         self._orphan_check.due(sample.t_ms)
         self._forward.due(sample.t_ms)
-        if self.exporter is not None:
-            self.exporter.update(self)  # type: ignore[attr-defined]
+        self.last_pass_s = time.monotonic() - started
         return sample
+
+    def _write_gpu_map(self, gpus: dict[int, GpuInfo]) -> None:
+        """Leave ``minor index uuid`` lines for the hooks, which cannot ask NVML (jobmap.py)."""
+        path = os.path.join(self.config.node_dir(self.node), GPU_MAP)
+        text = "".join(
+            f"{g.minor} {g.index} {g.uuid}\n" for g in sorted(gpus.values(), key=lambda g: g.minor)
+        )
+        try:
+            os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+            tmp = f"{path}.tmp"
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(text)
+            os.replace(tmp, path)
+            self._gpu_map_written = dict(gpus)
+        except OSError as e:
+            limited.warning("gpu map", "cannot write %s: %s", path, e.strerror)
 
     def forward_once(self) -> ForwardResult | None:
         """One forwarding pass of the spool into the ledger; None when it failed (logged
@@ -387,7 +465,18 @@ class Agent:
     # -- requests from the socket ---------------------------------------------------------
 
     def summary(self, job_id: int, uid: int | None = None) -> dict[str, object]:
-        """The job's node summary: live when the job is bound, else the persisted one."""
+        """The job's node summary: live when the job is bound, else the persisted one.
+
+        For a live job the energy counters are read afresh first (the Epilog asks at the
+        job's end, and the sampling passes read them only every ``energy_interval``): for
+        root when the last reading is a second old, for the job's owner when it is ten
+        (an owner asking in a loop must not keep the agent in the dearest NVML call)."""
+        with self._lock:
+            acc = self.jobs.get(job_id)
+        if acc is not None and uid in (None, 0):
+            self.refresh_energy(acc, FRESH_ENERGY_MIN_MS)
+        elif acc is not None and uid == acc.binding.uid:
+            self.refresh_energy(acc, 10 * FRESH_ENERGY_MIN_MS)
         with self._lock:
             acc = self.jobs.get(job_id)
             summary = acc.summary() if acc is not None else None
@@ -398,6 +487,49 @@ class Agent:
         if uid not in (None, 0) and summary.get("uid") != uid:
             raise CallerRefused(f"uid {uid} does not own job {job_id}")
         return summary
+
+    def refresh_energy(self, acc: JobAccumulator, older_than_ms: int = FRESH_ENERGY_MIN_MS) -> None:
+        """Fold a fresh reading of the energy counters of ``acc``'s GPUs whose last one is
+        ``older_than_ms`` old, if NVML gives one within FRESH_ENERGY_WAIT_S."""
+        now = self.clock()
+        minors = [
+            m
+            for m, g in acc.gpus.items()
+            if g.energy_method != "power_integral"
+            and (g.energy_counter_ms is None or now - g.energy_counter_ms >= older_than_ms)
+        ]
+        if not minors:
+            return
+        t_ms, counters = self.sampler.read_energy(minors, FRESH_ENERGY_WAIT_S)
+        with self._lock:
+            if self.jobs.get(acc.binding.job_id) is not acc:
+                return
+            for minor, counter in counters.items():
+                totals = acc.gpus.get(minor)
+                if totals is not None and totals.energy_counter_ms is not None:
+                    totals.add_energy_counter(t_ms, counter)
+
+    def is_running(self, acc: JobAccumulator) -> bool:
+        """Whether ``acc`` is still a job bound on this node (its Epilog has not ended it)."""
+        with self._lock:
+            return self.jobs.get(acc.binding.job_id) is acc
+
+    def reserve_artifact_bytes(self, acc: JobAccumulator, size: int) -> None:
+        """Count ``size`` bytes against the job's artifact budget, or refuse them."""
+        limit = self.config.artifact_job_bytes
+        with self._lock:
+            if acc.artifact_bytes + size > limit:
+                raise CallerRefused(
+                    f"job {acc.binding.job} has had {acc.artifact_bytes} bytes of artifacts "
+                    f"hashed; {size} more would pass its limit of {limit} "
+                    "(artifact_job_bytes in the agent's config)"
+                )
+            acc.artifact_bytes += size
+
+    def release_artifact_bytes(self, acc: JobAccumulator, size: int) -> None:
+        """Give back bytes reserved for hashing that was refused before it began."""
+        with self._lock:
+            acc.artifact_bytes = max(0, acc.artifact_bytes - size)
 
     def caller_job(self, pid: int, uid: int) -> JobAccumulator:
         """The running job the calling process belongs to, or CallerRefused."""
@@ -453,16 +585,26 @@ class Agent:
             seq = self._next_seq(acc, "progress")
             return self._event(acc, "progress", seq, payload)
 
-    def record_artifacts(self, pid: int, uid: int, artifacts: list[Artifact]) -> dict[str, object]:
-        """Write one ``artifact`` event listing the files' digests; return it."""
-        acc = self.caller_job(pid, uid)
+    def record_artifacts(
+        self, pid: int, uid: int, artifacts: list[Artifact], acc: JobAccumulator | None = None
+    ) -> dict[str, object]:
+        """Write one ``artifact`` event listing the files' digests; return it. ``acc``: the
+        caller's job as found before hashing, which must still be running."""
+        if acc is None:
+            acc = self.caller_job(pid, uid)
         payload: dict[str, object] = {
             "pid": pid,
             "uid": uid,
             "time_ms": self.clock(),
-            "artifacts": [{"path": a.path, "sha256": a.sha256, "size": a.size} for a in artifacts],
-        }
+            "artifacts": [
+                {"path": a.path, "sha256": a.sha256, "size": a.size,
+                 "path_verified": a.path_verified}
+                for a in artifacts
+            ],
+        }  # fmt: skip
         with self._lock:
+            if self.jobs.get(acc.binding.job_id) is not acc:
+                raise CallerRefused(f"job {acc.binding.job} ended on node {self.node}")
             seq = self._next_seq(acc, "artifact")
             return self._event(acc, "artifact", seq, payload)
 

@@ -4,6 +4,10 @@ NVML calls run in one worker thread. A pass waits at most ``timeout_s`` for it; 
 call hangs, the pass returns a gap and later passes return gaps at once (no new calls are
 queued behind a hung one) until the hung call comes back. When NVML is missing or fails,
 each pass tries to open it again, so the agent recovers when the driver does.
+
+Two threads use a sampler: the sampling loop (:meth:`Sampler.sample`) and a socket request
+wanting a fresh energy reading at a job's end (:meth:`Sampler.read_energy`); a lock takes
+them in turn, and the second never waits longer than it was told to.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import contextlib
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -84,8 +88,11 @@ class Sampler:
         )
         self._worker.start()
         self._pending: _Call | None = None
+        self._lock = threading.Lock()
         self.gpus: dict[int, GpuInfo] = {}
         self.driver_version = ""
+        self.failures = 0  # passes that got no reading
+        self._errors_before = 0  # NVML call failures of sessions already closed
 
     def _call(self, name: str, fn: Callable[[], T]) -> T:
         pending = self._pending
@@ -110,28 +117,60 @@ class Sampler:
             self.driver_version = nvml.driver_version
         return self._nvml
 
-    def sample(self) -> Sample:
-        """Run one pass; a failure or timeout gives a Sample with readings None."""
-        t_ms = self.clock()
+    @property
+    def nvml_errors(self) -> int:
+        """NVML calls that failed in the open session (NOT_SUPPORTED excluded)."""
+        nvml = self._nvml
+        return self._errors_before + (0 if nvml is None else nvml.errors)
+
+    def sample(self, energy: Collection[int] | None = None) -> Sample:
+        """Run one pass; a failure or timeout gives a Sample with readings None. The
+        energy counter is read for the minors in ``energy`` only (None: every GPU)."""
+        with self._lock:
+            t_ms = self.clock()
+            error: str | None = None
+            try:
+                nvml = self._open()
+                readings = self._call("read", lambda: nvml.read(energy))
+            except NvmlTimeout as e:
+                error = str(e)
+            except NvmlError as e:
+                self._drop()
+                error = str(e)
+            except Exception as e:  # an NVML binding bug must not stop the agent: a gap
+                self._drop()
+                error = f"NVML failed: {e!r}"
+            if error is not None:
+                self.failures += 1
+                return Sample(t_ms, None, error, dict(self.gpus), self.driver_version)
+            return Sample(t_ms, readings, None, dict(self.gpus), self.driver_version)
+
+    def read_energy(self, minors: Collection[int], wait_s: float) -> tuple[int, dict[int, int]]:
+        """(time, {minor: energy counter mJ}) for ``minors`` now, waiting at most ``wait_s``
+        for a pass in progress; empty when NVML is not open, busy, hung or failing."""
+        if not self._lock.acquire(timeout=wait_s):
+            return self.clock(), {}
         try:
-            nvml = self._open()
-            readings = self._call("read", nvml.read)
-        except NvmlTimeout as e:
-            return Sample(t_ms, None, str(e), dict(self.gpus), self.driver_version)
-        except NvmlError as e:
-            self._drop()
-            return Sample(t_ms, None, str(e), dict(self.gpus), self.driver_version)
-        except Exception as e:  # an NVML binding bug must not stop the agent: report the gap
-            self._drop()
-            return Sample(t_ms, None, f"NVML failed: {e!r}", dict(self.gpus), self.driver_version)
-        return Sample(t_ms, readings, None, dict(self.gpus), self.driver_version)
+            nvml = self._nvml
+            if nvml is None:
+                return self.clock(), {}
+            t_ms = self.clock()
+            try:
+                values = self._call("read_energy", lambda: nvml.read_energy(minors))
+            except Exception:  # a fresh energy reading is a bonus; the pass reports faults
+                return t_ms, {}
+            return t_ms, {m: v for m, v in values.items() if v is not None}
+        finally:
+            self._lock.release()
 
     def _drop(self) -> None:
         nvml, self._nvml = self._nvml, None
         if nvml is not None:
+            self._errors_before += nvml.errors
             with contextlib.suppress(AgentError):
                 self._call("nvmlShutdown", nvml.close)
 
     def close(self) -> None:
         """Shut NVML down (without waiting for a hung call)."""
-        self._drop()
+        with self._lock:
+            self._drop()

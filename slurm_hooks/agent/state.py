@@ -13,6 +13,7 @@ times are Unix epoch milliseconds; null where nothing was read)::
      "sample_interval_ms": int,
      "first_sample_ms": int|null, "last_sample_ms": int|null, "last_progress_ms": int|null,
      "progress_seq": int, "artifact_seq": int,     # next sequence numbers to use
+     "artifact_bytes": int,                        # bytes hashed for artifact requests
      "totals": {"samples", "measured_ms", "unmeasured_ms", "busy_ms", "util_weighted_ms",
                 "energy_mj", "max_memory_bytes", "foreign_processes", "xids": int,
                 "energy_method": "counter"|"power_integral"|"mixed"|null},

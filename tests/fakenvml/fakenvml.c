@@ -9,12 +9,22 @@
  *   gpu index=0 minor=4 uuid=GPU-x name=Fake-H100 pci=00000000:17:00.0 mem_total=BYTES
  *       util=PCT mem_util=PCT mem_used=BYTES power=MW energy=MJ energy_rate=MW
  *       procs=PID:BYTES,PID:BYTES throttle=BITS ecc_corrected=N ecc_uncorrected=N xids=79,48
+ *       temp=CELSIUS   (no temp=: nvmlDeviceGetTemperature answers NOT_SUPPORTED)
  *   fail INDEX|* FUNCTION CODE    FUNCTION returns the NVML error CODE (3: not supported)
  *   hang INDEX|* FUNCTION MS      FUNCTION sleeps MS milliseconds before answering
+ *   latency FUNCTION|* P50 P90 MAX   FUNCTION (every function: *) takes this long, in
+ *                                 microseconds, burning CPU as the real driver does
+ *   latency_profile h200          the per-call latencies measured on an NVIDIA H200
+ *                                 (driver 550, 200 calls each, idle and under load)
  *
  * (a gpu statement is one line.) GPUs are listed in NVML index order; energy_rate adds
  * MW x elapsed time since nvmlInit to the energy counter. XIDs in xids= are delivered once
  * each, in order, through the event set API. With no script there are no GPUs.
+ *
+ * Latencies: each call draws its duration from a piecewise-linear quantile function
+ * through (0, 0.85 x P50), (0.5, P50), (0.9, P90), (0.995, MAX) with a fixed-seed
+ * generator, so a benchmark is repeatable, and burns that much CPU time with the library
+ * lock released (a real NVML call is CPU time in the driver, not sleep).
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -29,6 +39,7 @@
 #define MAX_PROCS 64
 #define MAX_RULES 64
 #define MAX_XIDS 64
+#define MAX_LATENCIES 64
 
 enum {
     OK = 0, ERR_UNINITIALIZED = 1, ERR_INVALID_ARGUMENT = 2, ERR_NOT_SUPPORTED = 3,
@@ -40,6 +51,8 @@ typedef struct gpu {
     unsigned index, minor, util, mem_util, power;
     char uuid[96], name[96], pci[32];
     unsigned long long mem_total, mem_used, energy, energy_rate, throttle, ecc_c, ecc_u;
+    int has_temp;
+    unsigned temp;
     int nprocs;
     unsigned pids[MAX_PROCS];
     unsigned long long pmem[MAX_PROCS];
@@ -48,6 +61,7 @@ typedef struct gpu {
 } gpu_t;
 
 typedef struct rule { int gpu; /* -1: any */ char fn[96]; long value; int hang; } rule_t;
+typedef struct latency { char fn[96]; /* "*": any */ double p50, p90, max; } latency_t;
 
 typedef struct { gpu_t *device; unsigned long long eventType, eventData; unsigned gi, ci; } event_data_t;
 
@@ -56,6 +70,9 @@ static gpu_t gpus[MAX_GPUS];
 static int ngpus;
 static rule_t rules[MAX_RULES];
 static int nrules;
+static latency_t latencies[MAX_LATENCIES];
+static int nlatencies;
+static unsigned long long rng_state = 0x9E3779B97F4A7C15ULL;
 static char driver[80] = "0.0.0";
 static struct timespec seen_mtime;
 static ino_t seen_ino;
@@ -92,6 +109,7 @@ static void parse_gpu(char *rest) {
         else if (!strcmp(k, "throttle")) g.throttle = ull(v);
         else if (!strcmp(k, "ecc_corrected")) g.ecc_c = ull(v);
         else if (!strcmp(k, "ecc_uncorrected")) g.ecc_u = ull(v);
+        else if (!strcmp(k, "temp")) { g.temp = (unsigned)ull(v); g.has_temp = 1; }
         else if (!strcmp(k, "procs") || !strcmp(k, "xids")) {
             char buf[1024];
             snprintf(buf, sizeof buf, "%s", v);
@@ -111,12 +129,63 @@ static void parse_gpu(char *rest) {
     if (ngpus < MAX_GPUS) gpus[ngpus++] = g;
 }
 
+static void add_latency(const char *fn, double p50, double p90, double max) {
+    if (nlatencies >= MAX_LATENCIES) return;
+    latency_t *l = &latencies[nlatencies++];
+    snprintf(l->fn, sizeof l->fn, "%s", fn);
+    l->p50 = p50; l->p90 = p90; l->max = max;
+}
+
+/* Per call on an H200 (issue 14): the total energy counter p50 2.7-3.0 ms, p90 5.7 ms, max
+ * 18.7 ms; utilization, memory, power, clock event reasons, ECC and temperature 0.001-0.007
+ * ms; compute process lists 0.01-0.06 ms; everything else 0.001-0.06 ms. */
+static void profile_h200(void) {
+    add_latency("nvmlDeviceGetTotalEnergyConsumption", 2850, 5700, 18700);
+    add_latency("nvmlDeviceGetComputeRunningProcesses_v3", 20, 50, 60);
+    add_latency("nvmlDeviceGetComputeRunningProcesses_v2", 20, 50, 60);
+    add_latency("nvmlDeviceGetUtilizationRates", 3, 6, 7);
+    add_latency("nvmlDeviceGetMemoryInfo", 3, 6, 7);
+    add_latency("nvmlDeviceGetPowerUsage", 3, 6, 7);
+    add_latency("nvmlDeviceGetCurrentClocksEventReasons", 3, 6, 7);
+    add_latency("nvmlDeviceGetTotalEccErrors", 3, 6, 7);
+    add_latency("nvmlDeviceGetTemperature", 3, 6, 7);
+    add_latency("*", 5, 40, 60);
+}
+
+/* A draw from the quantile function of the latency rule for fn, in microseconds (0: none).
+ * Called with the lock held. */
+static double draw_latency(const char *fn) {
+    latency_t *l = NULL;
+    for (int i = 0; i < nlatencies; i++) {
+        if (!strcmp(latencies[i].fn, fn)) { l = &latencies[i]; break; }
+        if (!l && !strcmp(latencies[i].fn, "*")) l = &latencies[i];
+    }
+    if (!l) return 0;
+    rng_state ^= rng_state << 13; rng_state ^= rng_state >> 7; rng_state ^= rng_state << 17;
+    double u = (double)(rng_state >> 11) / 9007199254740992.0; /* [0, 1) */
+    double lo = 0.85 * l->p50;
+    if (u < 0.5) return lo + (l->p50 - lo) * (u / 0.5);
+    if (u < 0.9) return l->p50 + (l->p90 - l->p50) * ((u - 0.5) / 0.4);
+    if (u < 0.995) return l->p90 + (l->max - l->p90) * ((u - 0.9) / 0.095);
+    return l->max;
+}
+
+/* Spins on the thread's CPU clock: the CPU a call costs does not shrink when the machine
+ * is busy and the thread is preempted (its wall time grows instead). */
+static void spin_us(double us) {
+    struct timespec start, now;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &start);
+    do {
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now);
+    } while ((double)(now.tv_sec - start.tv_sec) * 1e6 + (double)(now.tv_nsec - start.tv_nsec) / 1e3 < us);
+}
+
 /* Re-read the script when it changed. Called with the lock held. */
 static void load(void) {
     const char *path = getenv("FAKE_NVML_SCRIPT");
     struct stat st;
     if (!path || stat(path, &st) != 0) {
-        ngpus = 0; nrules = 0; seen_size = -1;
+        ngpus = 0; nrules = 0; nlatencies = 0; seen_size = -1;
         return;
     }
     if (st.st_mtim.tv_sec == seen_mtime.tv_sec && st.st_mtim.tv_nsec == seen_mtime.tv_nsec &&
@@ -125,7 +194,7 @@ static void load(void) {
     FILE *f = fopen(path, "r");
     if (!f) return;
     for (int i = 0; i < ngpus && i < MAX_GPUS; i++) xids_delivered_saved[i] = gpus[i].xids_delivered;
-    ngpus = 0; nrules = 0;
+    ngpus = 0; nrules = 0; nlatencies = 0;
     char line[4096];
     while (fgets(line, sizeof line, f)) {
         char *hash = strchr(line, '#');
@@ -136,6 +205,14 @@ static void load(void) {
         char *rest = line + off;
         if (!strcmp(word, "gpu")) parse_gpu(rest);
         else if (!strcmp(word, "driver")) sscanf(rest, "%79s", driver);
+        else if (!strcmp(word, "latency")) {
+            char fn[96];
+            double p50, p90, max;
+            if (sscanf(rest, "%95s %lf %lf %lf", fn, &p50, &p90, &max) == 4) add_latency(fn, p50, p90, max);
+        } else if (!strcmp(word, "latency_profile")) {
+            char name[32];
+            if (sscanf(rest, "%31s", name) == 1 && !strcmp(name, "h200")) profile_h200();
+        }
         else if ((!strcmp(word, "fail") || !strcmp(word, "hang")) && nrules < MAX_RULES) {
             char target[16], fn[96];
             long value;
@@ -168,9 +245,11 @@ static int enter(const char *fn, gpu_t *g) {
         if (strcmp(rules[i].fn, fn) || (rules[i].gpu != -1 && rules[i].gpu != idx)) continue;
         if (rules[i].hang) sleep_ms = rules[i].value; else code = (int)rules[i].value;
     }
-    if (sleep_ms > 0) {
+    double spin = draw_latency(fn);
+    if (sleep_ms > 0 || spin > 0) {
         pthread_mutex_unlock(&lock);
-        usleep((useconds_t)sleep_ms * 1000);
+        if (spin > 0) spin_us(spin);
+        if (sleep_ms > 0) usleep((useconds_t)sleep_ms * 1000);
         pthread_mutex_lock(&lock);
     }
     if (code == OK && strcmp(fn, "nvmlInitWithFlags") && !initialized) code = ERR_UNINITIALIZED;
@@ -246,6 +325,13 @@ typedef struct { unsigned gpu, memory; } util_t;
 int nvmlDeviceGetUtilizationRates(gpu_t *g, util_t *u) {
     ENTER("nvmlDeviceGetUtilizationRates", g);
     u->gpu = g->util; u->memory = g->mem_util;
+    LEAVE(OK);
+}
+int nvmlDeviceGetTemperature(gpu_t *g, int sensor, unsigned *c) {
+    (void)sensor;
+    ENTER("nvmlDeviceGetTemperature", g);
+    if (!g->has_temp) LEAVE(ERR_NOT_SUPPORTED);
+    *c = g->temp;
     LEAVE(OK);
 }
 int nvmlDeviceGetPowerUsage(gpu_t *g, unsigned *mw) { ENTER("nvmlDeviceGetPowerUsage", g); *mw = g->power; LEAVE(OK); }

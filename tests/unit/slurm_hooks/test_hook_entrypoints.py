@@ -126,6 +126,7 @@ def test_prolog_records_gpus_by_minor_and_writes_binding(site: Site) -> None:
         "run",
         "uid",
         "user",
+        "account",
         "node",
         "gpus",
         "time",

@@ -25,11 +25,12 @@ def env_for(
     base: dict[str, str],
     script: str | None,
     sample_interval: int = 5,
+    extra: str = "",
 ) -> dict[str, str]:
     path = tmp_path / "config.toml"
     path.write_text(
         f'cluster = "{config.cluster}"\nrun_dir = "{config.run_dir}"\n'
-        f'spool_dir = "{config.spool_dir}"\nsample_interval = {sample_interval}\n'
+        f'spool_dir = "{config.spool_dir}"\nsample_interval = {sample_interval}\n' + extra
     )
     env = dict(base, COMPUTEPROOF_CONFIG=str(path))
     if script:
@@ -99,7 +100,11 @@ def test_agent_run_serves_and_stops(
 ) -> None:
     script.write(gpu_line(0, 0, util=30, energy=0, energy_rate=100000))
     bind(config, "c1", 9, [0])
-    env = env_for(config, tmp_path, subprocess_env, script.path, sample_interval=1)
+    # energy read every pass: a summary asked for by a user (not root) is not read afresh
+    env = env_for(
+        config, tmp_path, subprocess_env, script.path, sample_interval=1,
+        extra="energy_interval = 0\n",
+    )  # fmt: skip
     proc = subprocess.Popen(
         [*CLI, "agent", "run", "--node", "c1"], env=env, stderr=subprocess.PIPE, text=True
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ from conftest import bind
 
 from computeproof.config import Config
 from slurm_hooks.agent.binding import BindingError, jobs_by_minor, load_bindings, parse_binding
-from slurm_hooks.agent.procs import ProcessTable
+from slurm_hooks.agent.procs import ProcessTable, cgroup_mounts
 
 
 def test_load_bindings_and_minors(config: Config) -> None:
@@ -55,8 +56,72 @@ def test_job_of_by_ancestry_cgroup_and_trust(tmp_path: Path) -> None:
         b"x\x00",
         cgroup="0::/system.slice/slurmstepd.scope/job_412/step_0/user/task_0\n",
     )
-    table = ProcessTable(str(tmp_path))
+    cgroupfs = tmp_path / "cgroup"
+    (cgroupfs / "system.slice/slurmstepd.scope/job_412/step_0/user/task_0").mkdir(parents=True)
+    table = ProcessTable(
+        str(tmp_path),
+        trusted_uids=frozenset({0, os.getuid()}),
+        mounts=[(frozenset(), "/", str(cgroupfs))],
+    )
     assert table.job_of(12) == 300
     assert table.job_of(21) is None
     assert table.job_of(30) == 412
     assert table.job_of(99) is None
+
+
+def untrusted_dir(path: Path) -> int:
+    """Make ``path`` (a directory) owned by a uid that is not trusted; return that uid."""
+    if os.getuid() == 0:
+        os.chown(path, 4321, 4321)
+        return 4321
+    return os.getuid()
+
+
+def test_a_cgroup_a_user_created_proves_nothing(tmp_path: Path) -> None:
+    """Regression (issue 13, 5): a cgroup named job_N under a user's delegated subtree
+    (systemd's user@UID.service) was taken as proof of membership of job N."""
+    user_cg = "/user.slice/user-1000.slice/user@1000.service/job_412"
+    fake_proc(tmp_path, 40, 1, 1000, b"x\x00", cgroup=f"0::{user_cg}\n")
+    cgroupfs = tmp_path / "cgroup"
+    (cgroupfs / user_cg.lstrip("/")).mkdir(parents=True)
+    owner = untrusted_dir(cgroupfs / "user.slice/user-1000.slice/user@1000.service")
+    untrusted_dir(cgroupfs / user_cg.lstrip("/"))
+    trusted = frozenset({0, os.getuid()} - {owner})
+    assert ProcessTable(str(tmp_path), trusted_uids=trusted).job_of(40) is None
+    table = ProcessTable(
+        str(tmp_path), trusted_uids=trusted, mounts=[(frozenset(), "/", str(cgroupfs))]
+    )
+    assert table.job_of(40) is None
+    # a cgroup that is not mounted where the agent can look proves nothing either
+    fake_proc(tmp_path, 41, 1, 1000, b"x\x00", cgroup="0::/slurm/job_77/step_0\n")
+    assert table.job_of(41) is None
+    # cgroup v1: the hierarchy holding the named controller is the one checked
+    v1 = tmp_path / "freezer"
+    (v1 / "slurm/uid_1000/job_78/step_0").mkdir(parents=True)
+    fake_proc(
+        tmp_path, 42, 1, 1000, b"x\x00",
+        cgroup="5:freezer:/slurm/uid_1000/job_78/step_0\n0::/user.slice\n",
+    )  # fmt: skip
+    table_v1 = ProcessTable(
+        str(tmp_path),
+        trusted_uids=frozenset({0, os.getuid()}),
+        mounts=[(frozenset({"freezer"}), "/", str(v1)), (frozenset(), "/", str(cgroupfs))],
+    )
+    assert table_v1.job_of(42) == 78
+
+
+def test_cgroup_mounts_from_mountinfo(tmp_path: Path) -> None:
+    info = tmp_path / "mountinfo"
+    info.write_text(
+        "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n"
+        "32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpu,cpuacct\n"
+        "40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,xattr,name=systemd\n"
+        "41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw,nsdelegate\n"
+        "42 31 0:39 /x /mnt/with\\040space rw - cgroup2 cgroup2 rw\n"
+    )
+    assert cgroup_mounts(str(info)) == [
+        (frozenset({"cpu", "cpuacct"}), "/", "/sys/fs/cgroup/cpu,cpuacct"),
+        (frozenset({"name=systemd"}), "/", "/sys/fs/cgroup/systemd"),
+        (frozenset(), "/", "/sys/fs/cgroup/unified"),
+        (frozenset(), "/x", "/mnt/with space"),
+    ]

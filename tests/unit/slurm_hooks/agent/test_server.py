@@ -3,73 +3,18 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import REPO, Clock, Script, bind
-from fakenvml.build import gpu_line
+from conftest import REPO, cli_in_job, spooled, write_config
 
 from computeproof.config import Config
 from computeproof.errors import AgentError
 from slurm_hooks.agent.client import node_summary, request
 from slurm_hooks.agent.daemon import Agent
-from slurm_hooks.agent.procs import ProcessTable
-from slurm_hooks.agent.sampler import Sampler
-from slurm_hooks.agent.server import AgentServer
-
-
-@pytest.fixture
-def served(config: Config, script: Script, clock: Clock, tmp_path: Path) -> Iterator[Agent]:
-    bind(config, "c1", 101, [0])
-    script.write(gpu_line(0, 0, util=50, energy=100))
-    agent = Agent(
-        config,
-        "c1",
-        sampler=Sampler(clock=clock),
-        clock=clock,
-        processes=ProcessTable(trusted_uids=frozenset({0, os.getuid()})),
-    )
-    clock.at(0)
-    agent.pass_once()
-    server = AgentServer(config.agent_socket_path("c1"), agent)
-    server.start()
-    yield agent
-    server.stop()
-    agent.sampler.close()
-
-
-def cli_in_job(config_path: str, job_id: int, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run the CLI as a task of job ``job_id``: a child of a 'slurmstepd: [ID.0]' process."""
-    cli = f"{sys.executable} -c 'from slurm_hooks.cli import main; main()' " + " ".join(
-        f"'{a}'" for a in args
-    )
-    inner = f"{cli}; exit \\$?"
-    cmd = f'exec -a "slurmstepd: [{job_id}.0]" bash -c "{inner}"'
-    env = dict(
-        os.environ, COMPUTEPROOF_CONFIG=config_path, PYTHONPATH=str(REPO), SLURMD_NODENAME="c1"
-    )
-    return subprocess.run(
-        ["bash", "-c", cmd], env=env, capture_output=True, text=True, cwd=REPO, timeout=30
-    )
-
-
-def write_config(config: Config, tmp_path: Path) -> str:
-    path = tmp_path / "config.toml"
-    path.write_text(
-        f'cluster = "{config.cluster}"\nrun_dir = "{config.run_dir}"\n'
-        f'spool_dir = "{config.spool_dir}"\n'
-    )
-    return str(path)
-
-
-def spooled(config: Config) -> list[dict[str, object]]:
-    new = os.path.join(config.spool_dir, "new")
-    return [json.loads(Path(new, n).read_text()) for n in sorted(os.listdir(new))]
 
 
 def test_summary_over_socket_and_fallback(served: Agent, config: Config) -> None:
@@ -128,7 +73,7 @@ def test_progress_and_artifact_from_inside_the_job(
         "uid": os.getuid(),
     }
     assert events["artifact"]["payload"]["artifacts"] == [  # type: ignore[index]
-        {"path": str(out), "sha256": digest, "size": 7000}
+        {"path": str(out), "sha256": digest, "size": 7000, "path_verified": True}
     ]
     assert events["artifact"]["job_id"] == 101 and events["artifact"]["host"] == "c1"
 

@@ -5,7 +5,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 CLUSTER := docker-slurm/cluster
-DEB_PACKAGES := gcc make munge slurmctld slurmd slurm-client slurmdbd mariadb-server chromium prometheus
+DEB_PACKAGES := gcc make munge slurmctld slurmd slurm-client slurmdbd mariadb-server chromium prometheus postgresql
 # `make test` runs its own cluster from a clean directory, so nothing a developer left in
 # the demo cluster (/var/tmp/computeproof-cluster) can change a result.
 TEST_CLUSTER_DIR ?= /var/tmp/computeproof-test-cluster
@@ -22,7 +22,7 @@ deb-deps:
 	fi
 
 py-deps:
-	$(PIP) install -q -e '.[gpu,server,dev,anchor]'
+	$(PIP) install -q -e '.[gpu,server,postgres,dev,anchor]'
 
 deps: deb-deps py-deps
 

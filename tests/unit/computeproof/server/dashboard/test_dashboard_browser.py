@@ -831,9 +831,8 @@ def test_javascript_verdicts_match_python_on_witnessed_anchored_receipts(
         for size in (full["log"]["size"], full["log"]["size"] - 1):
             changed = _set(full, ("anchors", k, "record", "size"), size)
             cases.append((f"anchor {k} record of size {size}", json.dumps(changed)))
-    # two answers of the Python verifier that look like flaws (reported, mirrored here): a
-    # non-ASCII record root is "malformed receipt: ValueError", not "root is not base64";
-    # registry hex of whitespace passes (bytes.fromhex skips it)
+    # a non-ASCII record root is "root is not base64"; registry hex of whitespace is not hex
+    # (both verifiers once let them through as a ValueError and as valid)
     root = full["anchors"][0]["record"]["root"]
     cases.append(("anchor root not ASCII", json.dumps(
         _set(full, ("anchors", 0, "record", "root"), "\u00e9" + root[1:]))))  # fmt: skip

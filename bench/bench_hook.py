@@ -10,7 +10,7 @@ median wall ms of each, their ratio (target <= 2.0) and the hook's peak RSS (tar
 so the parent's own size never counts. ``--agent`` serves a GPU summary on node c1's
 agent socket, as the test cluster's agent does, so the Epilog reads and parses an answer.
 
-    python3 bench/bench_hook.py [-n 200] [--hook prolog|epilog] [--agent]
+    python3 bench/bench_hook.py [-n 200] [--hook prolog|epilog] [--agent] [--python PATH]
 """
 
 from __future__ import annotations
@@ -100,9 +100,17 @@ def main() -> int:
     parser.add_argument("--hook", choices=sorted(HOOKS), default="prolog")
     parser.add_argument("--dir", help="work directory (default: a temporary one)")
     parser.add_argument("--agent", action="store_true", help="an agent answers on node c1")
+    parser.add_argument(
+        "--python",
+        help="run the hook with this interpreter and the shebang's flags, as a site install "
+        "whose #! names it (default: the interpreter in the hook's #! line)",
+    )
     args = parser.parse_args()
     exe, dump = HOOKS[args.hook]
-    interpreter = shebang(exe)[0]
+    interpreter, *flags = shebang(exe)
+    if args.python:
+        interpreter = args.python
+    argv = [interpreter, *flags, str(exe)]
     version = subprocess.run(
         [interpreter, "-S", "-c", "import sys; print(sys.version.split()[0])"],
         capture_output=True,
@@ -122,7 +130,7 @@ def main() -> int:
         for i in range(args.n + 5):
             # A fresh job id per run, as on a real node; the first runs warm the caches.
             env = dict(base_env, SLURM_JOB_ID=str(1000 + i), SLURM_JOBID=str(1000 + i))
-            wall, code, maxrss, cpu = spawn([str(exe)], env)
+            wall, code, maxrss, cpu = spawn(argv, env)
             failed += code != 0
             p_wall, _, _, p_cpu = spawn([interpreter, "-S", "-c", "pass"], {})
             if i >= 5:

@@ -51,6 +51,18 @@ class Config:
     trusted_ledger_keys: tuple[str, ...] = ()
     # witnesses the ledger submits each new checkpoint to: "<URL> <witness verifier key>"
     witnesses: tuple[str, ...] = ()
+    # the collector (`computeproof serve`): forwarders post to collector_url when it is set
+    collector_url: str = ""  # https://collector:8443
+    collector_ca: str = ""  # CA file the collector's certificate is checked against
+    collector_timeout: int = 30  # seconds one request to the collector may take
+    serve_listen: str = "127.0.0.1:8443"  # host:port `computeproof serve` listens on
+    serve_tls_cert: str = ""  # its certificate chain (PEM); empty: plain HTTP
+    serve_tls_key: str = ""
+    serve_checkpoint_ms: int = 1000  # sign a checkpoint at most this often, when the log grew
+    serve_max_request_bytes: int = 16 * 1024 * 1024
+    serve_rate_limit: int = 50  # signed requests a second from one host key (burst: twice)
+    serve_clock_window: int = 300  # seconds a signed request's created time may be off
+    serve_open_reads: bool = False  # job queries and receipts without a signed request
     ratecard: str = ""  # rate card TOML; default: ratecard.toml beside the config
     grants: str = ""  # grant map TOML; default: grants.toml beside the config
     controller_poll_interval: int = 1  # seconds between the controller collector's polls

@@ -13,7 +13,8 @@ ComputeProofError
 │   ├── BundleError          receipt bundle malformed or failing verification
 │   ├── StoreError           storage backend failure or corruption
 │   │   └── StoreConflict    another writer appended first (nothing changed; redo)
-│   └── WitnessError         a witness refused a checkpoint, or cannot be reached
+│   ├── WitnessError         a witness refused a checkpoint, or cannot be reached
+│   └── CollectorError       the collector cannot be reached, or refused a request
 ├── SpoolError               the local durable spool
 ├── SlurmError               Slurm commands / job info
 ├── AgentError               GPU agent, NVML
@@ -79,6 +80,11 @@ class StoreError(ReceiptError):
 class StoreConflict(StoreError):
     """Another writer appended to the log after this append read its size: the append
     changed nothing and can be redone from a fresh read."""
+
+
+class CollectorError(ReceiptError):
+    """The collector (`computeproof serve`) cannot be reached or refused a forwarder's
+    request; what was being sent stays in the spool."""
 
 
 class SpoolError(ComputeProofError):

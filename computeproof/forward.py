@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from computeproof.envelope import sign_event
-from computeproof.errors import ReceiptError, SpoolError
+from computeproof.errors import ConfigError, ReceiptError, SpoolError
 from computeproof.event import check_event, utc_now
 from computeproof.keys import Signer, load_signer
 from computeproof.ledger import Ledger, open_ledger
@@ -241,13 +241,37 @@ def forward_lock(spool: Spool, wait: bool = True) -> Iterator[bool]:
 def forward_configured(
     config: Config, wait: bool = True, progress: Callable[[int, int], None] | None = None
 ) -> ForwardResult | None:
-    """One forwarding pass of the configured spool into the configured ledger, signed with
-    the host key; None when ``wait`` is False and another forwarder is at work."""
+    """One forwarding pass of the configured spool, signed with the host key, into the
+    collector when ``collector_url`` is set, else into the configured ledger; None when
+    ``wait`` is False and another forwarder is at work."""
     spool = Spool(config.spool_dir)
     with forward_lock(spool, wait) as held:
         if not held:
             return None
         signer = load_signer(config.host_key)
+        if config.collector_url:  # a node of a cluster: post to the collector
+            try:
+                from computeproof.httpsink import HttpSink
+            except ImportError as e:
+                raise ConfigError(
+                    f"collector_url is set, but posting to it needs httpx ({e}): "
+                    "pip install 'computeproof[server]'"
+                ) from e
+
+            with HttpSink(
+                config.collector_url,
+                signer,
+                config.collector_ca or None,
+                float(config.collector_timeout),
+            ) as sink:
+                return forward_spool(
+                    spool,
+                    signer,
+                    sink,
+                    config.private_fields,
+                    progress=progress,
+                    retention_s=config.forward_retention_days * 86400,
+                )
         with open_ledger(config) as ledger:
             return forward_spool(
                 spool,
@@ -264,6 +288,11 @@ def replay_configured(
 ) -> ReplayResult:
     """:func:`replay_spool` of the configured spool into the configured ledger, holding
     the spool's forward lock (no forwarding pass interleaves with the replay)."""
+    if config.collector_url:
+        raise ConfigError(
+            "a replay goes into the ledger itself, not through the collector: run it with "
+            "db set to the ledger's PostgreSQL URL and collector_url empty (--config)"
+        )
     spool = Spool(config.spool_dir)
     with forward_lock(spool) as _:
         signer = load_signer(config.host_key)

@@ -49,6 +49,7 @@ from computeproof.store.interface import (
     LeafRow,
     Store,
 )
+from computeproof.workers import process_pool
 
 if TYPE_CHECKING:
     from computeproof.config import Config
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
 PARALLEL_THRESHOLD = 512  # below this a batch is checked in-process (no IPC overhead)
 CHUNK = 256
 COMMIT_ATTEMPTS = 20  # another writer's appends make a commit start again (see _complete)
+EXCLUSIVE_AFTER = 3  # conflicts after which a commit holds the other writers off
 
 Progress = Callable[[int, int], None]
 
@@ -228,6 +230,12 @@ def _verify_range(url: str, start: int, stop: int, keys: dict[str, bytes]) -> li
     return _verify_rows(read_leaves(url, start, stop), keys)
 
 
+def _worker_pool(workers: int) -> ProcessPoolExecutor:
+    """The ledger's signature-checking pool (computeproof.workers: never a fork of a
+    multi-threaded process)."""
+    return process_pool(workers, preload=[__name__])
+
+
 class Ledger:
     """One transparency log of signed job events; the in-process :class:`EventSink`
     (computeproof.sink) a forwarder on the ledger's host appends to."""
@@ -287,7 +295,7 @@ class Ledger:
         if self.workers <= 1 or len(chunks) <= 1:
             return (_check_envelopes(c, keys) for c in chunks)
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(self.workers)
+            self._pool = _worker_pool(self.workers)
         return map(_unpack, self._pool.map(_check_packed, chunks, [keys] * len(chunks)))
 
     # -- keys ------------------------------------------------------------------------
@@ -409,6 +417,10 @@ class Ledger:
         seen: dict[str, int] = {}
         fresh: list[tuple[int, Checked]] = []
         pos = 0
+        # the log's size before its first dedupe lookup: the commit expects that size, so
+        # an event another writer appends after the lookup makes it a conflict (and a
+        # recheck), never a second copy refused by the store
+        start: int | None = None
         for part in checked:
             candidates: list[tuple[int, Checked]] = []
             for item in part:
@@ -439,21 +451,30 @@ class Ledger:
                     seen[item.event_id] = pos
                     candidates.append((pos, item))
                 pos += 1
+            if start is None and candidates:
+                start = self.store.size()
             fresh += self._not_stored(envelopes, candidates, result)
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
-            if not fresh:
-                break
+            # after a few lost races for the log's end (busy collectors on one database),
+            # recheck and commit with the other writers held off, so this batch gets in
+            hold = self.store.exclusive() if attempt > EXCLUSIVE_AFTER else contextlib.nullcontext()
             try:
-                result.accepted += self._commit(envelopes, fresh, openings)
+                with hold:
+                    if attempt > 1:
+                        # another writer appended since this batch read the log: what it
+                        # added may include some of these events, so check them again
+                        start = self.store.size()
+                        fresh = self._not_stored(envelopes, fresh, result)
+                    if fresh:
+                        assert start is not None
+                        result.accepted += self._commit(envelopes, fresh, openings, start)
                 break
             except StoreConflict:
-                # another writer appended since this batch read the log: what it added may
-                # include some of these events, so check them again, then redo the commit
                 if attempt == COMMIT_ATTEMPTS:
                     raise
-                fresh = self._not_stored(envelopes, fresh, result)
-        # dedupe within the batch points at the leaf the first copy got
-        placed = {eid: leaf for _, eid, leaf in result.accepted}
+        # dedupe within the batch points at the leaf the first copy got (appended now, or
+        # found in the log already)
+        placed = {eid: leaf for _, eid, leaf in (*result.accepted, *result.duplicates) if leaf >= 0}
         result.duplicates = [(p, e, placed.get(e, i)) for p, e, i in result.duplicates]
         return result
 
@@ -488,11 +509,11 @@ class Ledger:
         envelopes: Sequence[bytes],
         fresh: list[tuple[int, Checked]],
         openings: Sequence[dict[str, dict[str, object]]] | None,
+        start: int,
     ) -> list[tuple[int, str, int]]:
-        """Append ``fresh`` at the end of the log in one transaction; return (position,
-        event id, leaf index) of each. Raises StoreConflict, changing nothing, when
-        another writer appended after this read the log's size."""
-        start = self.store.size()
+        """Append ``fresh`` at the end of the log, which had ``start`` leaves when they were
+        found not stored, in one transaction; return (position, event id, leaf index) of
+        each. Raises StoreConflict, changing nothing, when another writer appended since."""
         frontier_keys = merkle.frontier_keys(start)
         have = self.store.read_nodes(frontier_keys)
         try:
@@ -575,10 +596,9 @@ class Ledger:
     def _sign(self, signer: Signer) -> CheckpointRow:
         with self.store.snapshot():
             size = self.size()
-            previous = self.store.checkpoints()
+            last = self.store.last_checkpoint()
             last_size = 0
-            if previous:
-                last = previous[-1]
+            if last is not None:
                 if last.size > size or self.root(last.size) != last.root:
                     self._check_extends_last_signed(size, None, signer)  # the likelier cause
                     raise CheckpointError(
@@ -716,9 +736,9 @@ class Ledger:
 
     def latest_checkpoint(self) -> CheckpointRow:
         """The newest checkpoint that covers the whole log, signing one if needed."""
-        cps = self.store.checkpoints()
-        if cps and cps[-1].size == self.size():
-            return cps[-1]
+        last = self.store.last_checkpoint()
+        if last is not None and last.size == self.size():
+            return last
         return self.checkpoint()
 
     def open_checkpoint(self, note: str) -> Checkpoint:
@@ -908,7 +928,7 @@ class Ledger:
                 yield _verify_rows(rows, keys)
             return
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(self.workers)
+            self._pool = _worker_pool(self.workers)
         window: deque[Future[list[VerifiedLeaf]]] = deque()
         for lo in range(0, size, step):
             window.append(self._pool.submit(_verify_range, url, lo, min(lo + step, size), keys))

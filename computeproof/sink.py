@@ -2,7 +2,7 @@
 
     EventSink (Protocol)
     ├── ledger.Ledger    appends in-process to the ledger's store (one host, SQLite)
-    └── (an HTTP client to `computeproof serve`, for hosts that cannot reach the store)
+    └── httpsink.HttpSink posts to `computeproof serve` over HTTPS (every host of a cluster)
 
 Each reports, per envelope of a batch, what became of it (:class:`AppendResult`), so the
 forwarder can remove from the spool exactly what the ledger holds.

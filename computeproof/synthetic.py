@@ -160,7 +160,7 @@ def signed_jobs_parallel(n_jobs: int, n_hosts: int, workers: int) -> list[bytes]
     ranges = [(1 + i, min(step, n_jobs - i), n_hosts) for i in range(0, n_jobs, step)]
     if workers <= 1:
         return [e for r in ranges for e in _sign_range(r)]
-    from concurrent.futures import ProcessPoolExecutor
+    from computeproof.workers import process_pool
 
-    with ProcessPoolExecutor(workers) as pool:
+    with process_pool(workers, preload=[__name__]) as pool:
         return [e for part in pool.map(_sign_range, ranges) for e in part]

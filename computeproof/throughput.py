@@ -18,13 +18,13 @@ import resource
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 
 from computeproof import merkle
 from computeproof.errors import ReceiptError
 from computeproof.ledger import Ledger
 from computeproof.store.sqlite import SQLiteStore
 from computeproof.synthetic import host_signers, signed_jobs_parallel
+from computeproof.workers import process_pool
 
 Say = Callable[[str], None]
 
@@ -46,7 +46,7 @@ def verify_ceiling(workers: int, per_worker: int = 4000, rounds: int = 3) -> flo
     msgs = [os.urandom(1200) for _ in range(500)]
     pairs = [(signer.sign(m), m) for m in msgs]
     work = [(signer.public_raw, pairs * (per_worker // len(pairs))) for _ in range(workers)]
-    with ProcessPoolExecutor(workers) as pool:
+    with process_pool(workers, preload=[__name__]) as pool:
         list(pool.map(_verify_many, [(signer.public_raw, pairs[:50])] * workers))  # warm up
         best = 0.0
         for _ in range(rounds):

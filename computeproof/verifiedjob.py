@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import Any
 
 from computeproof.bundle import export_bundle, verify_bundle
 from computeproof.errors import BundleError
 from computeproof.jobindex import apply_event, index_payload, new_row
+from computeproof.jobview import gpu_figures, job_json
 from computeproof.ledger import Ledger, job_row_differences
 from computeproof.store.interface import JobRow
 from computeproof.trust import LedgerKeyRoot, TrustDecision, TrustRoots
@@ -69,3 +71,33 @@ def job_view(ledger: Ledger, job: str) -> JobView:
     else:
         view.index_differences = job_row_differences(current, folded)
     return view
+
+
+def view_json(view: JobView) -> dict[str, Any]:
+    """The job as `jobs show --json` prints it (and the collector's GET /v1/jobs/{job})."""
+    return {
+        "job_id": view.row.job,
+        "cluster": view.row.cluster,
+        "run": view.row.run,
+        "summary": job_json(view.row),
+        "gpus": gpu_figures([(None, e) for e in view.events]),
+        "events": [
+            {
+                "type": e["type"],
+                "time": e["time"],
+                "host": e["host"],
+                "leaf_index": e["leaf_index"],
+                "seq": e["seq"],
+                "payload": e["payload"],
+            }
+            for e in view.events
+        ],
+        "verification": {
+            "ok": view.verified,
+            "reason": view.reason,
+            "checkpoint_size": view.checkpoint_size,
+            "trust": None if view.trust is None else view.trust.to_json(),
+            "index_differences": view.index_differences,
+            "notes": view.notes,
+        },
+    }

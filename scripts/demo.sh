@@ -12,6 +12,10 @@ START="$(date -u +%Y-%m-%dT%H:%M:%S)"
 REPO="$PWD"
 OUT="${DEMO_OUT:-$REPO/demo-out}"
 PY="$("${PYTHON:-python3}" -c 'import sys; print(sys.executable)')" # the real interpreter, not a shim
+# `make demo` installs the project into a virtual environment (.venv) and sets PYTHON to it;
+# Debian's own python3 is externally managed (PEP 668) and has none of the dependencies.
+"$PY" -c 'import click, cryptography, orjson, rich' 2>/dev/null ||
+    { echo "demo: $PY lacks the project's dependencies; run 'make demo' (it installs them into .venv)" >&2; exit 1; }
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 say "bringing up the test cluster (docker-slurm/cluster up)"

@@ -55,6 +55,17 @@ DEFAULTS: dict[str, object] = {
     "ratecard": "",
     "grants": "",
     "controller_poll_interval": 1,
+    "collector_url": "",
+    "collector_ca": "",
+    "collector_timeout": 30,
+    "serve_listen": "127.0.0.1:8443",
+    "serve_tls_cert": "",
+    "serve_tls_key": "",
+    "serve_checkpoint_ms": 1000,
+    "serve_max_request_bytes": 16 * 1024 * 1024,
+    "serve_rate_limit": 50,
+    "serve_clock_window": 300,
+    "serve_open_reads": False,
 }
 
 _ENV = {"COMPUTEPROOF_SPOOL": "spool_dir", "COMPUTEPROOF_CLUSTER": "cluster"}

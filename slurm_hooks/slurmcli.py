@@ -126,7 +126,10 @@ def _exit_object(value: object) -> tuple[int | None, int | None]:
         return None, None
     sig = value.get("signal")
     signal = _num(sig.get("id", sig.get("signal_id"))) if isinstance(sig, dict) else None
-    return _num(value.get("return_code")), signal if signal is not None else 0
+    code = _num(value.get("return_code"))
+    if code is None and signal:
+        code = 0  # a signalled process has no return code: Slurm's text prints "0:15"
+    return code, signal if signal is not None else 0
 
 
 def _wait_status(value: object) -> tuple[int | None, int | None]:

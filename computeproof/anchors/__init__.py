@@ -157,7 +157,7 @@ class AnchorRecord:
         try:
             if len(base64.b64decode(data["root"], validate=True)) != 32:
                 raise AnchorError("anchor record: root is not 32 bytes")
-        except binascii.Error as e:
+        except (binascii.Error, ValueError) as e:  # ValueError: text that is not ASCII
             raise AnchorError("anchor record: root is not base64") from e
         return cls(
             kind=data["kind"],

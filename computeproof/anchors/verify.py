@@ -38,14 +38,18 @@ _EVM_FIELDS: dict[str, type] = {
 }  # fmt: skip
 
 
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+
+
 def _hex(value: object, size: int) -> bool:
-    if not isinstance(value, str) or not value.startswith("0x") or len(value) != 2 + 2 * size:
-        return False
-    try:
-        bytes.fromhex(value[2:])
-    except ValueError:
-        return False
-    return True
+    """``0x`` and exactly ``2 * size`` hex digits (bytes.fromhex alone would skip
+    whitespace, so 64 spaces would pass as a transaction hash)."""
+    return (
+        isinstance(value, str)
+        and value.startswith("0x")
+        and len(value) == 2 + 2 * size
+        and _HEX_DIGITS.issuperset(value[2:])
+    )
 
 
 def _check_registry(record: AnchorRecord, where: str) -> None:

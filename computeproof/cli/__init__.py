@@ -248,7 +248,7 @@ def accept_global_flags(group: click.Group) -> None:
 # without its commands, so the import is not guarded.
 COMMAND_MODULES = (
     "keys", "ledger", "jobs", "receipt", "forward", "report", "bench", "anchor", "dashboard",
-    "witness",
+    "witness", "serve",
 )  # fmt: skip
 
 

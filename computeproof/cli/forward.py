@@ -18,6 +18,7 @@ from computeproof.cli import (
     term,
     tty_progress,
 )
+from computeproof.config import Config
 from computeproof.errors import ComputeProofError
 
 
@@ -30,6 +31,13 @@ from computeproof.errors import ComputeProofError
     help="Keep forwarding every INTERVAL seconds (default: one pass).",
 )
 @click.option(
+    "--to",
+    "url",
+    default=None,
+    help="Post to the collector at URL (https://host:8443; default: collector_url).",
+)
+@click.option("--ca", "ca_file", default=None, help="CA file for the collector (collector_ca).")
+@click.option(
     "--replay-since",
     "replay_since",
     default=None,
@@ -39,19 +47,36 @@ from computeproof.errors import ComputeProofError
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_state
-def forward(state: State, interval: float | None, replay_since: str | None, as_json: bool) -> None:
-    """Sign spooled events with the host key and append them to the ledger."""
+def forward(
+    state: State,
+    interval: float | None,
+    url: str | None,
+    ca_file: str | None,
+    replay_since: str | None,
+    as_json: bool,
+) -> None:
+    """Sign spooled events with the host key and append them to the ledger, or post them
+    to the collector (--to, or collector_url in the config)."""
     from computeproof.forward import forward_configured
 
+    config = state.config
+    if url is not None or ca_file is not None:
+        config = dataclasses.replace(
+            config,
+            collector_url=url if url is not None else config.collector_url,
+            collector_ca=ca_file if ca_file is not None else config.collector_ca,
+        )
+        if not config.collector_url:
+            raise click.UsageError("--ca needs a collector: --to URL or collector_url")
     if replay_since is not None:
-        _replay(state, replay_since, as_json)
+        _replay(config, replay_since, as_json)
         return
 
     while True:
         # a backlog (the ledger was down for hours) takes a while: show how far, on a tty
         shown = tty_progress("forwarding:", "events", interval is None and not as_json)
         try:
-            result = forward_configured(state.config, progress=shown)
+            result = forward_configured(config, progress=shown)
         except ComputeProofError as err:
             if interval is None:
                 raise
@@ -75,7 +100,7 @@ def forward(state: State, interval: float | None, replay_since: str | None, as_j
         time.sleep(interval)
 
 
-def _replay(state: State, since_text: str, as_json: bool) -> None:
+def _replay(config: Config, since_text: str, as_json: bool) -> None:
     """`forward --replay-since`: the library does the work; this prints it."""
     import datetime as dt
 
@@ -84,7 +109,7 @@ def _replay(state: State, since_text: str, as_json: bool) -> None:
 
     since = parse_date(since_text, "--replay-since").replace(tzinfo=dt.UTC).timestamp()
     shown = tty_progress("replaying:", "events", not as_json)
-    out = dataclasses.asdict(replay_configured(state.config, since, shown))
+    out = dataclasses.asdict(replay_configured(config, since, shown))
     if as_json:
         echo_json(out)
     else:

@@ -24,7 +24,6 @@ from computeproof.jobview import (
     JOB_SORT_KEYS,
     JOB_STATES,
     event_detail,
-    gpu_figures,
     job_json,
     sort_jobs,
 )
@@ -135,36 +134,11 @@ def _cell(value: object) -> object:
 @pass_state
 def jobs_show(state: State, job: str, as_json: bool) -> None:
     """Show JOB's lifecycle (one numbered line per event) from its verified receipt."""
-    from computeproof.verifiedjob import job_view
+    from computeproof.verifiedjob import job_view, view_json
 
     with open_ledger(state.config) as ledger:
         view = job_view(ledger, job)
-    out: dict[str, Any] = {
-        "job_id": view.row.job,
-        "cluster": view.row.cluster,
-        "run": view.row.run,
-        "summary": job_json(view.row),
-        "gpus": gpu_figures([(None, e) for e in view.events]),
-        "events": [
-            {
-                "type": e["type"],
-                "time": e["time"],
-                "host": e["host"],
-                "leaf_index": e["leaf_index"],
-                "seq": e["seq"],
-                "payload": e["payload"],
-            }
-            for e in view.events
-        ],
-        "verification": {
-            "ok": view.verified,
-            "reason": view.reason,
-            "checkpoint_size": view.checkpoint_size,
-            "trust": None if view.trust is None else view.trust.to_json(),
-            "index_differences": view.index_differences,
-            "notes": view.notes,
-        },
-    }
+    out = view_json(view)
     if as_json:
         echo_json(out)
     else:

@@ -125,14 +125,15 @@ def _parallel_fold(
     """Fold a large job index on every core, one part of it each; None when a single
     process is the better choice (a store with no parallel reader, a small index, one core)."""
     import os
-    from concurrent.futures import ProcessPoolExecutor
+
+    from computeproof.workers import process_pool
 
     n = workers or os.cpu_count() or 1
     url = ledger.store.reader_url()
     parts = ledger.store.partitions(n) if n > 1 and url is not None else []
     if url is None or len(parts) < 2 or parts[-1][1] - parts[0][0] < PARALLEL_MIN_JOBS:
         return None
-    with ProcessPoolExecutor(len(parts)) as pool:
+    with process_pool(len(parts), preload=[__name__]) as pool:
         folded = list(pool.map(_fold_part, [(url, params, part, size) for part in parts]))
     agg, receipts, late = folded[0]
     for other_agg, other_receipts, other_late in folded[1:]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 from computeproof import merkle
@@ -19,6 +18,7 @@ from computeproof.jobindex import apply_event, index_payload, new_row
 from computeproof.ledger import Ledger
 from computeproof.reports.usage import JobUsage
 from computeproof.store.interface import JobRow, LeafRow, NodeKey
+from computeproof.workers import process_pool
 
 PARALLEL_MIN = 2048  # fewer envelopes are checked in-process
 _CHUNK = 512
@@ -148,7 +148,7 @@ def check_receipts(
     n = workers if workers is not None else (os.cpu_count() or 1)
     checked: Iterable[list[_Result]]
     if n > 1 and len(flat) >= PARALLEL_MIN:
-        with ProcessPoolExecutor(n) as pool:
+        with process_pool(n, preload=[__name__]) as pool:
             checked = list(pool.map(_check_chunk, chunks))
     else:
         checked = [_check_chunk(c) for c in chunks]

@@ -13,10 +13,9 @@ def open_store(url: str, create: bool = True) -> Store:
     """Open a store: a ``postgresql://`` URL or a SQLite file path (a missing file is
     created, or with ``create`` False refused)."""
     if is_postgres_url(url):
-        from computeproof.store.postgres import PostgresStore  # type: ignore[import-not-found,unused-ignore]
+        from computeproof.store.postgres import PostgresStore
 
-        store: Store = PostgresStore(url)
-        return store
+        return PostgresStore(url, create)
     from computeproof.store.sqlite import SQLiteStore
 
     return SQLiteStore(url, create)
@@ -34,8 +33,6 @@ def read_leaves(url: str, start: int, stop: int) -> list[LeafRow]:
         from computeproof.store.sqlite import read_leaves as read_sqlite
 
         return read_sqlite(url, start, stop)
-    store = open_store(url, create=False)
-    try:
-        return list(store.leaves(start, stop))
-    finally:
-        store.close()
+    from computeproof.store.postgres import read_leaves as read_postgres
+
+    return read_postgres(url, start, stop)

@@ -6,6 +6,7 @@ persists; every check (signatures, Merkle math, dedupe policy) lives in the ledg
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -180,6 +181,13 @@ class Store(ABC):
         """A context in which this store's reads all see the log as of the first of them,
         whatever other writers commit meanwhile (`ledger verify` on a live ledger)."""
 
+    def exclusive(self) -> AbstractContextManager[None]:
+        """A context in which no other writer appends: a writer that keeps losing the
+        race for the log's end (StoreConflict) rechecks and commits its batch in one.
+        Appends inside it still check their expected size. The default does nothing
+        (SQLite's single local writer seldom loses the race for long)."""
+        return contextlib.nullcontext()
+
     @abstractmethod
     def get_meta(self, key: str) -> str | None:
         """A ledger-wide setting (origin, ledger public key)."""
@@ -303,6 +311,12 @@ class Store(ABC):
     @abstractmethod
     def checkpoints(self) -> list[CheckpointRow]:
         """Every checkpoint, oldest first."""
+
+    def last_checkpoint(self) -> CheckpointRow | None:
+        """The largest checkpoint, None before the first (a collector signs one a second:
+        reading them all to find it grows without bound)."""
+        rows = self.checkpoints()
+        return rows[-1] if rows else None
 
     @abstractmethod
     def add_anchor(self, row: AnchorRow) -> int:

@@ -124,7 +124,8 @@ _JOB_ORDER = "coalesce(start, submit, '')"
 
 
 def _small_int(text: str) -> bool:
-    return text.isdigit() and len(text) < 19
+    # isdigit() is also true of other scripts' digits ("²"), which int() refuses
+    return text.isascii() and text.isdigit() and len(text) < 19
 
 
 def _job_where(selection: JobFilter) -> tuple[list[str], list[object]]:
@@ -709,6 +710,14 @@ class SQLiteStore(Store):
                 "SELECT size, root, note, created FROM checkpoints ORDER BY size"
             )
         ]
+
+    def last_checkpoint(self) -> CheckpointRow | None:
+        """The largest checkpoint, by its primary key."""
+        rows = self._query(
+            "SELECT size, root, note, created FROM checkpoints ORDER BY size DESC LIMIT 1"
+        )
+        return CheckpointRow(int(rows[0][0]), bytes(rows[0][1]), str(rows[0][2]),
+                             str(rows[0][3])) if rows else None  # fmt: skip
 
     def add_anchor(self, row: AnchorRow) -> int:
         """Record an anchor; its id."""

@@ -2,7 +2,7 @@
 # The GPU agents of the test cluster: one `computeproof agent run --node NODE` per slurmd
 # node, reading the fake NVML library the tests build from C (tests/fakenvml/), each node
 # with its own NVML script ($CP_CLUSTER_DIR/fakenvml/NODE.nvml).
-#   agents.sh up | down | status
+#   agents.sh up|down|status [NODE]     NODE: that node's agent only (a compose node host)
 # The scripts start idle (0 % utilization). Tests and `make demo` rewrite them to put load
 # on GPUs; the fake re-reads a script when it changes. Nothing here is a real GPU reading.
 set -euo pipefail
@@ -24,11 +24,14 @@ agent_pid() {
 build_fake_nvml() {
     local lib="$CP_FAKE_NVML_DIR/libnvidia-ml.so.1" src="$CP_REPO/tests/fakenvml/fakenvml.c"
     mkdir -p "$CP_FAKE_NVML_DIR"
-    if [[ ! -s "$lib" || "$src" -nt "$lib" ]]; then
-        log "building the fake NVML library into $CP_FAKE_NVML_DIR"
-        (cd "$CP_REPO" && "$PYTHON" -c \
-            "from tests.fakenvml.build import build; build('$CP_FAKE_NVML_DIR')")
-    fi
+    (
+        flock 9 # compose node hosts share this directory and start together
+        if [[ ! -s "$lib" || "$src" -nt "$lib" ]]; then
+            log "building the fake NVML library into $CP_FAKE_NVML_DIR"
+            (cd "$CP_REPO" && "$PYTHON" -c \
+                "from tests.fakenvml.build import build; build('$CP_FAKE_NVML_DIR')")
+        fi
+    ) 9>"$CP_FAKE_NVML_DIR/.build.lock"
 }
 
 # idle_script NODE: the node's GPUs listed in NVML order, which is the REVERSE of minor
@@ -48,7 +51,7 @@ idle_script() {
 cmd_up() {
     build_fake_nvml
     local node script pid
-    for node in "${CP_NODES[@]}"; do
+    for node in "${AGENT_NODES[@]}"; do
         if pid="$(agent_pid "$node")"; then
             log "agent-$node already running (pid $pid)"
             continue
@@ -74,7 +77,7 @@ cmd_up() {
 
 cmd_down() {
     local node pid
-    for node in "${CP_NODES[@]}"; do
+    for node in "${AGENT_NODES[@]}"; do
         if pid="$(agent_pid "$node")"; then
             log "stopping agent-$node (pid $pid)"
             kill -TERM "$pid" 2>/dev/null || true
@@ -87,7 +90,7 @@ cmd_down() {
 
 cmd_status() {
     local node pid ok=0
-    for node in "${CP_NODES[@]}"; do
+    for node in "${AGENT_NODES[@]}"; do
         if pid="$(agent_pid "$node")"; then
             printf '%-12s running (pid %s)\n' "agent-$node" "$pid"
         else
@@ -98,9 +101,14 @@ cmd_status() {
     return $ok
 }
 
+AGENT_NODES=("${CP_NODES[@]}")
+if [[ -n "${2:-}" ]]; then
+    node_index "$2" >/dev/null # dies on an unknown node
+    AGENT_NODES=("$2")
+fi
 case "${1:-}" in
 up) cmd_up ;;
 down) cmd_down ;;
 status) cmd_status ;;
-*) die "usage: agents.sh up|down|status" ;;
+*) die "usage: agents.sh up|down|status [NODE]" ;;
 esac

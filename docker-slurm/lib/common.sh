@@ -18,12 +18,14 @@ CP_ACCOUNTS=(physics biology chemistry)
 # user:default account:other accounts (comma separated, may be empty)
 CP_USERS=(cpalice:physics:biology cpbob:biology: cpcarol:chemistry:)
 
-# Private ports, away from Slurm's defaults (6817-6819) and MariaDB's (3306).
-CP_SLURMCTLD_PORT=16817
-CP_SLURMDBD_PORT=16819
-CP_SLURMD_PORT_BASE=16821 # c1 16821, c2 16822
-CP_SRUN_PORTS=16840-16880
-CP_MARIADB_PORT=13306
+# Private ports, away from Slurm's defaults (6817-6819) and MariaDB's (3306). Each can be
+# overridden, so that clusters on one host's network (a compose cluster runs with host
+# networking) do not collide: docker-slurm/compose-cluster gives every cluster its own.
+CP_SLURMCTLD_PORT="${CP_SLURMCTLD_PORT:-16817}"
+CP_SLURMDBD_PORT="${CP_SLURMDBD_PORT:-16819}"
+CP_SLURMD_PORT_BASE="${CP_SLURMD_PORT_BASE:-16821}" # c1 16821, c2 16822
+CP_SRUN_PORTS="${CP_SRUN_PORTS:-16840-16880}"
+CP_MARIADB_PORT="${CP_MARIADB_PORT:-13306}"
 CP_DB_NAME=slurm_acct_db
 CP_DB_USER=cpslurm
 CP_DB_PASS=cpslurm-test-only
@@ -66,6 +68,14 @@ else
     CP_MARIADB_BIND="127.0.0.1"
     CP_DB_USER_HOST="127.0.0.1"
 fi
+
+# Where compose images and source builds are cached, and the Slurm built from source.
+CP_CACHE_DIR="${CP_CACHE_DIR:-/var/cache/computeproof}"
+CP_DEBIAN_MIRROR="${CP_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+CP_SLURM_SOURCE_VERSION="${CP_SLURM_SOURCE_VERSION:-25.11.7}"
+# SchedMD's source is vendored beside the repository (shared/vendor/), never inside it.
+CP_SLURM_SOURCE_TARBALL="${CP_SLURM_SOURCE_TARBALL:-$CP_REPO/../shared/vendor/slurm-$CP_SLURM_SOURCE_VERSION.tar.xz}"
+CP_PYSLURM_VERSION="${CP_PYSLURM_VERSION:-25.11.2}"
 
 export SLURM_CONF="$CP_CONF_DIR/slurm.conf"
 export COMPUTEPROOF_CONFIG="$CP_CPROOF_CONFIG"

@@ -45,6 +45,8 @@ slurmctld)
 *)
     wait_for 300 "slurmctld" sh -c 'scontrol ping | grep -q "is UP"' ||
         die "slurmctld never answered"
+    # This host's own GPU agent, as on a real node (the native cluster runs one per node too)
+    "$CP_LIB_DIR/agents.sh" up "$role"
     exec "$CP_LIB_DIR/daemon.sh" slurmd "$role" --foreground
     ;;
 esac

@@ -1,12 +1,22 @@
 #!/usr/bin/env bash
 # Install the Debian packages the test cluster needs, and its unix users, when missing.
-# Run by `cluster up` natively and by the Dockerfile at image build time.
+# Run by `cluster up` natively and by lib/image.sh in the compose images' root filesystem.
+#   packages.sh [--list]     --list: print the package names and install nothing
 set -euo pipefail
 # shellcheck source=docker-slurm/lib/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-CP_PACKAGES=(munge slurmctld slurmd slurm-client slurmdbd slurm-wlm-mysql-plugin
-    mariadb-server mariadb-client python3 procps)
+# gcc and libc6-dev (pthread.h; gcc only recommends it) build the fake NVML library the
+# agents read; python3-venv makes the virtual environment the CLI runs from (Debian's
+# python3 is externally managed, PEP 668: no pip install into it).
+CP_PACKAGES=(munge mariadb-server mariadb-client python3 python3-venv procps gcc libc6-dev)
+if [[ "${CP_SLURM_FROM_SOURCE:-0}" == 1 ]]; then
+    # Slurm built from source (lib/build-slurm.sh) brings its own binaries: only the
+    # libraries it links against
+    CP_PACKAGES+=(libjson-c5 libhwloc15 liblz4-1 libpam0g libmariadb3)
+else
+    CP_PACKAGES+=(slurmctld slurmd slurm-client slurmdbd slurm-wlm-mysql-plugin)
+fi
 
 ensure_packages() {
     local missing=() pkg
@@ -48,5 +58,9 @@ ensure_users() {
     done
 }
 
+if [[ "${1:-}" == --list ]]; then
+    echo "${CP_PACKAGES[@]}"
+    exit 0
+fi
 ensure_packages
 ensure_users

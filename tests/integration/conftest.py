@@ -22,7 +22,9 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-CLUSTER_SCRIPT = REPO / "docker-slurm" / "cluster"
+# The native cluster's script, or another with its status/up/env commands: a compose
+# cluster's harness (docker-slurm/compose-cluster test sets it).
+CLUSTER_SCRIPT = Path(os.environ.get("CP_CLUSTER_SCRIPT") or REPO / "docker-slurm" / "cluster")
 NODES = ("c1", "c2")
 # sacct states after which a job will not change again.
 FINAL_STATES = frozenset(

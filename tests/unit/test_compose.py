@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
 import stat
 import subprocess
@@ -56,24 +57,46 @@ def test_compose_has_one_service_a_role(compose: dict) -> None:
     for name, service in compose["services"].items():
         # slurm.conf names hosts by service: SlurmctldHost=slurmctld, NodeAddr=c1, ...
         assert service["hostname"] == name
-        assert service["image"] == "computeproof-slurm:bookworm"
+        assert service["image"] == "computeproof-slurm:${CP_DIST:-bookworm}"
 
 
-def test_bind_mounts_exist_in_the_repo(compose: dict) -> None:
-    named = set(compose.get("volumes") or {})
+def test_compose_file_suits_compose_v1_and_host_networking(compose: dict) -> None:
+    """docker-compose v1 (Debian 12) rejects a top-level name:; no bridge network and no
+    private address range: host networking, service names resolved to 127.0.0.1."""
+    assert "name" not in compose
+    assert str(compose["version"]).startswith("2.")
+    assert "networks" not in compose
     for name, service in compose["services"].items():
-        targets = set()
+        assert service["network_mode"] == "host", name
+        assert "ports" not in service and "networks" not in service, name
+        assert service["init"] is True, name  # reaps what slurmstepd leaves behind
+        hosts = dict(entry.split(":") for entry in service["extra_hosts"])
+        assert hosts == dict.fromkeys(SERVICES, "127.0.0.1"), name
+        env = service["environment"]
+        for port in ("CP_SLURMCTLD_PORT", "CP_SLURMDBD_PORT", "CP_SLURMD_PORT_BASE",
+                     "CP_SRUN_PORTS", "CP_MARIADB_PORT"):  # fmt: skip
+            assert env[port].startswith("${" + port + ":-"), (name, port)
+
+
+def test_volumes_exist_or_come_from_the_compose_state(compose: dict) -> None:
+    for name, service in compose["services"].items():
+        targets = {}
         for volume in service["volumes"]:
-            source, target = volume.split(":")[:2]
-            targets.add(target)
+            # SOURCE:TARGET[:ro], where SOURCE may be ${VAR:?message}/path
+            m = re.fullmatch(r"(\$\{[^}]*\}[^:]*|[^:]+):([^:]+)(:ro)?", volume)
+            assert m, f"{name}: {volume}"
+            source, target = m[1], m[2]
+            targets[target] = source
             if source.startswith((".", "/")):
                 host = (DOCKER_SLURM / source).resolve()
                 assert host.exists(), f"{name}: bind mount {source} does not exist"
                 assert host.is_relative_to(REPO), f"{name}: {source} is outside the repository"
-            else:
-                assert source in named, f"{name}: volume {source} is not declared"
-        assert REPO_MOUNT in targets, f"{name}: the repository is not mounted"
-        assert "/var/tmp/computeproof-cluster" in targets, f"{name}: no shared cluster volume"
+            else:  # a directory compose-cluster makes under its state directory
+                assert source.startswith("${CP_COMPOSE_STATE"), f"{name}: {source}"
+        assert targets[REPO_MOUNT] == ".."
+        assert targets["/var/tmp/computeproof-cluster"].endswith("}/cluster")
+        # the host's own /run (pid files, its agent): a directory of its own
+        assert targets["/run/computeproof-cluster"] == "${CP_COMPOSE_STATE}/hosts/" + name
 
 
 def test_every_command_script_exists(compose: dict) -> None:
@@ -86,18 +109,60 @@ def test_every_command_script_exists(compose: dict) -> None:
         assert role == name  # the entry point's role argument is the service's role
 
 
-def test_dockerfile_copies_existing_files(compose: dict) -> None:
-    build = compose["services"]["mariadb"]["build"]
-    context = (DOCKER_SLURM / build["context"]).resolve()
-    assert context == REPO
-    dockerfile = context / build["dockerfile"]
-    text = dockerfile.read_text()
-    assert re.search(r"^FROM debian:bookworm$", text, re.M)
-    copies = re.findall(r"^COPY (.+)$", text, re.M)
-    assert copies
-    for line in copies:
-        for source in line.split()[:-1]:
-            assert (context / source).exists(), f"Dockerfile copies missing {source}"
+@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose not installed")
+def test_docker_compose_v1_accepts_the_file(tmp_path: Path) -> None:
+    env = dict(os.environ, CP_COMPOSE_STATE=str(tmp_path), CP_DIST="trixie",
+               CP_SLURMCTLD_PORT="18817")  # fmt: skip
+    proc = subprocess.run(
+        ["docker-compose", "-f", str(COMPOSE_FILE), "-p", "cp-check", "config"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    resolved = yaml.safe_load(proc.stdout)
+    c1 = resolved["services"]["c1"]
+    assert c1["image"] == "computeproof-slurm:trixie"
+    assert c1["environment"]["CP_SLURMCTLD_PORT"] == "18817"
+    assert c1["environment"]["CP_MARIADB_PORT"] == "17306"  # the default when unset
+
+
+def compose_settings(dist: str) -> dict[str, str]:
+    """The variables docker-slurm/compose-cluster exports for DIST."""
+    # the script's settings function alone: the script itself would act on its arguments
+    code = (
+        f'eval "$(sed -n "/^settings() {{/,/^}}/p" {DOCKER_SLURM / "compose-cluster"})"; '
+        f"settings {dist}; env | grep -E '^CP_(SLURM|SRUN|MARIADB|COMPOSE_STATE|DIST)'"
+    )
+    out = subprocess.run(["bash", "-c", code], capture_output=True, text=True, check=True).stdout
+    return dict(line.split("=", 1) for line in out.splitlines())
+
+
+def test_each_compose_cluster_has_ports_of_its_own() -> None:
+    native = {"16817", "16819", "16821", "13306"}
+    seen: set[str] = set(native)
+    for dist in ("bookworm", "trixie", "slurm-25.11"):
+        settings = compose_settings(dist)
+        assert settings["CP_DIST"] == dist
+        ports = {settings[k] for k in ("CP_SLURMCTLD_PORT", "CP_SLURMDBD_PORT",
+                                       "CP_SLURMD_PORT_BASE", "CP_MARIADB_PORT")}  # fmt: skip
+        assert len(ports) == 4 and not ports & seen, (dist, ports)
+        seen |= ports
+        assert settings["CP_COMPOSE_STATE"].endswith("/" + dist)
+
+
+def test_packages_list_has_what_debian_13_needs() -> None:
+    def run(**env: str) -> list[str]:
+        return subprocess.run(
+            [str(DOCKER_SLURM / "lib" / "packages.sh"), "--list"],
+            env=dict(os.environ, **env), capture_output=True, text=True, check=True,
+        ).stdout.split()  # fmt: skip
+
+    packages = run()
+    # pthread.h for the fake NVML library (gcc only recommends libc6-dev); a venv, as
+    # Debian's python3 is externally managed (PEP 668)
+    assert {"gcc", "libc6-dev", "python3-venv", "slurmd", "slurmctld"} <= set(packages)
+    from_source = run(CP_SLURM_FROM_SOURCE="1")
+    assert not {p for p in from_source if p.startswith("slurm")}
+    assert "libjson-c5" in from_source
 
 
 def test_setup_scripts_parse() -> None:
@@ -116,10 +181,19 @@ needs_root = pytest.mark.skipif(
 
 
 def configure(
-    tmp_path: Path, mode: str, repo: Path | None = None, hooks: str = "0", ctld_hooks: str = "0"
+    tmp_path: Path,
+    mode: str,
+    repo: Path | None = None,
+    hooks: str = "0",
+    ctld_hooks: str = "0",
+    **more: str,
 ) -> subprocess.CompletedProcess[str]:
     """Run configure.sh with all its output (and the hooks' config link) under tmp_path."""
     env = dict(os.environ)
+    for name in list(env):
+        if name.startswith("CP_") and name.endswith(("_PORT", "_PORTS", "_PORT_BASE")):
+            del env[name]
+    env.update(more)
     env.update(
         CP_MODE=mode,
         CP_CLUSTER_DIR=str(tmp_path / "cluster"),
@@ -287,3 +361,40 @@ def test_missing_hook_fails_clearly(tmp_path: Path) -> None:
     assert f"{repo}/epilog.d/computeproof-epilog-slurmctld" in proc.stderr
     assert "CP_HOOKS=0" in proc.stderr
     assert not (tmp_path / "cluster" / "etc" / "slurm.conf").exists()
+
+
+@needs_root
+def test_ports_come_from_the_environment(tmp_path: Path) -> None:
+    """A compose cluster shares the host's network with the native one: its own ports."""
+    proc = configure(
+        tmp_path, "compose", CP_SLURMCTLD_PORT="18817", CP_SLURMDBD_PORT="18819",
+        CP_SLURMD_PORT_BASE="18821", CP_SRUN_PORTS="18840-18880", CP_MARIADB_PORT="18306",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    slurm = conf(tmp_path / "cluster" / "etc" / "slurm.conf")
+    dbd = conf(tmp_path / "cluster" / "etc" / "slurmdbd.conf")
+    assert slurm["SlurmctldPort"] == ["18817"]
+    assert slurm["AccountingStoragePort"] == ["18819"] == dbd["DbdPort"]
+    assert slurm["SrunPortRange"] == ["18840-18880"]
+    assert dbd["StoragePort"] == ["18306"]
+    ports = [re.search(r" Port=(\d+)", line)[1] for line in slurm["NodeName"]]  # type: ignore[index]
+    assert ports == ["18821", "18822"]
+
+
+@needs_root
+@pytest.mark.parametrize(("version", "written"), [("22.05.8", False), ("24.11.5", True)])
+def test_cgroup_plugin_is_disabled_from_slurm_23(
+    tmp_path: Path, version: str, written: bool
+) -> None:
+    """slurmd 23.02+ will not start without a cgroup filesystem unless cgroup.conf says
+    CgroupPlugin=disabled, a value 22.05 does not know."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "slurmd").write_text(f"#!/bin/sh\necho 'slurm {version}'\n")
+    (fake / "slurmd").chmod(0o755)
+    proc = configure(tmp_path, "native", PATH=f"{fake}:{os.environ['PATH']}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    cgroup = tmp_path / "cluster" / "etc" / "cgroup.conf"
+    assert cgroup.exists() == written
+    if written:
+        assert conf(cgroup) == {"CgroupPlugin": ["disabled"]}

@@ -272,6 +272,7 @@ class StoreContract:
         assert keys(until="2026-01-02T00:00:00") == ["c1/1#0", "c2/1#1"]
         assert keys(job="1") == ["c1/1#0", "c2/1#1"]
         assert keys(job="c2/1#1") == ["c2/1#1"]
+        assert keys(job="\u00b2") == keys(job="\u0661") == []  # digits, but not ASCII ones
         assert keys(limit=2) == ["c1/1#0", "c1/2#0"]
 
     def test_jobs_page_walks_every_row_once_in_order(self, make_store: MakeStore) -> None:
@@ -374,9 +375,11 @@ class StoreContract:
         s = make_store()
         b = CheckpointRow(8, b"\x02" * 32, "note 8\n", "2026-01-02T00:00:00Z")
         a = CheckpointRow(4, b"\x01" * 32, "note 4\n", "2026-01-01T00:00:00Z")
+        assert s.last_checkpoint() is None
         s.add_checkpoint(b)
         s.add_checkpoint(a)
         assert s.checkpoints() == [a, b]  # ordered by size
+        assert s.last_checkpoint() == b
 
     def test_anchors(self, make_store: MakeStore) -> None:
         s = make_store()

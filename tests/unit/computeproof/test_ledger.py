@@ -123,6 +123,15 @@ def test_duplicate_within_a_batch(ledger: Ledger, make_lifecycle: Callable, sign
     assert ledger.size() == 1
 
 
+def test_copies_of_a_stored_event_in_one_batch_all_name_its_leaf(
+    ledger: Ledger, make_lifecycle: Callable, sign_all: Sign
+) -> None:
+    envs = sign_all(make_lifecycle())
+    ledger.append(envs)
+    r = ledger.append([envs[2], envs[2]])  # before: the second copy said leaf -1
+    assert sorted(r.duplicates) == [(0, r.duplicates[0][1], 2), (1, r.duplicates[0][1], 2)]
+
+
 def test_different_envelope_same_event_id_is_rejected(
     ledger: Ledger, make_lifecycle: Callable, sign_all: Sign
 ) -> None:
@@ -305,6 +314,32 @@ def test_two_writers_append_at_once(
         assert len(rows) == len(ledger.jobs()) == 60
 
 
+def test_an_event_another_writer_appends_after_the_lookup_is_a_duplicate(
+    tmp_path: Path, host_signer: Signer, make_lifecycle: Callable, sign_all: Sign
+) -> None:
+    """Another writer appends some of this batch's events between this writer's dedupe
+    lookup and its commit: they become duplicates and the rest is appended (before, the
+    commit read the log's size after the other append, passed its check, and the store
+    refused the second copy: the whole batch failed)."""
+    db = tmp_path / "l.db"
+    envs = sign_all(make_lifecycle("100"))
+    with _open(db) as a, _open(db) as b:
+        a.enroll(host_signer.public_raw, list(HOSTS))
+        lookup = a.store.find_events
+        raced: list[object] = []
+
+        def find_events(pairs: Any) -> Any:
+            found = lookup(pairs)
+            if not raced:  # the first lookup done: now the other writer gets in
+                raced.append(b.append(envs[:2]))
+            return found
+
+        a.store.find_events = find_events  # type: ignore[method-assign]
+        r = a.append(envs)
+        assert len(r.accepted) == 3 and sorted(p for p, _, _ in r.duplicates) == [0, 1]
+        assert a.size() == len(envs) and a.verify().ok
+
+
 def test_verify_while_a_forwarder_appends(
     tmp_path: Path, host_signer: Signer, make_lifecycle: Callable, sign_all: Sign
 ) -> None:
@@ -350,14 +385,14 @@ def test_checkpoint_while_another_process_appends(
         ledger.append(sign_all(make_lifecycle("101")))
     with _open(db, key) as ledger, _open(db, key) as other:
         size = ledger.size()
-        read_checkpoints = ledger.store.checkpoints
+        read_checkpoint = ledger.store.last_checkpoint
 
-        def checkpoints() -> list[CheckpointRow]:
+        def last_checkpoint() -> CheckpointRow | None:
             if not other.size() > size:
                 assert other.append(sign_all(make_lifecycle("102"))).accepted
-            return read_checkpoints()
+            return read_checkpoint()
 
-        ledger.store.checkpoints = checkpoints  # type: ignore[method-assign]
+        ledger.store.last_checkpoint = last_checkpoint  # type: ignore[method-assign]
         row = ledger.checkpoint()
         assert row.size == size > len(first)
         other.checkpoint()

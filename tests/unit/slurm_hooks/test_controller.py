@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from fakeslurm import VERSIONS, calls, install, manifest, roles
+from fakeslurm import PHASED, VERSIONS, calls, install, manifest, roles
 
 from computeproof.config import Config
 from computeproof.errors import SlurmError
@@ -79,7 +79,7 @@ def run_through(tmp_path: Path, version: str) -> tuple[Config, Clock, Path]:
     return config, clock, log
 
 
-@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("version", PHASED)
 def test_every_job_recorded_once_with_slurms_values(tmp_path: Path, version: str) -> None:
     config, _, log = run_through(tmp_path, version)
     ids = roles(version)
@@ -135,7 +135,7 @@ def test_every_job_recorded_once_with_slurms_values(tmp_path: Path, version: str
         assert str(e["time"]).endswith(".000000Z")  # Slurm's time: rewritten alike
 
 
-@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("version", PHASED)
 def test_a_restarted_collector_writes_nothing_twice(tmp_path: Path, version: str) -> None:
     config, clock, _ = run_through(tmp_path, version)
     before = {e["id"] for e in events(config)}
@@ -291,3 +291,34 @@ def test_a_job_cancelled_before_it_ran_gets_its_final_state(tmp_path: Path, vers
     assert sorted(t for (j, _, t) in got if j == held) == ["completed", "final_state"]
     final = payload(got[(held, 0, "final_state")])
     assert (final["state"], final["start_epoch"], final["nodes"]) == ("CANCELLED", None, [])
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_every_release_every_job_once_in_accountings_state(tmp_path: Path, version: str) -> None:
+    """Over any capture: each job that ran gets scheduled, completed and final_state once,
+    and final_state says what accounting says."""
+    from fakeslurm import fixture_dir
+
+    from slurm_hooks.slurmcli import decode_json, parse_sacct_json
+
+    config, _, _ = run_through(tmp_path, version)
+    got = by_key(config)
+    accounted = parse_sacct_json(
+        decode_json((fixture_dir(version) / "sacct.json").read_bytes(), "t")
+    )
+    finals = {(j, r): payload(e)["state"] for (j, r, t), e in got.items() if t == "final_state"}
+    assert finals
+    by_job: dict[int, list[AccountingRecord]] = {}
+    for rec in accounted:
+        by_job.setdefault(rec["job_id"], []).append(rec)
+    for (job_id, run_no), state in finals.items():
+        runs = by_job[job_id]
+        assert state == run_numbers_state(runs, run_no), (job_id, run_no)
+        if runs[min(run_no, len(runs) - 1)]["start_epoch"] is not None:
+            assert (job_id, run_no, "scheduled") in got and (job_id, run_no, "completed") in got
+
+
+def run_numbers_state(runs: list[AccountingRecord], run_no: int) -> str:
+    """Accounting's state of run ``run_no`` of a job (its records oldest first)."""
+    numbers = run_numbers(runs, [])
+    return next(r["state"] for r, n in zip(runs, numbers, strict=True) if n == run_no)

@@ -1,5 +1,4 @@
-"""The command-line backend over real captured output of Slurm 22.05 and 24.11 (and 25.11's
-v0.0.44 layout, constructed: fixtures/make_25_11.py)."""
+"""The command-line backend over real captured output of Slurm 22.05, 24.11 and 25.11."""
 
 from __future__ import annotations
 
@@ -11,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fakeslurm import FIXTURES, VERSIONS, calls, fixture_dir, install, manifest, roles
+from fakeslurm import FIXTURES, PHASED, VERSIONS, calls, fixture_dir, install, manifest, roles
 
 from computeproof.errors import SlurmError
 from slurm_hooks import slurmcli
@@ -39,7 +38,7 @@ def raw(value: object) -> bytes:
     return value.encode("utf-8", "surrogateescape")
 
 
-@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("version", PHASED)
 def test_squeue_json_running(version: str) -> None:
     ids = roles(version)
     recs = squeue_json(version, "running")
@@ -67,7 +66,7 @@ def test_squeue_json_running(version: str) -> None:
     assert timeout["time_limit_s"] == 60 and timeout["end_epoch"] is not None
 
 
-@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("version", PHASED)
 def test_squeue_json_ended(version: str) -> None:
     ids = roles(version)
     recs = squeue_json(version, "ended")
@@ -83,7 +82,7 @@ def test_squeue_json_ended(version: str) -> None:
     assert tasks == [f"{ids['array']}_0", f"{ids['array']}_1"]
 
 
-@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("version", PHASED)
 def test_sacct_json(version: str) -> None:
     ids = roles(version)
     records = sacct(version)
@@ -129,7 +128,7 @@ def test_cli_merges_the_text_exit_codes(tmp_path: Path, version: str) -> None:
     assert len(calls(tmp_path / "log", "sacct")) == 2  # one JSON read, one text read
 
 
-@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("version", PHASED)
 def test_cli_live_reads(tmp_path: Path, version: str) -> None:
     ids = roles(version)
     log = tmp_path / "log"
@@ -272,3 +271,49 @@ def test_clients_run_in_utc(tmp_path: Path) -> None:
     first = (tmp_path / "args").read_text().splitlines()[0]
     assert first.startswith("UTC --json -D -a -S 2026-11-01T05:30:00 -E 2026-11-01T06:30:00")
     assert first.endswith("-s COMPLETED,FAILED")
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("moment", ["running", "ended", "late"])
+def test_the_safe_read_agrees_with_the_json(version: str, moment: str) -> None:
+    """The two reads of the same moment (squeue -O of fields no user sets, squeue --json)
+    give every job the same fields, in every release's format."""
+    from slurm_hooks.slurmtext import parse_squeue_safe
+
+    d = fixture_dir(version)
+    text = (d / f"squeue_safe.{moment}.txt").read_bytes().decode()
+    safe = {int(r["job_id"]): r for r in parse_squeue_safe(text)}  # type: ignore[call-overload]
+    detail = squeue_json(version, moment)
+    common = set(safe) & set(detail)
+    assert common, "the two reads share no job"
+    keys = ("job", "state", "nodes", "num_nodes", "gpus", "tres_allocated", "user", "uid",
+            "account", "partition", "qos", "restarts", "submit_epoch", "start_epoch",
+            "time_limit_s")  # fmt: skip
+    for job in common:
+        a, b = safe[job], detail[job]
+        for key in keys:
+            assert a.get(key) == b.get(key), (version, moment, job, key)  # type: ignore[misc]
+        if a["state"] not in ("PENDING", "RUNNING", "CONFIGURING"):
+            assert (a["exit_code"], a["signal"]) == (b["exit_code"], b["signal"]), (job, a, b)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_accounting_of_every_release(version: str) -> None:
+    """What holds for any capture: a requeued job's runs oldest first (REQUEUED, then its
+    last run), the failed job's exit code 3 (22.05: from the text), a cancelled job's
+    signal on its batch step, every state a word Slurm prints."""
+    ids = roles(version)
+    records = sacct(version)
+    words = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "REQUEUED", "PENDING", "RUNNING"}
+    assert {r["state"] for r in records} <= words
+    runs = [r for r in records if r["job_id"] == ids["requeued"]]
+    assert len(runs) == 2 and runs[0]["state"] == "REQUEUED"
+    assert run_numbers(runs, []) == [0, 1]
+    text = (fixture_dir(version) / "sacct_exit.txt").read_text()
+    codes = slurmcli.parse_sacct_exit_codes(text)
+    (failed,) = [r for r in records if r["job_id"] == ids["attacker"]]
+    assert codes[(failed["job_id"], failed["start_epoch"])] == (3, 0)
+    (cancelled,) = [r for r in records if r["job_id"] == ids["cancelled"]]
+    assert (cancelled["state"], cancelled["batch_signal"]) == ("CANCELLED", 15)
+    two = next(r for r in records if r["job_id"] == ids["two_node"])
+    assert two["nodes"] == ["c1", "c2"] and two["gpus"] == two["tres_allocated"]["gres/gpu"]

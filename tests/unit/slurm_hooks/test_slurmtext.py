@@ -10,7 +10,7 @@ import time
 from datetime import datetime
 
 import pytest
-from fakeslurm import VERSIONS, fixture_dir, manifest, roles
+from fakeslurm import PHASED, fixture_dir, manifest, roles
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -23,7 +23,7 @@ def safe(version: str, moment: str) -> dict[int, dict[str, object]]:
     return {int(r["job_id"]): r for r in parse_squeue_safe(text)}  # type: ignore[call-overload]
 
 
-@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("version", PHASED)
 def test_safe_squeue_running(version: str) -> None:
     ids = roles(version)
     recs = safe(version, "running")
@@ -51,7 +51,7 @@ def test_safe_squeue_running(version: str) -> None:
     assert (two["nodes"], two["num_nodes"], two["gpus"]) == (["c1", "c2"], 2, 2)
 
 
-@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("version", PHASED)
 def test_safe_squeue_ended(version: str) -> None:
     ids = roles(version)
     recs = safe(version, "ended")
@@ -75,7 +75,7 @@ def test_safe_squeue_ended(version: str) -> None:
     assert recs[ids["timeout"]]["state"] == "RUNNING"
 
 
-@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("version", PHASED)
 def test_a_hostile_name_never_reaches_the_safe_read(version: str) -> None:
     """The captures were taken while a job named with forged records and Key=Value words
     ran: the safe read has exactly one record per job, none of them forged."""

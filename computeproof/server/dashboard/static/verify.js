@@ -1,15 +1,18 @@
 // The receipt verifier, in the browser: a line-by-line mirror of computeproof/bundle.py
-// verify_bundle (and envelope.py, checkpoint.py, merkle.py, canonical.py, privacy.py,
-// keys.py that it calls), in the same order, with the same checks and the same messages.
+// verify_bundle (and envelope.py, checkpoint.py with its witness cosignatures, merkle.py,
+// canonical.py, privacy.py, keys.py, trust.py, witness/logkey.py and anchors/verify.py
+// that it calls), in the same order, with the same checks, verdicts and messages.
 // Nothing here trusts the server that served the page: every check runs on the receipt's
-// bytes, with WebCrypto (Ed25519, SHA-256), against the ledger key the viewer pins.
+// bytes, with WebCrypto (Ed25519, SHA-256), against the trust roots the viewer gives (a
+// pinned ledger key, witnesses and a quorum).
 //
 // JSON is parsed by this module's own parser, which keeps what Python's json module
 // keeps and JSON.parse loses: integers beyond 2**53 (BigInt), floats as floats (1.0 is
 // not 1), NaN and Infinity, lone surrogates, objects as Maps in insertion order.
 // Known divergences from the Python verifier: none in verdicts on the tests' corpus
-// (tests/browser); JSON syntax error messages are Python's in form, not always in
-// position; nesting deeper than Python's recursion limit is refused here, a crash there.
+// (tests/unit/computeproof/server/dashboard/test_dashboard_browser.py); JSON syntax error
+// messages are Python's in form, not always in position; nesting deeper than Python's
+// recursion limit is refused here, a crash there.
 
 export const FORMAT = "computeproof.receipt/v1";
 const STATEMENT_TYPE = "https://in-toto.io/Statement/v1";
@@ -822,6 +825,53 @@ export async function verifyInclusion(leaf, index, size, proof, root) {
   }
 }
 
+// merkle.verify_consistency: the tree (size2, root2) extends the tree (size1, root1)
+export async function verifyConsistency(size1, size2, proof, root1, root2) {
+  size1 = BigInt(size1);
+  size2 = BigInt(size2);
+  if (size1 < 0n || size2 < 0n) throw new ProofError(`tree sizes ${size1} and ${size2} must not be negative`);
+  if (size1 > size2) throw new ProofError(`size1 ${size1} is larger than size2 ${size2}: a log never shrinks`);
+  if (size1 === 0n) throw new ProofError("consistency proofs need size1 > 0: every tree extends the empty tree");
+  if (size1 === size2) {
+    if (proof.length) {
+      throw new ProofError(`sizes are equal (${size1}) so the consistency proof must be empty, got ${proof.length} hashes`);
+    }
+    if (!bytesEq(root1, root2)) throw new ProofError(`sizes are equal (${size1}) but the roots differ`);
+    return;
+  }
+  const level = BigInt(bitLength(size1 & -size1) - 1);
+  const index = (size1 - 1n) >> level;
+  const expected = pathLength(index, ((size2 - 1n) >> level) + 1n) + (index ? 1 : 0);
+  if (proof.length !== expected) {
+    throw new ProofError(`consistency proof from size ${size1} to ${size2} has ${proof.length} hashes, expected ${expected}`);
+  }
+  proof.forEach((h, k) => {
+    if (h.length !== 32) throw new ProofError(`consistency proof hash ${k} is ${h.length} bytes, not 32`);
+  });
+  const path = [...proof];
+  if ((size1 & (size1 - 1n)) === 0n) path.unshift(root1);
+  let fn = size1 - 1n, sn = size2 - 1n;
+  while (fn & 1n) { fn >>= 1n; sn >>= 1n; }
+  let fr = path[0], sr = path[0];
+  for (const c of path.slice(1)) {
+    if (sn === 0n) throw new ProofError("consistency proof is longer than the path to the root");
+    if ((fn & 1n) || fn === sn) {
+      fr = await nodeHash(c, fr);
+      sr = await nodeHash(c, sr);
+      if (!(fn & 1n)) {
+        while (!(fn & 1n) && fn !== 0n) { fn >>= 1n; sn >>= 1n; }
+      }
+    } else {
+      sr = await nodeHash(sr, c);
+    }
+    fn >>= 1n;
+    sn >>= 1n;
+  }
+  if (sn !== 0n) throw new ProofError("consistency proof is shorter than the path to the root");
+  if (!bytesEq(fr, root1)) throw new ProofError(`consistency proof does not lead to root1 of tree size ${size1}`);
+  if (!bytesEq(sr, root2)) throw new ProofError(`consistency proof does not lead to root2 of tree size ${size2}`);
+}
+
 // -- C2SP signed notes and checkpoints (checkpoint.py) ---------------------------------------
 
 function checkKeyName(name) {
@@ -837,11 +887,17 @@ function checkText(text, what) {
   if (!isWellFormed(text)) throw new CheckpointError(`${what} is not valid UTF-8 text`);
 }
 
-async function keyHash(name, pub) {
+const ED25519_TYPE = 0x01;
+const COSIGNATURE_TYPE = 0x04;
+
+// checkpoint._typed_key_hash: SHA-256(name || 0x0A || type || key)[:4]
+async function typedKeyHash(name, type, pub) {
   checkKeyName(name);
   if (pub.length !== 32) throw new CheckpointError(`Ed25519 public key is ${pub.length} bytes, not 32`);
-  return (await sha256(concat(utf8(name), new Uint8Array([0x0a, 0x01]), pub))).slice(0, 4);
+  return (await sha256(concat(utf8(name), new Uint8Array([0x0a, type]), pub))).slice(0, 4);
 }
+
+const keyHash = (name, pub) => typedKeyHash(name, ED25519_TYPE, pub);
 
 function noteB64(text, what) {
   try {
@@ -935,6 +991,183 @@ export async function openCheckpoint(note, name, pub, origin) {
   return cp;
 }
 
+// -- verifier keys (checkpoint.py _parse_vkey) -------------------------------------------------
+
+// "<name>+<hex key ID>+<base64(type || key)>": [name, raw key]; the name and the key ID end
+// at the first two '+' (the base64 key may hold more), as in Go's note package
+async function parseVkey(text, keyType, kind) {
+  const t = pyStrip(text);
+  const a = t.indexOf("+"), b = a < 0 ? -1 : t.indexOf("+", a + 1);
+  if (b < 0) throw new CheckpointError("verifier key must be <name>+<hex key ID>+<base64 key>");
+  const name = t.slice(0, a), kid = t.slice(a + 1, b), encoded = t.slice(b + 1);
+  checkKeyName(name);
+  if (cpLen(kid) !== 8 || !/^[0-9a-f]*$/.test(kid)) {
+    throw new CheckpointError(`verifier key ID ${pyRepr(kid)} must be 8 lowercase hex digits`);
+  }
+  const key = noteB64(encoded, "verifier key");
+  if (key.length !== 33 || key[0] !== keyType) {
+    throw new CheckpointError(`verifier key is not an ${kind} key (type 0x${keyType.toString(16).padStart(2, "0")} and 32 bytes)`);
+  }
+  const pub = key.slice(1);
+  if (hex(await typedKeyHash(name, keyType, pub)) !== kid) {
+    throw new CheckpointError(`verifier key ID ${kid} does not match its name and key`);
+  }
+  return [name, pub];
+}
+
+// checkpoint.parse_verifier_key: a log's (Ed25519 note) verifier key
+export const parseVerifierKey = (text) => parseVkey(text, ED25519_TYPE, "Ed25519 note");
+
+// checkpoint.parse_cosigner_key: a witness's verifier key, type 0x04: {name, publicRaw}
+export async function parseCosignerKey(text) {
+  const [name, publicRaw] = await parseVkey(text, COSIGNATURE_TYPE, "Ed25519 cosignature");
+  return { name, publicRaw };
+}
+
+// -- witness cosignatures (checkpoint.py verify_cosignatures, C2SP tlog-cosignature) ---------
+
+const MAX_TIMESTAMP = 2n ** 63n - 1n;
+
+// The cosigners (by name) whose cosignature/v1 line on the note verifies, with its time.
+// Lines of other keys are ignored; a line of a listed key that does not verify rejects it.
+export async function verifyCosignatures(note, cosigners) {
+  const [text, sigs] = splitNote(note);
+  parseBody(text);
+  const found = new Map();
+  for (const cosigner of cosigners) {
+    const kid = await typedKeyHash(cosigner.name, COSIGNATURE_TYPE, cosigner.publicRaw);
+    for (const [signer, blob] of sigs) {
+      if (signer !== cosigner.name || !bytesEq(blob.slice(0, 4), kid)) continue;
+      if (blob.length !== 4 + 8 + 64) throw new CheckpointError(`cosignature of witness ${signer} has the wrong length`);
+      const timestamp = new DataView(blob.buffer, blob.byteOffset + 4, 8).getBigUint64(0, false);
+      if (timestamp > MAX_TIMESTAMP) throw new CheckpointError(`cosignature of witness ${signer}: timestamp out of range`);
+      const message = utf8(`cosignature/v1\ntime ${timestamp}\n${text}`);
+      if (!(await ed25519Verify(cosigner.publicRaw, blob.slice(12), message))) {
+        throw new CheckpointError(`cosignature of witness ${signer} does not verify`);
+      }
+      const before = found.get(cosigner.name) ?? 0n;
+      found.set(cosigner.name, timestamp > before ? timestamp : before);
+    }
+  }
+  return found;
+}
+
+// -- witness log-key statements (witness/logkey.py) ------------------------------------------
+
+const STATEMENT_HEADER = "computeproof-witness-log-key/v1\n";
+
+async function parseStatement(witness, text, signature) {
+  if (!text.startsWith(STATEMENT_HEADER) || !text.endsWith("\n")) {
+    throw new CheckpointError(`witness ${witness}: not a ${STATEMENT_HEADER.trim()} statement`);
+  }
+  const lines = text.slice(STATEMENT_HEADER.length, -1).split("\n");
+  if (lines.length < 2 || lines.length > 17) {
+    throw new CheckpointError(`witness ${witness}: a log key statement has an origin and 1-16 keys`);
+  }
+  const logKeys = [];
+  for (const line of lines.slice(1)) logKeys.push(await parseVerifierKey(line));
+  return { witness, origin: lines[0], logKeys, text, signature };
+}
+
+// logkey.statement_from_json: a carried statement record (its signature checked later)
+async function statementFromJSON(record) {
+  if (!isDict(record)) throw new CheckpointError("a witness statement must be an object");
+  const witness = dictGet(record, "witness", null), text = dictGet(record, "statement", null);
+  const sig = dictGet(record, "signature", null);
+  if (!(isStr(witness) && isStr(text) && isStr(sig))) {
+    throw new CheckpointError("a witness statement has witness, statement and signature strings");
+  }
+  let signature;
+  try {
+    signature = b64decodeValidate(sig);
+  } catch (e) {
+    if (e instanceof PyError) throw new CheckpointError(`witness ${witness}: statement signature is not base64`);
+    throw e;
+  }
+  return parseStatement(witness, text, signature);
+}
+
+// -- trust roots (trust.py) ------------------------------------------------------------------
+
+// What a verifier trusts: ledger keys ({publicRaw, source}), witnesses ({name, publicRaw})
+// and a quorum of them (0: all)
+export function trustRoots({ ledgerKeys = [], witnesses = [], quorum = 0 } = {}) {
+  return { ledgerKeys, witnesses, quorum };
+}
+
+const rootsGiven = (roots) => roots.ledgerKeys.length > 0 || roots.witnesses.length > 0;
+const needed = (roots) => roots.quorum || roots.witnesses.length;
+
+// Names of the trusted witnesses whose signed statement names ledgerKey as a key of origin
+async function vouching(witnesses, origin, ledgerKey, statements) {
+  const out = new Set();
+  const byName = new Map(witnesses.map((w) => [w.name, w]));
+  for (const record of statements) {
+    let st;
+    try {
+      st = await statementFromJSON(record);
+    } catch (e) {
+      if (e instanceof CheckpointError) continue; // ignored, as unknown signatures are
+      throw e;
+    }
+    const w = byName.get(st.witness);
+    if (w !== undefined && st.origin === origin
+        && st.logKeys.some(([name, raw]) => bytesEq(raw, ledgerKey) && name === origin)
+        && st.witness === w.name && (await ed25519Verify(w.publicRaw, st.signature, utf8(st.text)))) {
+      out.add(w.name);
+    }
+  }
+  return out;
+}
+
+// trust.decide: the verdict on the receipt's ledger key against the roots:
+// {trusted, ledgerKey, roots: [in words], witnesses: [names], problem}
+export async function decide(roots, origin, ledgerKey, note, statements) {
+  const decision = { trusted: false, ledgerKey: formatPublicKey(ledgerKey), roots: [], witnesses: [], problem: null };
+  if (!rootsGiven(roots)) return decision;
+  const problems = [];
+  let keyTrusted = false;
+  if (roots.ledgerKeys.length) {
+    const match = roots.ledgerKeys.find((k) => bytesEq(k.publicRaw, ledgerKey));
+    if (match === undefined) {
+      problems.push(`the ledger key ${decision.ledgerKey} is not a trusted ledger key (${roots.ledgerKeys[0].source})`);
+    } else {
+      keyTrusted = true;
+      decision.roots.push(match.source);
+    }
+  }
+  if (roots.witnesses.length) {
+    let cosigned;
+    try {
+      cosigned = await verifyCosignatures(note, roots.witnesses);
+    } catch (e) {
+      if (!(e instanceof CheckpointError)) throw e;
+      problems.push(`witness cosignatures: ${e.message}`);
+      cosigned = new Map();
+    }
+    const vouch = await vouching(roots.witnesses, origin, ledgerKey, statements);
+    const counted = roots.witnesses.filter((w) => cosigned.has(w.name) && (keyTrusted || vouch.has(w.name)))
+      .map((w) => w.name);
+    if (counted.length >= needed(roots)) {
+      decision.witnesses = counted;
+      const what = "cosigned the checkpoint" + (keyTrusted ? "" : " and vouch for the key");
+      decision.roots.push(`witnesses ${counted.join(", ")} ${what} (quorum ${needed(roots)} of ${roots.witnesses.length})`);
+    } else {
+      const missing = roots.witnesses.filter((w) => !counted.includes(w.name)).map((w) => w.name);
+      const why = keyTrusted ? "" : `; ${vouch.size} signed a statement naming this ledger key`;
+      problems.push(`${counted.length} of the trusted witnesses vouch for this checkpoint, quorum `
+        + `${needed(roots)} (not: ${missing.join(", ")}; ${cosigned.size} cosigned it${why})`);
+    }
+  }
+  if (problems.length) {
+    decision.problem = problems.join("; ");
+    decision.roots = [];
+    return decision;
+  }
+  decision.trusted = true;
+  return decision;
+}
+
 // -- private fields (privacy.py) ------------------------------------------------------------
 
 const isCommitment = (v) => isDict(v) && setEq([...v.keys()], ["sha256_commitment"]);
@@ -986,6 +1219,111 @@ function field(obj, name, kind, where) {
   return v;
 }
 
+// -- anchors a receipt carries (anchors/__init__.py AnchorRecord.from_json, anchors/verify.py)
+
+const ANCHOR_KINDS = ["evm", "numbers", "numbers-event"];
+const CHECKPOINT_KINDS = ["evm", "numbers"];
+const RECORD_FIELDS = [["kind", "str"], ["target", "str"], ["origin", "str"], ["size", "int"],
+  ["root", "str"], ["checkpoint_sha256", "str"], ["registry", "dict"], ["anchored_at", "str"]];
+const EVM_FIELDS = [["chain_id", "int"], ["contract", "str"], ["tx_hash", "str"], ["block_number", "int"],
+  ["block_hash", "str"], ["log_index", "int"], ["recorder", "str"], ["asset_cid", "str"]];
+
+// AnchorRecord.from_json; an AnchorError there is a BundleError here (the caller's prefix)
+function anchorRecord(data, where) {
+  const fail = (msg) => new BundleError(`${where}: ${msg}`);
+  if (!isDict(data)) throw fail("anchor record must be an object");
+  for (const [name, kind] of RECORD_FIELDS) {
+    if (!KIND_TEST[kind](dictGet(data, name, null))) {
+      throw fail(`anchor record: '${name}' is missing or not a ${KIND_NAME[kind]}`);
+    }
+  }
+  const kind = data.get("kind");
+  if (!ANCHOR_KINDS.includes(kind)) throw fail(`anchor record: unknown kind ${pyRepr(cpSlice(kind, 0, 40))}`);
+  let root;
+  try {
+    root = b64decodeValidate(data.get("root"));
+  } catch (e) {
+    // binascii.Error, or ValueError for text that is not ASCII: both "not base64"
+    if (e instanceof PyError && (e.pyType === "binascii.Error" || e.pyType === "ValueError")) {
+      throw fail("anchor record: root is not base64");
+    }
+    throw e;
+  }
+  if (root.length !== 32) throw fail("anchor record: root is not 32 bytes");
+  return { kind, target: data.get("target"), origin: data.get("origin"), size: big(data.get("size")),
+    sizeValue: data.get("size"), root: data.get("root"), checkpointSha256: data.get("checkpoint_sha256"),
+    registry: data.get("registry") };
+}
+
+// verify._hex: "0x" and exactly 2 * size hex digits (no whitespace)
+function isHexOf(value, size) {
+  return isStr(value) && value.startsWith("0x") && cpLen(value) === 2 + 2 * size &&
+    /^[0-9a-fA-F]*$/.test(value.slice(2));
+}
+
+function checkRegistry(record, where) {
+  const reg = record.registry;
+  if (record.kind === "evm") {
+    for (const [name, kind] of EVM_FIELDS) {
+      if (!KIND_TEST[kind](dictGet(reg, name, null))) {
+        throw new BundleError(`${where}: registry field '${name}' is missing or not ${KIND_NAME[kind]}`);
+      }
+    }
+    for (const [name, size] of [["tx_hash", 32], ["block_hash", 32], ["contract", 20], ["recorder", 20]]) {
+      if (!isHexOf(reg.get(name), size)) throw new BundleError(`${where}: registry field '${name}' is not ${size} bytes of hex`);
+    }
+  } else if (record.kind === "numbers") {
+    const nid = dictGet(reg, "nid", null);
+    if (!isStr(nid) || !nid) throw new BundleError(`${where}: a Numbers anchor needs its NID`);
+    if (reg.has("commit_tx") && !isHexOf(reg.get("commit_tx"), 32)) {
+      throw new BundleError(`${where}: registry field 'commit_tx' is not 32 bytes of hex`);
+    }
+  }
+}
+
+// verify.check_receipt_anchors: each anchor against the receipt's checkpoint cp and ledger
+// key, offline: [{kind, target, size, registry}]
+export async function checkReceiptAnchors(anchors, cp, ledgerKey) {
+  if (anchors === null || anchors === undefined) return [];
+  if (!isList(anchors)) throw new BundleError("anchors must be a list");
+  const out = [];
+  for (let i = 0; i < anchors.length; i++) {
+    const entry = anchors[i];
+    let where = `anchors[${i}]`;
+    if (!isDict(entry)) throw new BundleError(`${where}: must be an object`);
+    const record = anchorRecord(dictGet(entry, "record", null), where);
+    where = `anchors[${i}] (${record.kind} ${cpSlice(record.target, 0, 80)}, size ${record.size})`;
+    if (!CHECKPOINT_KINDS.includes(record.kind)) throw new BundleError(`${where}: a receipt carries checkpoint anchors only`);
+    if (record.origin !== cp.origin) {
+      throw new BundleError(`${where}: anchors log ${pyRepr(cpSlice(record.origin, 0, 80))}, not ${pyRepr(cp.origin)}`);
+    }
+    if (record.size < cp.size) throw new BundleError(`${where}: anchors a checkpoint older than the receipt's (${cp.size})`);
+    checkRegistry(record, where);
+    const note = dictGet(entry, "checkpoint", null), proofB64 = dictGet(entry, "consistency_proof", null);
+    if (!isStr(note) || !isList(proofB64)) {
+      throw new BundleError(`${where}: needs the anchored checkpoint and a consistency proof`);
+    }
+    let anchored;
+    try {
+      anchored = await openCheckpoint(note, cp.origin, ledgerKey, cp.origin);
+      const proof = proofB64.map((h) => b64decodeStrict(pyStr(h), "consistency proof hash"));
+      await verifyConsistency(cp.size, anchored.size, proof, cp.root, anchored.root);
+    } catch (e) {
+      if (e instanceof ReceiptError || (e instanceof PyError && e.pyType === "binascii.Error")) {
+        throw new BundleError(`${where}: ${e.message}`);
+      }
+      throw e;
+    }
+    const body = `${anchored.origin}\n${anchored.size}\n${b64encode(anchored.root)}\n`;
+    const sha = hex(await sha256(utf8(body)));
+    if (record.size !== anchored.size || record.root !== b64encode(anchored.root) || record.checkpointSha256 !== sha) {
+      throw new BundleError(`${where}: the record does not describe the anchored checkpoint`);
+    }
+    out.push({ kind: record.kind, target: record.target, size: record.sizeValue, registry: record.registry });
+  }
+  return out;
+}
+
 // the steps a verification passes through, in order, for the page to show
 export const STEPS = [
   ["format", "Receipt: JSON, format computeproof.receipt/v1, its job and log"],
@@ -997,6 +1335,8 @@ export const STEPS = [
   ["job", "Job: every event belongs to this job run, from a host its key may sign for, once"],
   ["disclosures", "Private fields: disclosed values open their signed SHA-256 commitments"],
   ["index", "Complete: the ledger's signed index lists exactly these events of this job"],
+  ["witnesses", "Witnesses: enough of the witnesses you trust cosigned the checkpoint (C2SP tlog-cosignature) and, unless you pinned the ledger key, signed that the receipt's ledger key is this log's"],
+  ["anchors", "Anchors: each anchored checkpoint is signed by the ledger key, extends this receipt's checkpoint (RFC 9162 consistency proof) and is the one its registry record names"],
 ];
 
 class Trace {
@@ -1009,9 +1349,17 @@ class Trace {
   }
 }
 
-export async function verifyBundle(data, trustedLedgerKey = null, trace = new Trace()) {
+// bundle.verify_bundle: the report, or a BundleError naming what and where. The report's
+// trust says whether its ledger key is trusted: by trustedLedgerKey (a pinned key, raw
+// bytes) or roots (trustRoots()); with neither, a receipt that verifies is untrusted.
+// Roots it does not meet are a BundleError.
+export async function verifyBundle(data, trustedLedgerKey = null, roots = null, trace = new Trace()) {
+  if (trustedLedgerKey !== null) {
+    const pinned = { publicRaw: trustedLedgerKey, source: "pinned with --ledger-key" };
+    roots = trustRoots({ ledgerKeys: [pinned], witnesses: roots ? roots.witnesses : [], quorum: roots ? roots.quorum : 0 });
+  }
   try {
-    return await verifyBundleInner(data, trustedLedgerKey, trace);
+    return await verifyBundleInner(data, roots || trustRoots(), trace);
   } catch (e) {
     if (e instanceof BundleError) throw e;
     if (e instanceof PyError) throw new BundleError(`malformed receipt: ${e.pyType}: ${e.message}`);
@@ -1019,7 +1367,7 @@ export async function verifyBundle(data, trustedLedgerKey = null, trace = new Tr
   }
 }
 
-async function verifyBundleInner(data, trustedLedgerKey, trace) {
+async function verifyBundleInner(data, roots, trace) {
   trace.at("format");
   let bundle;
   try {
@@ -1050,18 +1398,22 @@ async function verifyBundleInner(data, trustedLedgerKey, trace) {
   }
   trace.pass("format", `job ${wantKey}`);
   trace.at("pinned");
-  if (trustedLedgerKey !== null && !bytesEq(ledgerKey, trustedLedgerKey)) {
+  if (roots.ledgerKeys.length && roots.ledgerKeys.every((k) => !bytesEq(k.publicRaw, ledgerKey))) {
     throw new BundleError("log: the bundle's ledger key is not the trusted ledger key");
   }
-  if (trustedLedgerKey !== null) trace.pass("pinned", formatPublicKey(ledgerKey));
+  if (roots.ledgerKeys.length) trace.pass("pinned", formatPublicKey(ledgerKey));
   trace.at("checkpoint");
-  let cp;
+  let cp, note;
   try {
-    cp = await openCheckpoint(pyStr(field(log, "checkpoint", "str", "log")), origin, ledgerKey, origin);
+    note = pyStr(field(log, "checkpoint", "str", "log"));
+    cp = await openCheckpoint(note, origin, ledgerKey, origin);
   } catch (e) {
     if (e instanceof ReceiptError) throw new BundleError(`log checkpoint: ${e.message}`);
     throw e;
   }
+  // read only with witness roots; anything else there is ignored, as unknown fields are
+  let statements = dictGet(log, "witness_statements", null);
+  statements = isList(statements) ? statements : [];
   if (cp.size !== big(field(log, "size", "int", "log")) || !bytesEq(cp.root, root)) {
     throw new BundleError("log: size or root differ from the signed checkpoint");
   }
@@ -1159,6 +1511,21 @@ async function verifyBundleInner(data, trustedLedgerKey, trace) {
   trace.at("index");
   await checkIndex(bundle, report, ledgerKey);
   trace.pass("index", `${n} of ${n} events listed`);
+  trace.at("witnesses");
+  try {
+    report.trust = await decide(roots, origin, ledgerKey, note, statements);
+  } catch (e) {
+    if (e instanceof ReceiptError) throw new BundleError(`log checkpoint: ${e.message}`);
+    throw e;
+  }
+  if (report.trust.problem !== null) throw new BundleError(`trust: ${report.trust.problem}`);
+  if (roots.witnesses.length) trace.pass("witnesses", report.trust.roots[report.trust.roots.length - 1]);
+  trace.at("anchors");
+  report.anchors = await checkReceiptAnchors(dictGet(bundle, "anchors", null), cp, ledgerKey);
+  const a = report.anchors.length;
+  if (a) {
+    trace.pass("anchors", `${a} anchor${a === 1 ? "" : "s"}: ${report.anchors.map((x) => `${x.kind} ${x.target} at size ${x.size}`).join("; ")}`);
+  }
   return report;
 }
 
@@ -1251,27 +1618,64 @@ function pyTypeName(v) {
 
 // -- what the page calls ----------------------------------------------------------------------
 
-// Verify a receipt (bytes or text) against a pinned ledger key text ("ed25519:BASE64", or
-// empty for none). Never throws: {ok, pinned, error, steps: [[id, label, status, detail]],
-// report}. status: pass, fail, skip (not reached), warn (not checked: no key pinned).
-export async function checkReceipt(data, pinnedText = "", onStep = null) {
-  const trace = new Trace(onStep);
-  let pinned = null;
-  let error = null, report = null;
-  if (pinnedText && pinnedText.trim()) {
+// The trust roots the viewer gave, as text: {ledgerKey: "ed25519:BASE64" or "", witnesses:
+// [witness verifier keys], quorum: "" (all) or a number}. Throws an Error saying which is
+// wrong (trust.roots_from_options' checks, in the page's words).
+export async function parseTrustRoots({ ledgerKey = "", witnesses = [], quorum = "" } = {}) {
+  const ledgerKeys = [];
+  if (ledgerKey && ledgerKey.trim()) {
     try {
-      pinned = parsePublicKey(pinnedText);
+      ledgerKeys.push({ publicRaw: parsePublicKey(ledgerKey), source: "the ledger key pinned in this browser" });
     } catch (e) {
-      error = `the pinned key is not an Ed25519 public key: ${e.message}`;
-      trace.at("pinned");
+      if (e instanceof ReceiptError) throw new Error(`the pinned ledger key is not an Ed25519 public key: ${e.message}`);
+      throw e;
     }
   }
-  if (error === null) {
+  const cosigners = [];
+  for (const text of witnesses.map((w) => w.trim()).filter((w) => w)) {
+    try {
+      cosigners.push(await parseCosignerKey(text));
+    } catch (e) {
+      if (!(e instanceof ReceiptError)) throw e;
+      throw new Error(`witness key ${pyRepr(cpSlice(text, 0, 60))}: ${e.message}; give the witness's `
+        + "verifier key as `computeproof witness serve` prints it (<name>+<key id>+<base64>)");
+    }
+  }
+  const names = cosigners.map((w) => w.name);
+  if (new Set(names).size !== names.length) throw new Error("the same witness name is given twice");
+  let q = 0;
+  const qText = String(quorum ?? "").trim();
+  if (qText) {
+    q = /^[0-9]+$/.test(qText) ? Number(qText) : NaN;
+    if (!(q >= 1 && q <= cosigners.length)) {
+      throw new Error(`quorum ${pyRepr(cpSlice(qText, 0, 20))}: give a number from 1 to the number of `
+        + `witness keys (${cosigners.length})`);
+    }
+  }
+  return trustRoots({ ledgerKeys, witnesses: cosigners, quorum: q });
+}
+
+// Verify a receipt (bytes or text) against the trust roots the viewer gave (see
+// parseTrustRoots). Never throws: {verdict, error, steps: [[id, label, status, detail]],
+// report}. verdict: "valid" (a root vouches for the ledger key: report.trust.roots says
+// which), "untrusted" (valid only under the receipt's own key), "invalid", or "error" (the
+// roots given are malformed: nothing was checked). status: pass, fail, skip (not reached or
+// nothing to check), warn (not checked: no trust root given).
+export async function checkReceipt(data, given = {}, onStep = null) {
+  const trace = new Trace(onStep);
+  let roots = null;
+  let error = null, report = null;
+  try {
+    roots = await parseTrustRoots(given);
+  } catch (e) {
+    error = e.message;
+  }
+  if (roots !== null) {
     try {
       if (!globalThis.crypto || !crypto.subtle) {
         throw new Error("this page is not a secure context (HTTPS or localhost), so the browser offers no WebCrypto");
       }
-      report = await verifyBundle(data, pinned, trace);
+      report = await verifyBundle(data, null, roots, trace);
     } catch (e) {
       error = e instanceof Error ? e.message || String(e) : String(e);
       if (e instanceof DOMException && e.name === "NotSupportedError") {
@@ -1279,23 +1683,41 @@ export async function checkReceipt(data, pinnedText = "", onStep = null) {
       }
     }
   }
+  const done = error === null;
   const order = STEPS.map(([id]) => id);
-  const reached = trace.current === null ? -1 : order.indexOf(trace.current);
+  const reached = done ? order.length : trace.current === null ? -1 : order.indexOf(trace.current);
+  const noRoots = roots !== null && !rootsGiven(roots);
   const steps = STEPS.map(([id, label], k) => {
-    let status = trace.status.get(id), detail = trace.detail.get(id) || "";
+    const status = trace.status.get(id), detail = trace.detail.get(id) || "";
     if (status) return [id, label, status, detail];
-    if (error !== null && k === reached) return [id, label, "fail", error];
-    if (id === "pinned" && pinned === null && k < reached) {
-      return [id, label, "warn", "no key pinned: the receipt was checked against the key it "
+    if (!done && k === reached) return [id, label, "fail", error];
+    if (k > reached || roots === null) return [id, label, "skip", ""];
+    if (id === "pinned" && noRoots) {
+      return [id, label, "warn", "no trust root given: the receipt is checked against the ledger key it "
         + "names itself, which shows it is consistent, not that the ledger you trust signed it"];
     }
-    if (id === "pinned" && pinned === null && error === null) {
-      return [id, label, "warn", "no key pinned: the receipt is consistent with the key it names; "
-        + "pin the ledger's key to know who signed it"];
-    }
-    if (id === "disclosures" && error === null) return [id, label, "skip", "none disclosed in this receipt"];
+    if (id === "pinned") return [id, label, "skip", "no ledger key pinned: the witnesses are the trust root"];
+    if (id === "witnesses") return [id, label, "skip", "no witness keys given"];
+    if (id === "disclosures") return [id, label, "skip", "none disclosed in this receipt"];
+    if (id === "anchors") return [id, label, "skip", "this receipt carries no anchors"];
     return [id, label, "skip", ""];
   });
-  if (error !== null && reached < 0) steps.unshift(["error", "Verification", "fail", error]);
-  return { ok: error === null, pinned: pinned !== null, error, steps, report };
+  if (!done && reached < 0) steps.unshift(["error", roots === null ? "Trust roots" : "Verification", "fail", error]);
+  let verdict = "invalid";
+  if (roots === null) verdict = "error";
+  else if (done) verdict = report.trust.trusted ? "valid" : "untrusted";
+  return { verdict, ok: done, error, steps, report };
+}
+
+// A parsed JSON value as plain JSON-able data (Maps as objects, safe BigInts as numbers,
+// floats as numbers): for tests and for showing a report's parts
+export function toPlain(v) {
+  if (isDict(v)) return Object.fromEntries([...v].map(([k, x]) => [k, toPlain(x)]));
+  if (isList(v)) return v.map(toPlain);
+  if (typeof v === "bigint") return v >= -MAX_SAFE && v <= MAX_SAFE ? Number(v) : v.toString();
+  if (v instanceof PyFloat) return v.value;
+  if (v !== null && typeof v === "object" && Object.getPrototypeOf(v) === Object.prototype) {
+    return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, toPlain(x)]));
+  }
+  return v;
 }

@@ -17,13 +17,13 @@ with keep_recursion_limit():  # py_ecc/py-evm would raise it for every test in t
     pytest.importorskip("web3", reason="the anchoring tests need the anchor extra (web3)")
     import eth_account  # noqa: F401
 
+from anchorjobs import ORIGIN
+
 from computeproof.anchors.devchain import DevChain, DevChainInfo
 from computeproof.envelope import sign_event
 from computeproof.keys import Signer
 from computeproof.ledger import Ledger
 from computeproof.store.sqlite import SQLiteStore
-
-ORIGIN = "computeproof.test.ledger"
 
 
 @pytest.fixture(scope="session")
@@ -69,10 +69,3 @@ def filled(
         assert len(led.append(envs).accepted) == len(envs)
     yield led
     led.close()
-
-
-def add_job(led: Ledger, signer: Signer, lifecycle: Callable[..., list[dict[str, Any]]],
-            job: str) -> None:  # fmt: skip
-    """Append one more job's events."""
-    envs = [sign_event(e, signer) for e in lifecycle(job)]
-    assert len(led.append(envs).accepted) == len(envs)

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from anchorjobs import ORIGIN, add_job
 from capture_server import CaptureServer, CaptureState
 from click.testing import CliRunner, Result
-from conftest import ORIGIN, add_job
 
 from computeproof.keys import Signer, format_public_key
 from computeproof.ledger import Ledger

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import add_job
+from anchorjobs import add_job
 
 from computeproof.anchors import (
     AnchoredCheckpoint,
@@ -166,6 +166,10 @@ OFFLINE_TAMPERS: dict[str, Callable[[dict[str, Any]], None]] = {
     "note": lambda a: a.update(checkpoint=a["checkpoint"].replace("\n\n", "\n1\n\n", 1)),
     "kind": lambda a: a["record"].update(kind="numbers-event"),
     "tx_hash_not_hex": lambda a: a["record"]["registry"].update(tx_hash="0xnothex"),
+    # bytes.fromhex skips whitespace: 64 spaces must not pass as a transaction hash
+    "tx_hash_of_whitespace": lambda a: a["record"]["registry"].update(tx_hash="0x" + " " * 64),
+    # not ASCII: "root is not base64", not a ValueError let through
+    "root_not_ascii": lambda a: a["record"].update(root="é" + a["record"]["root"][1:]),
 }
 
 

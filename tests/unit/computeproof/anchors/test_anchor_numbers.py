@@ -11,8 +11,8 @@ from typing import Any
 
 import httpx
 import pytest
+from anchorjobs import add_job
 from capture_server import CaptureServer, CaptureState
-from conftest import add_job
 
 from computeproof.anchors import anchor_latest, anchors_of
 from computeproof.anchors.devchain import DevChainInfo

@@ -40,6 +40,9 @@ slurmdbd)
 slurmctld)
     wait_for 300 "cluster registration in slurmdbd" test -e "$CP_CLUSTER_DIR/.registered" ||
         die "slurmdbd never registered the cluster"
+    # The controller's collector (scheduled, completed, final_state), once slurmctld answers
+    (wait_for 300 "slurmctld" sh -c 'scontrol ping | grep -q "is UP"' &&
+        "$CP_LIB_DIR/controller.sh" up) &
     exec "$CP_LIB_DIR/daemon.sh" slurmctld --foreground
     ;;
 *)

@@ -180,21 +180,38 @@ class Collector:
         self._last_sweep = -1e18
         self._warned: dict[str, float] = {}
         self._live_ids: set[int] = set()  # jobs in the controller's latest view
+        self._pending: list[tuple[dict[str, object], Run, str]] = []
         self.written = 0
 
     # ----------------------------------------------------------------- events
 
     def _write(self, kind: str, run: Run, payload: dict[str, object], epoch: int | None) -> None:
+        """Queue one event; :meth:`_flush` writes a poll's events to the spool together."""
         try:
             event = new_event(kind, self.config.cluster, run.job, run.job_id, self.config.host,
                               payload, run=run.run, time=event_time(epoch))  # fmt: skip
             if self._keep_waiting(str(event["id"])):
-                self.spool.write(event)
+                self._pending.append((event, run, kind))
         except CanonicalError as e:  # never expected of Slurm's values; never retried
             self._problem(f"cannot record {kind} (run {run.run}): {e}", run.job_id)
         run.written.add(kind)
         self.state.dirty = True
         self.written += 1
+
+    def _flush(self) -> None:
+        """Write the queued events in one batch (about one sync for all of them). If the
+        spool cannot take them, their runs owe them again: the state is not saved with
+        them marked written, and the next poll writes them (the same ids)."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        try:
+            self.spool.write_many([event for event, _, _ in pending])
+        except SpoolError:
+            for _, run, kind in pending:
+                run.written.discard(kind)
+            self.written -= len(pending)
+            raise
 
     def _keep_waiting(self, event_id: str) -> bool:
         """Whether to write an event: not when PrologSlurmctld's record of it (same id)
@@ -252,6 +269,7 @@ class Collector:
                      and now >= _next_ask(r)]  # fmt: skip
         if owed_acct and now - self._last_accounting >= self.accounting_interval:
             self._accounting(owed_acct, now)
+        self._flush()  # before pruning runs, and before the state that says they are written
         self._prune(now)
         self.state.save()
         return self.written - before

@@ -54,6 +54,7 @@ def make_ca(directory: Path) -> SiteCA:
             x509.KeyUsage(False, False, False, False, False, True, True, False, False),
             critical=True,
         )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
         .sign(ca_key, hashes.SHA256())
     )
     key = ec.generate_private_key(ec.SECP256R1())
@@ -76,6 +77,12 @@ def make_ca(directory: Path) -> SiteCA:
             critical=False,
         )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        # Python 3.13's default context verifies strictly (VERIFY_X509_STRICT): a leaf
+        # needs the key identifier of the CA that signed it
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
         .sign(ca_key, hashes.SHA256())
     )
     directory.mkdir(parents=True, exist_ok=True)

@@ -59,6 +59,8 @@ cmd_status() {
             ok=1
         fi
     done
+    # the controller's collector runs beside slurmctld, on this host
+    "$CP_LIB_DIR/controller.sh" status || ok=1
     sinfo -h -N -o '%N %t' 2>/dev/null | sort -u | sed 's/^/node /' || true
     return "$ok"
 }

@@ -7,7 +7,6 @@ Set ``CP_HOOKS=0`` to bring it up without the ComputeProof hooks in slurm.conf.
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import shutil
@@ -20,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.slurmjson import slurm_json
 
 REPO = Path(__file__).resolve().parents[2]
 # The native cluster's script, or another with its status/up/env commands: a compose
@@ -82,7 +83,7 @@ class SlurmCluster:
     def sacct_job(self, job_id: int) -> dict[str, Any] | None:
         """The job's record from ``sacct --json``, or None while accounting has none."""
         out = self.run("sacct", "--json", "-j", str(job_id)).stdout
-        jobs = [j for j in json.loads(out)["jobs"] if j["job_id"] == job_id]
+        jobs = [j for j in slurm_json(out)["jobs"] if j["job_id"] == job_id]
         return jobs[0] if jobs else None
 
     def wait_job(self, job_id: int, timeout: float = 90) -> dict[str, Any]:

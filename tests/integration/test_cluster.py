@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import stat
@@ -14,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from computeproof.config import load_config
+from tests.slurmjson import slurm_json
 
 if TYPE_CHECKING:
     from conftest import SlurmCluster
@@ -208,7 +208,7 @@ def test_squeue_json_lists_a_running_job(slurm_cluster: SlurmCluster, job_dir: P
         deadline = time.monotonic() + 30
         state = None
         while time.monotonic() < deadline:
-            jobs = json.loads(slurm_cluster.run("squeue", "--json").stdout)["jobs"]
+            jobs = slurm_json(slurm_cluster.run("squeue", "--json").stdout)["jobs"]
             mine = [j for j in jobs if j["job_id"] == job_id]
             state = mine[0]["job_state"] if mine else None
             if state == "RUNNING":

@@ -82,15 +82,17 @@ def job_fields(cluster: SlurmCluster, job: int) -> dict[str, str]:
     return dict(tok.split("=", 1) for tok in out.split() if "=" in tok)
 
 
-def poll(what: str, check: Any, timeout: float = 60) -> Any:
-    """Call ``check`` until it returns something truthy; fail after ``timeout`` s."""
+def poll(what: str, check: Any, timeout: float = 60, show: Any = None) -> Any:
+    """Call ``check`` until it returns something truthy; fail after ``timeout`` s, saying
+    what ``show()`` returns then (the state the wait ended in)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = check()
         if value:
             return value
         time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    seen = f"; last seen: {show()}" if show is not None else ""
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}{seen}")
 
 
 def requeued(fields: dict[str, str]) -> dict[str, str] | None:
@@ -206,7 +208,7 @@ def _strict_node_prolog_failed(c: SlurmCluster, hooks: HookSetup, job: int) -> N
         fields = held(job_fields(c, job))  # held while still COMPLETING, then PENDING
         return fields if fields is not None and fields["JobState"] == "PENDING" else None
 
-    fields = poll("the job requeued held", waiting_held)
+    fields = poll("the job requeued held", waiting_held, show=lambda: job_fields(c, job))
     assert fields["JobState"] == "PENDING", fields
     hooks.restore()
     c.run("scancel", str(job))
@@ -272,6 +274,7 @@ def test_strict_failing_prolog_drains_node(slurm_cluster: SlurmCluster, hooks: H
     fields = poll(
         "the job requeued held",
         lambda: held(job_fields(c, job)),
+        show=lambda: job_fields(c, job),
     )
     assert fields["JobState"] == "PENDING", fields
     assert int(fields["Restarts"]) >= 1, fields

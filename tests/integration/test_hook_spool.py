@@ -20,6 +20,7 @@ import pytest
 
 from computeproof.event import check_event
 from slurm_hooks.hookconfig import read_config_file
+from tests.slurmjson import slurm_json
 
 pytestmark = pytest.mark.slurm
 
@@ -146,7 +147,7 @@ def test_array_task_identity(slurm_cluster: Any, spool: SpoolWatcher, job_dir: P
         out = slurm_cluster.run("sacct", "--json", "-j", str(first)).stdout
         tasks = {
             j["job_id"]: j["array"]["task_id"]
-            for j in json.loads(out)["jobs"]
+            for j in slurm_json(out)["jobs"]
             if j["array"]["task_id"] is not None
         }
     assert sorted(tasks.values()) == [3, 4]

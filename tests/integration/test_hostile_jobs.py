@@ -27,6 +27,8 @@ from typing import Any
 
 import pytest
 
+from tests.slurmjson import slurm_json
+
 SlurmCluster = Any  # tests/integration/conftest.py: the session's cluster handle
 
 pytestmark = pytest.mark.slurm
@@ -125,7 +127,7 @@ def sacct_raw(cluster: SlurmCluster, job: int) -> dict[str, Any]:
         ["sacct", "--json", "-j", str(job)], env=cluster.env, capture_output=True, check=True
     ).stdout
     (rec,) = [
-        j for j in json.loads(out.decode("utf-8", "surrogateescape"))["jobs"] if j["job_id"] == job
+        j for j in slurm_json(out.decode("utf-8", "surrogateescape"))["jobs"] if j["job_id"] == job
     ]
     return rec
 

@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from tests.slurmjson import slurm_json
+
 SlurmCluster = Any  # tests/integration/conftest.py: the session's cluster handle
 
 pytestmark = pytest.mark.slurm
@@ -133,7 +135,7 @@ def finished_jobs(
         records[name] = c.wait_job(job_id, timeout=200)
     for task in range(3):
         out = c.run("sacct", "--json", "-j", f"{array_id}_{task}").stdout
-        task_jobs = [j for j in json.loads(out)["jobs"] if j["array"]["task_id"] == task]
+        task_jobs = [j for j in slurm_json(out)["jobs"] if j["array"]["task_id"] == task]
         assert task_jobs, f"sacct has no record of array task {array_id}_{task}"
         records[f"array_{task}"] = c.wait_job(task_jobs[0]["job_id"], timeout=120)
     names = {name: display_id(rec) for name, rec in records.items()}

@@ -1,0 +1,34 @@
+"""Slurm's ``--json`` output (sacct, squeue) in the shape Slurm 22.05 prints, whatever the
+release, so the integration tests read every release the same way. Independent of the
+project's own parsers (slurm_hooks.slurmcli), which these tests check against Slurm.
+
+From 23.02 on, integers come wrapped as ``{"set": bool, "infinite": bool, "number": n}``
+(unset or infinite: None here) and states are lists of a base state and flags
+(``["PENDING", "REQUEUED"]``: the base state here, the first).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+STATE_KEYS = frozenset({"current", "job_state", "state", "status"})
+NUMBER_KEYS = frozenset({"set", "infinite", "number"})
+
+
+def slurm_json(text: str | bytes) -> Any:
+    """Parse Slurm's JSON output and unwrap it to the 22.05 shape."""
+    return plain(json.loads(text))
+
+
+def plain(value: Any, key: str = "") -> Any:
+    """``value`` with wrapped numbers unwrapped and state lists reduced to their base state."""
+    if isinstance(value, dict):
+        if "number" in value and "set" in value and set(value) <= NUMBER_KEYS:
+            return value["number"] if value["set"] and not value.get("infinite") else None
+        return {k: plain(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        if key in STATE_KEYS and all(isinstance(v, str) for v in value):
+            return value[0] if value else ""
+        return [plain(v) for v in value]
+    return value

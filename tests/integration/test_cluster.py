@@ -29,7 +29,8 @@ def allocated(job: dict[str, Any]) -> dict[str, int]:
     """The job's allocated TRES from ``sacct --json``, as {"cpu": 1, "gres/gpu:a100": 2, ...}."""
     out = {}
     for tres in job["tres"]["allocated"]:
-        key = tres["type"] if tres["name"] is None else f"{tres['type']}/{tres['name']}"
+        # an unnamed TRES has name null up to 22.05, "" from 23.02 on
+        key = f"{tres['type']}/{tres['name']}" if tres["name"] else tres["type"]
         out[key] = tres["count"]
     return out
 

@@ -102,8 +102,10 @@ def requeued(fields: dict[str, str]) -> dict[str, str] | None:
 
 
 def held(fields: dict[str, str]) -> dict[str, str] | None:
-    """The job's fields once it waits requeued and held."""
-    return fields if "held" in fields.get("Reason", "") else None
+    """The job's fields once it waits requeued and held: held while still COMPLETING
+    (Slurm 24.11 shows that for a while), then PENDING."""
+    waiting = "held" in fields.get("Reason", "") and fields.get("JobState") == "PENDING"
+    return fields if waiting else None
 
 
 def read_counter(spool: Path) -> int:
@@ -204,11 +206,11 @@ def _strict_node_prolog_failed(c: SlurmCluster, hooks: HookSetup, job: int) -> N
     hooks.nodes.add("c1")
     poll("c1 drained", lambda: node_states(c).get("c1") in DRAINED)
 
-    def waiting_held() -> dict[str, str] | None:
-        fields = held(job_fields(c, job))  # held while still COMPLETING, then PENDING
-        return fields if fields is not None and fields["JobState"] == "PENDING" else None
-
-    fields = poll("the job requeued held", waiting_held, show=lambda: job_fields(c, job))
+    fields = poll(
+        "the job requeued held",
+        lambda: held(job_fields(c, job)),
+        show=lambda: job_fields(c, job),
+    )
     assert fields["JobState"] == "PENDING", fields
     hooks.restore()
     c.run("scancel", str(job))

@@ -1,6 +1,7 @@
 """Slurm's ``--json`` output (sacct, squeue) in the shape Slurm 22.05 prints, whatever the
-release, so the integration tests read every release the same way. Independent of the
-project's own parsers (slurm_hooks.slurmcli), which these tests check against Slurm.
+release, and its node lists expanded, so the integration tests read every release the same
+way. Independent of the project's own parsers (slurm_hooks.slurmcli), which these tests
+check against Slurm.
 
 From 23.02 on, integers come wrapped as ``{"set": bool, "infinite": bool, "number": n}``
 (unset or infinite: None here) and states are lists of a base state and flags
@@ -32,3 +33,15 @@ def plain(value: Any, key: str = "") -> Any:
             return value[0] if value else ""
         return [plain(v) for v in value]
     return value
+
+
+def expand_nodes(text: str) -> list[str]:
+    """c[1-2] / c1,c2 / c1 -> ['c1', 'c2'] (the test cluster's node names only)."""
+    if "[" not in text:
+        return sorted(n for n in text.split(",") if n)
+    prefix, _, rest = text.partition("[")
+    out = []
+    for part in rest.rstrip("]").split(","):
+        lo, _, hi = part.partition("-")
+        out += [f"{prefix}{i}" for i in range(int(lo), int(hi or lo) + 1)]
+    return sorted(out)

@@ -30,7 +30,7 @@ def usage_filter(params: ReportParams) -> UsageFilter:
 
 
 def _candidate(row: UsageRow) -> Candidate:
-    usage = JobUsage(*row[:13])
+    usage = JobUsage._make(row[: len(JobUsage._fields)])
     return usage, row.leaves, row.last_leaf
 
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from tests.slurmjson import slurm_json
+from tests.slurmjson import expand_nodes, slurm_json
 
 SlurmCluster = Any  # tests/integration/conftest.py: the session's cluster handle
 
@@ -109,17 +109,6 @@ def recorded(value: object) -> bytes:
         return base64.b64decode(value["non_utf8"])
     assert isinstance(value, str), value
     return value.encode()
-
-
-def expand(text: str) -> list[str]:
-    if "[" not in text:
-        return sorted(n for n in text.split(",") if n)
-    prefix, _, rest = text.partition("[")
-    out = []
-    for part in rest.rstrip("]").split(","):
-        lo, _, hi = part.partition("-")
-        out += [f"{prefix}{i}" for i in range(int(lo), int(hi or lo) + 1)]
-    return sorted(out)
 
 
 def sacct_raw(cluster: SlurmCluster, job: int) -> dict[str, Any]:
@@ -258,7 +247,7 @@ def test_every_field_of_every_event_is_slurms(hostile_jobs: dict[int, dict[str, 
     for job, info in hostile_jobs.items():
         show, acct = info["show"], info["sacct"]
         assert show["verification"]["ok"], (job, show["verification"])
-        nodes = expand(acct["nodes"])
+        nodes = expand_nodes(acct["nodes"])
         gpus = sum(
             int(t["count"])
             for t in acct["tres"]["allocated"]

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.slurmjson import slurm_json
+from tests.slurmjson import expand_nodes, slurm_json
 
 SlurmCluster = Any  # tests/integration/conftest.py: the session's cluster handle
 
@@ -37,18 +37,6 @@ def cli(cluster: SlurmCluster, *args: str, check: bool = True) -> subprocess.Com
         raise AssertionError(f"computeproof {' '.join(args)} exited {proc.returncode}: "
                              f"{proc.stdout}{proc.stderr}")  # fmt: skip
     return proc
-
-
-def expand_nodes(text: str) -> list[str]:
-    """c[1-2] / c1,c2 / c1 -> ['c1', 'c2'] (the test cluster's node names only)."""
-    if "[" not in text:
-        return sorted(n for n in text.split(",") if n)
-    prefix, _, rest = text.partition("[")
-    out = []
-    for part in rest.rstrip("]").split(","):
-        lo, _, hi = part.partition("-")
-        out += [f"{prefix}{i}" for i in range(int(lo), int(hi or lo) + 1)]
-    return sorted(out)
 
 
 def sacct_gpus(job: dict[str, Any]) -> int:

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from slurmjson import slurm_json
+from slurmjson import expand_nodes, slurm_json
 
 
 def test_a_24_11_record_reads_as_22_05_prints_it() -> None:
@@ -42,3 +42,9 @@ def test_a_22_05_record_is_unchanged() -> None:
             }
         ]
     }
+
+
+def test_node_lists_expand() -> None:
+    assert expand_nodes("c[1-2]") == ["c1", "c2"]
+    assert expand_nodes("c2,c1") == ["c1", "c2"]
+    assert expand_nodes("c[1,3-4]") == ["c1", "c3", "c4"]

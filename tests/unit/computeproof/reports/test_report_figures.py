@@ -204,3 +204,11 @@ def test_parallel_fold_equals_sequential(
     assert split["ledger_check"]["ok"] and split["ledger_check"]["jobs_checked"] == 13
     for key in ("totals", "groups", "receipts", "notes"):
         assert split[key] == single[key], key
+
+
+def test_a_stores_usage_row_starts_with_the_fields_of_a_job_usage() -> None:
+    """reports.source reads a JobUsage off the front of a store's UsageRow."""
+    from computeproof.reports.usage import JobUsage
+    from computeproof.store.interface import UsageRow
+
+    assert UsageRow._fields[: len(JobUsage._fields)] == JobUsage._fields

@@ -9,8 +9,6 @@ import json
 import logging
 import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ from computeproof.store.sqlite import SQLiteStore
 from computeproof.witness import client
 from computeproof.witness.client import WitnessEndpoint, add_checkpoint, parse_witness_entry
 from slurm_hooks.cli import main
+from tests.witnessharness import WitnessProcess
 
 REPO = Path(__file__).resolve().parents[4]
 LOGS = {  # one log (origin, ledger key) a test, all known to the witnesses
@@ -38,53 +37,7 @@ LOGS = {  # one log (origin, ledger key) a test, all known to the witnesses
     "report": ("test.report/log", Signer.from_seed(bytes([26]) * 32)),
 }
 HOSTS = ("ctl", "node1", "node2")
-
-
-class WitnessProcess:
-    """One `computeproof witness serve` on 127.0.0.1, port chosen by the kernel."""
-
-    def __init__(self, directory: Path, name: str) -> None:
-        self.directory = directory
-        self.name = name
-        self.proc: subprocess.Popen[str] | None = None
-        self.vkey = ""
-        self.url = ""
-
-    def start(self) -> None:
-        args = [sys.executable, "-m", "slurm_hooks", "witness", "serve",
-                "--key", str(self.directory / "witness.key"),
-                "--state", str(self.directory / "state"),
-                "--name", self.name, "--port", "0"]  # fmt: skip
-        for origin, signer in LOGS.values():
-            args += ["--log", verifier_key(origin, signer.public_raw)]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("COMPUTEPROOF_")}
-        env["PYTHONPATH"] = str(REPO)
-        with open(self.directory / "stderr.log", "ab") as err:
-            self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err, text=True,
-                                         env=env, cwd=self.directory)  # fmt: skip
-        assert self.proc.stdout is not None
-        first, second = self.proc.stdout.readline(), self.proc.stdout.readline()
-        if not first.startswith("witness ") or "listening on " not in second:
-            self.stop()
-            log = (self.directory / "stderr.log").read_text()
-            raise AssertionError(f"witness did not start: {first}{second}{log}")
-        self.vkey = first.split()[1]
-        self.url = second.split("listening on ")[1].split()[0]
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-            self.proc = None
-
-    @property
-    def entry(self) -> str:
-        """This witness as a ledger's `witnesses` config entry."""
-        return f"{self.url} {self.vkey}"
+LOG_KEYS = [verifier_key(origin, signer.public_raw) for origin, signer in LOGS.values()]
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +47,7 @@ def witnesses(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Witness
     try:
         for i in (1, 2, 3):
             d = tmp_path_factory.mktemp(f"w{i}")
-            w = WitnessProcess(d, f"witness{i}.test/w")
+            w = WitnessProcess(d, f"witness{i}.test/w", LOG_KEYS)
             w.start()
             procs.append(w)
         yield procs

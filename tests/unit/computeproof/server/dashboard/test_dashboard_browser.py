@@ -26,6 +26,7 @@ from dashapp import ADMIN_TOKEN, HEADER, opener, settings
 from demo import CTL, NODES, DemoJob, append_jobs, build_demo, open_demo_ledger
 from witnessed import (
     FORGER,
+    LOG_KEY,
     ORIGIN,
     Witnessed,
     WitnessProcess,
@@ -709,7 +710,7 @@ def witnessed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Witnessed]:
         for i in (1, 2, 3):
             d = root / f"w{i}"
             d.mkdir()
-            w = WitnessProcess(d, f"witness{i}.test/w")
+            w = WitnessProcess(d, f"witness{i}.test/w", [LOG_KEY])
             w.start()
             procs.append(w)
         (root / "ledger").mkdir()

@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 import copy
 import os
-import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -35,60 +34,15 @@ from computeproof.checkpoint import verifier_key
 from computeproof.keys import Signer, write_key
 from computeproof.ledger import Ledger
 from computeproof.store.sqlite import SQLiteStore
+from tests.witnessharness import WitnessProcess
 
 ORIGIN = "computeproof.dashboard-trust.ledger"
 LEDGER = Signer.from_seed(bytes([31]) * 32)
+LOG_KEY = verifier_key(ORIGIN, LEDGER.public_raw)  # what the witnesses are told to witness
 FORGER = Signer.from_seed(bytes([32]) * 32)
 REPO = Path(__file__).resolve().parents[5]
 ANCHOR_TESTS = REPO / "tests" / "unit" / "computeproof" / "anchors"
 CAPTURE_TOKEN = "t0ken-of-the-dashboard-site"
-
-
-class WitnessProcess:
-    """One `computeproof witness serve` on 127.0.0.1, port chosen by the kernel, that
-    witnesses this module's log."""
-
-    def __init__(self, directory: Path, name: str) -> None:
-        self.directory = directory
-        self.name = name
-        self.proc: subprocess.Popen[str] | None = None
-        self.vkey = ""
-        self.url = ""
-        self.port = 0
-
-    def start(self) -> None:
-        """Start it (again on the port it had, so a ledger's endpoint stays right); its
-        first two output lines give its verifier key and its URL."""
-        args = [sys.executable, "-m", "slurm_hooks", "witness", "serve",
-                "--key", str(self.directory / "witness.key"),
-                "--state", str(self.directory / "state"), "--name", self.name,
-                "--port", str(self.port),
-                "--log", verifier_key(ORIGIN, LEDGER.public_raw)]  # fmt: skip
-        env = {k: v for k, v in os.environ.items() if not k.startswith("COMPUTEPROOF_")}
-        env["PYTHONPATH"] = str(REPO)
-        with open(self.directory / "stderr.log", "ab") as err:
-            self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err, text=True,
-                                         env=env, cwd=self.directory)  # fmt: skip
-        assert self.proc.stdout is not None
-        first, second = self.proc.stdout.readline(), self.proc.stdout.readline()
-        if not first.startswith("witness ") or "listening on " not in second:
-            self.stop()
-            log = (self.directory / "stderr.log").read_text()
-            raise AssertionError(f"witness did not start: {first}{second}{log}")
-        self.vkey = first.split()[1]
-        self.url = second.split("listening on ")[1].split()[0]
-        self.port = int(self.url.rsplit(":", 1)[1].split("/")[0])
-
-    def stop(self) -> None:
-        """Terminate it (bounded: 20 s)."""
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-            self.proc = None
 
 
 @dataclass

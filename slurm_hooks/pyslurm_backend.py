@@ -26,8 +26,7 @@ from computeproof.errors import SlurmError
 from slurm_hooks import command
 from slurm_hooks.finalstate import state_name
 from slurm_hooks.jobinfo import AccountingRecord, job_state, pick_run
-from slurm_hooks.slurmenv import expand_hostlist
-from slurm_hooks.slurmtext import finish_record
+from slurm_hooks.slurmtext import finish_record, json_text, node_names
 
 _MIB = 1 << 20
 
@@ -103,10 +102,6 @@ def _epoch(value: object) -> int | None:
     return n if n else None
 
 
-def _str(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
 def _count(resource: object) -> int | None:
     return _int(_get(resource, "count"))
 
@@ -131,25 +126,15 @@ def tres_dict(tres: object) -> dict[str, int]:
     return out
 
 
-def _nodes(value: object) -> list[str]:
-    text = _str(value)
-    if text is None or text == "None assigned":
-        return []
-    try:
-        return expand_hostlist(text)
-    except SlurmError:
-        return []
-
-
 def to_record(job: object, live: bool) -> AccountingRecord:
     """An AccountingRecord from a pyslurm.Job (``live``) or a pyslurm.db.Job."""
     job_id = _int(_get(job, "id"))
     if job_id is None:
         raise SlurmError("pyslurm job without an integer id")
-    state = _str(_get(job, "state")) or ""
+    state = json_text(_get(job, "state")) or ""
     task = _int(_get(job, "array_task_id"))
     het = _int(_get(job, "heterogeneous_id")) or None
-    nodes = _nodes(_get(job, "allocated_nodes" if live else "nodelist"))
+    nodes = node_names(_get(job, "allocated_nodes" if live else "nodelist"))
     allocated = bool(nodes)
     limit = _int(_get(job, "time_limit"))
     name = _get(job, "name")
@@ -159,18 +144,18 @@ def to_record(job: object, live: bool) -> AccountingRecord:
         "array_task_id": task,
         "het_job_id": het,
         "het_job_offset": _int(_get(job, "heterogeneous_offset")) if het else None,
-        "user": _str(_get(job, "user_name")),
+        "user": json_text(_get(job, "user_name")),
         "uid": _int(_get(job, "user_id")),
         "gid": _int(_get(job, "group_id")),
-        "group": _str(_get(job, "group_name")),
-        "account": _str(_get(job, "account")),
-        "partition": _str(_get(job, "partition")),
-        "qos": _str(_get(job, "qos")),
+        "group": json_text(_get(job, "group_name")),
+        "account": json_text(_get(job, "account")),
+        "partition": json_text(_get(job, "partition")),
+        "qos": json_text(_get(job, "qos")),
         "job_name": name if isinstance(name, str) else None,
-        "work_dir": _str(_get(job, "working_directory")),
+        "work_dir": json_text(_get(job, "working_directory")),
         "state": state_name([state]) if state else "",
         "state_flags": [state] if state else [],
-        "reason": _str(_get(job, "state_reason")),
+        "reason": json_text(_get(job, "state_reason")),
         "exit_code": _int(_get(job, "exit_code")),
         "signal": _int(_get(job, "exit_code_signal")),
         "submit_epoch": _epoch(_get(job, "submit_time")),

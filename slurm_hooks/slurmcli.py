@@ -29,10 +29,12 @@ from computeproof.errors import SlurmError
 from slurm_hooks import command
 from slurm_hooks.finalstate import state_name
 from slurm_hooks.jobinfo import AccountingRecord, job_state, pick_run
-from slurm_hooks.slurmenv import expand_hostlist, parse_exit_code
+from slurm_hooks.slurmenv import parse_exit_code
 from slurm_hooks.slurmtext import (
     SAFE_FORMAT,
     finish_record,
+    json_text,
+    node_names,
     parse_gres_indices,
     parse_squeue_safe,
     parse_time,
@@ -69,22 +71,8 @@ def _opt(value: object) -> int | None:
     return n if n else None
 
 
-def _str(value: object) -> str | None:
-    return value if isinstance(value, str) and value not in ("", "None", "(null)") else None
-
-
 def _dict(value: object) -> dict[str, object]:
     return value if isinstance(value, dict) else {}
-
-
-def _nodes(value: object) -> list[str]:
-    text = _str(value)
-    if text is None or text == "None assigned":
-        return []
-    try:
-        return expand_hostlist(text)
-    except SlurmError:
-        return []
 
 
 def _minutes(value: object) -> int | None:
@@ -174,7 +162,7 @@ def parse_squeue_json(data: object) -> list[AccountingRecord]:
         code, signal = _wait_status(job.get("exit_code"))
         task = _num(job.get("array_task_id"))
         het = _opt(job.get("het_job_id"))
-        nodes = _nodes(job.get("nodes"))
+        nodes = node_names(job.get("nodes"))
         allocated = bool(nodes)
         rec: AccountingRecord = {
             "job_id": _num(job["job_id"]) or 0,
@@ -182,18 +170,18 @@ def parse_squeue_json(data: object) -> list[AccountingRecord]:
             "array_task_id": task,
             "het_job_id": het,
             "het_job_offset": _num(job.get("het_job_offset")) if het else None,
-            "user": _str(job.get("user_name")),
+            "user": json_text(job.get("user_name")),
             "uid": _num(job.get("user_id")),
             "gid": _num(job.get("group_id")),
-            "group": _str(job.get("group_name")),
-            "account": _str(job.get("account")),
-            "partition": _str(job.get("partition")),
-            "qos": _str(job.get("qos")),
+            "group": json_text(job.get("group_name")),
+            "account": json_text(job.get("account")),
+            "partition": json_text(job.get("partition")),
+            "qos": json_text(job.get("qos")),
             "job_name": job["name"] if isinstance(job.get("name"), str) else None,
-            "work_dir": _str(job.get("current_working_directory")),
+            "work_dir": json_text(job.get("current_working_directory")),
             "state": state,
             "state_flags": flags,
-            "reason": _str(job.get("state_reason")),
+            "reason": json_text(job.get("state_reason")),
             "exit_code": code,
             "signal": signal,
             "submit_epoch": _opt(job.get("submit_time")),
@@ -207,7 +195,7 @@ def parse_squeue_json(data: object) -> list[AccountingRecord]:
             "num_cpus": _num(job.get("cpus")),
             "tres_allocated": parse_tres(str(job.get("tres_alloc_str") or "")) if allocated else {},
             "tres_requested": parse_tres(str(job.get("tres_req_str") or "")),
-            "tres_per_node": _str(job.get("tres_per_node")),
+            "tres_per_node": json_text(job.get("tres_per_node")),
             "gpu_indices": _gpu_indices(job, nodes),
             "restarts": _num(job.get("restart_cnt")),
             "batch": job["batch_flag"] if isinstance(job.get("batch_flag"), bool) else None,
@@ -247,16 +235,16 @@ def parse_sacct_json(data: object) -> list[AccountingRecord]:
             "array_task_id": task,
             "het_job_id": het_id,
             "het_job_offset": _num(het.get("job_offset")) if het_id else None,
-            "user": _str(job.get("user")),
-            "group": _str(job.get("group")),
-            "account": _str(job.get("account")),
-            "partition": _str(job.get("partition")),
-            "qos": _str(job.get("qos")),
+            "user": json_text(job.get("user")),
+            "group": json_text(job.get("group")),
+            "account": json_text(job.get("account")),
+            "partition": json_text(job.get("partition")),
+            "qos": json_text(job.get("qos")),
             "job_name": job["name"] if isinstance(job.get("name"), str) else None,
-            "work_dir": _str(job.get("working_directory")),
+            "work_dir": json_text(job.get("working_directory")),
             "state": state,
             "state_flags": flags,
-            "reason": _str(state_obj.get("reason")),
+            "reason": json_text(state_obj.get("reason")),
             "exit_code": code,
             "signal": signal,
             "submit_epoch": _opt(times.get("submission")),
@@ -265,7 +253,7 @@ def parse_sacct_json(data: object) -> list[AccountingRecord]:
             "end_epoch": _opt(times.get("end")),
             "elapsed_s": _num(times.get("elapsed")),
             "time_limit_s": _minutes(times.get("limit")),
-            "nodes": _nodes(job.get("nodes")),
+            "nodes": node_names(job.get("nodes")),
             "num_nodes": _num(job.get("allocation_nodes")),
             "num_cpus": allocated.get("cpu"),
             "tres_allocated": allocated,

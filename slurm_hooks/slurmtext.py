@@ -19,6 +19,23 @@ _UNSET = frozenset({"", "Unknown", "None", "N/A", "(null)", "NONE"})
 _UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
 
 
+def json_text(value: object) -> str | None:
+    """A text field of Slurm's structured output (JSON, or pyslurm's objects); None when
+    Slurm leaves it unset ("", "None", "(null)")."""
+    return value if isinstance(value, str) and value not in ("", "None", "(null)") else None
+
+
+def node_names(value: object) -> list[str]:
+    """A node list field of structured output, expanded; [] when unset or unreadable."""
+    text = json_text(value)
+    if text is None or text == "None assigned":
+        return []
+    try:
+        return expand_hostlist(text)
+    except SlurmError:
+        return []
+
+
 def unset(value: str | None) -> bool:
     """True for Slurm's spellings of "no value" (Unknown, None, N/A, (null), NONE)."""
     return value is None or value in _UNSET

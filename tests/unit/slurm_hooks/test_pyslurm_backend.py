@@ -205,3 +205,14 @@ def test_no_pyslurm_means_cli(slurm_bin: str) -> None:
     from slurm_hooks.slurmcli import SlurmCli
 
     assert isinstance(job_info(Config(slurm_bin=slurm_bin)), SlurmCli)
+
+
+def test_unset_text_reads_as_none_as_from_the_command_line() -> None:
+    """pyslurm hands over Slurm's own spellings of "no value" (a real libslurm 25.11 gave
+    the reason "None"): read as unset, as the command-line backend reads them."""
+    job = LiveJob()
+    job.state_reason = "None"  # type: ignore[assignment]
+    job.qos = "(null)"
+    job.allocated_nodes = "None assigned"
+    rec = pyslurm_backend.to_record(job, live=True)
+    assert (rec["reason"], rec["qos"], rec["nodes"]) == (None, None, [])

@@ -235,6 +235,15 @@ def _job_where(selection: JobFilter) -> tuple[list[str], list[object]]:
     return where, args
 
 
+def _locked_size(cur: psycopg.Cursor[Any]) -> int:
+    """Take the append lock (held to the transaction's end) and read the log's size."""
+    cur.execute("SELECT id FROM append_lock WHERE id = 1 FOR UPDATE")
+    # READ COMMITTED: this statement sees every append committed before the lock
+    cur.execute("SELECT max(idx) FROM leaves")
+    row = cur.fetchone()
+    return 0 if row is None or row[0] is None else int(row[0]) + 1
+
+
 def redact(url: str) -> str:
     """``url`` with any password replaced by ***, for messages and logs."""
     return re.sub(r"(://[^/:@]*:)[^@/]*@", r"\1***@", re.sub(r"(password=)[^&\s]*", r"\1***", url))
@@ -404,11 +413,7 @@ class PostgresStore(Store):
         if self._in_snapshot:
             raise StoreError("cannot append inside a read snapshot")
         with self._transaction() as cur:
-            cur.execute("SELECT id FROM append_lock WHERE id = 1 FOR UPDATE")
-            # READ COMMITTED: this statement sees every append committed before the lock
-            cur.execute("SELECT max(idx) FROM leaves")
-            row = cur.fetchone()
-            size = 0 if row is None or row[0] is None else int(row[0]) + 1
+            size = _locked_size(cur)
             if size != expected_size:
                 raise StoreConflict(
                     f"ledger grew from {expected_size} to {size} leaves during the append; "
@@ -579,10 +584,7 @@ class PostgresStore(Store):
         if self._in_snapshot:
             raise StoreError("cannot rebuild the job index inside a read snapshot")
         with self._transaction() as cur:
-            cur.execute("SELECT id FROM append_lock WHERE id = 1 FOR UPDATE")
-            cur.execute("SELECT max(idx) FROM leaves")
-            row = cur.fetchone()
-            size = 0 if row is None or row[0] is None else int(row[0]) + 1
+            size = _locked_size(cur)
             if size != expected_size:
                 raise StoreConflict(
                     f"the log grew from {expected_size} to {size} leaves while the job index "

@@ -212,3 +212,22 @@ def test_unchanged_lines_are_not_parsed_again() -> None:
     third = parse_squeue_safe(changed, seen)
     assert sum(1 for a, b in zip(first, third, strict=True) if a is not b) == 1
     assert len(seen) == len(first)  # lines gone from the read are forgotten
+
+
+def test_the_captures_used_the_format_the_collector_reads() -> None:
+    """capture.py keeps its own copy of SAFE_FORMAT (it runs with the standard library
+    alone, under any release's Python): the copy, and every capture made with it, must be
+    what the collector asks squeue for."""
+    import importlib.util
+
+    from fakeslurm import FIXTURES
+
+    from slurm_hooks.slurmtext import SAFE_FORMAT
+
+    spec = importlib.util.spec_from_file_location("capture", FIXTURES / "capture.py")
+    assert spec is not None and spec.loader is not None
+    capture = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(capture)
+    assert capture.SAFE_FORMAT == SAFE_FORMAT
+    for version in ("22.05", "24.11", "25.11"):
+        assert manifest(version)["safe_format"] == SAFE_FORMAT, version

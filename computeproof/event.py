@@ -69,6 +69,17 @@ def utc_now() -> str:
     return _time.strftime("%Y-%m-%dT%H:%M:%S", _time.gmtime(secs)) + f".{micros:06d}Z"
 
 
+def utc_epoch(text: str) -> float | None:
+    """Seconds since the epoch of an RFC 3339 time such as :func:`utc_now` writes (None:
+    not one)."""
+    import datetime as dt
+
+    try:
+        return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
 NON_UTF8 = "non_utf8"
 
 

@@ -16,6 +16,7 @@ import gc
 import json
 import marshal
 import os
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -35,7 +36,7 @@ from computeproof.errors import (
     StoreError,
     UnknownKeyError,
 )
-from computeproof.event import job_key, utc_now
+from computeproof.event import job_key, utc_epoch, utc_now
 from computeproof.jobindex import apply_event, index_payload, new_row
 from computeproof.keys import Signer, format_public_key, key_id, parse_public_key
 from computeproof.lastsigned import RESTORE_HINT, LastSigned, state_path
@@ -564,18 +565,21 @@ class Ledger:
 
     # -- checkpoints -----------------------------------------------------------------
 
-    def checkpoint(self) -> CheckpointRow:
+    def checkpoint(self, unless_signed_within: float = 0.0) -> CheckpointRow:
         """Sign a checkpoint at the current size (or return the one already at it).
 
         Refuses when the log no longer matches the last checkpoint in the database, or does
         not extend the last one this ledger signed (kept beside its key: RollbackError): a
         ledger never signs two inconsistent checkpoints. Reads one snapshot, so that
         another process appending and signing meanwhile is not taken for a log that shrank.
+        With ``unless_signed_within`` (seconds), the last checkpoint is returned instead if
+        it was signed that recently: decided under the signing lock, so that processes
+        sharing the ledger key keep one interval between them.
         """
         signer = self.signer()
         lock = self.last_signed.locked() if self.last_signed else contextlib.nullcontext()
         with lock:
-            row = self._sign(signer)
+            row = self._signed_within(unless_signed_within) or self._sign(signer)
         if self.witnesses:
             from computeproof.witness.client import submit_checkpoint
 
@@ -592,6 +596,14 @@ class Ledger:
             if text:
                 out.append(json.loads(text))
         return out
+
+    def _signed_within(self, seconds: float) -> CheckpointRow | None:
+        """The last checkpoint if it was signed less than ``seconds`` ago."""
+        if seconds <= 0:
+            return None
+        last = self.store.last_checkpoint()
+        signed = None if last is None else utc_epoch(last.created)
+        return last if signed is not None and 0 <= time.time() - signed < seconds else None
 
     def _sign(self, signer: Signer) -> CheckpointRow:
         with self.store.snapshot():

@@ -30,6 +30,7 @@ from computeproof.errors import (
     ReceiptError,
     StoreError,
 )
+from computeproof.event import utc_epoch
 from computeproof.httpsig import NonceCache, RequestAuthError, SignedBy, verify_request
 from computeproof.ledger import Ledger
 from computeproof.privacy import check_opening
@@ -206,7 +207,7 @@ class Collector:
             last = ledger.store.last_checkpoint()
         if last is None:
             return size, None, None
-        return size, last.size, _timestamp(last.created)
+        return size, last.size, utc_epoch(last.created)
 
     # -- authentication --------------------------------------------------------------
 
@@ -362,13 +363,14 @@ class Collector:
                 last = ledger.store.last_checkpoint()
                 # another collector process on this database may have signed lately: the
                 # interval holds for the ledger, not for each process
-                since = None if last is None else _timestamp(last.created)
+                since = None if last is None else utc_epoch(last.created)
                 if since is not None and 0 <= time.time() - since < interval:
                     self._stop.wait(interval - (time.time() - since))
                     self._grew.set()  # look again then
                     continue
                 if ledger.size() > (0 if last is None else last.size):
-                    row = ledger.checkpoint()
+                    # decided again under the signing lock: another process may sign now
+                    row = ledger.checkpoint(unless_signed_within=interval)
                     last_signed = time.monotonic()
                     self.metrics.checkpoints.inc()
                     log.debug("signed checkpoint %d", row.size)
@@ -422,15 +424,6 @@ def _check_openings(envelope: bytes, openings: dict[str, dict[str, object]]) -> 
         except ReceiptError as e:
             return f"the opening of field {name!r} does not open its commitment: {e}"
     return None
-
-
-def _timestamp(text: str) -> float | None:
-    import datetime as dt
-
-    try:
-        return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 def b64(data: bytes) -> str:

@@ -9,6 +9,7 @@ import os
 import shutil
 import sqlite3
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -488,6 +489,22 @@ def test_checkpoint(ledger: Ledger, make_lifecycle: Callable, sign_all: Sign) ->
     old, new, proof = ledger.prove_extends(cp.note)
     assert (old.size, new.size) == (5, 10)
     merkle.verify_consistency(5, 10, proof, old.root, new.root)
+
+
+def test_checkpoint_unless_one_was_signed_lately(
+    ledger: Ledger, make_lifecycle: Callable, sign_all: Sign
+) -> None:
+    """The collector's interval, kept under the signing lock: a checkpoint signed less than
+    ``unless_signed_within`` seconds ago is returned instead of a new one."""
+    ledger.append(sign_all(make_lifecycle("100")))
+    first = ledger.checkpoint()
+    ledger.append(sign_all(make_lifecycle("101")))
+    assert ledger.checkpoint(unless_signed_within=3600) == first  # the log grew: not signed
+    assert [c.size for c in ledger.store.checkpoints()] == [5]
+    assert ledger.checkpoint(unless_signed_within=0).size == 10  # no interval: signed
+    ledger.append(sign_all(make_lifecycle("102")))
+    time.sleep(0.05)
+    assert ledger.checkpoint(unless_signed_within=0.01).size == 15  # the interval is over
 
 
 def test_checkpoint_needs_a_key(tmp_path: Path) -> None:

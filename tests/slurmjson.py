@@ -5,13 +5,16 @@ check against Slurm.
 
 From 23.02 on, integers come wrapped as ``{"set": bool, "infinite": bool, "number": n}``
 (unset or infinite: None here) and states are lists of a base state and flags
-(``["PENDING", "REQUEUED"]``: the base state here, the first).
+(``["PENDING", "REQUEUED"]``: here the one word Slurm's job_state_string gives, REQUEUED,
+through slurm_hooks.finalstate.state_name, which mirrors it).
 """
 
 from __future__ import annotations
 
 import json
 from typing import Any
+
+from slurm_hooks.finalstate import state_name
 
 STATE_KEYS = frozenset({"current", "job_state", "state", "status"})
 NUMBER_KEYS = frozenset({"set", "infinite", "number"})
@@ -30,7 +33,9 @@ def plain(value: Any, key: str = "") -> Any:
         return {k: plain(v, k) for k, v in value.items()}
     if isinstance(value, list):
         if key in STATE_KEYS and all(isinstance(v, str) for v in value):
-            return value[0] if value else ""
+            return state_name(
+                value
+            )  # one word, as 22.05 printed it: ["PENDING", "REQUEUED"] -> REQUEUED
         return [plain(v) for v in value]
     return value
 

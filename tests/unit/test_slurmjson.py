@@ -19,7 +19,7 @@ def test_a_24_11_record_reads_as_22_05_prints_it() -> None:
         ' "nodes": ["c1", "c2"]}]}'
     )
     (job,) = slurm_json(text)["jobs"]
-    assert job["state"] == {"current": "PENDING", "reason": "x"}
+    assert job["state"] == {"current": "REQUEUED", "reason": "x"}  # as 22.05 names it
     assert job["array"]["task_id"] is None
     assert job["exit_code"] == {"status": "EXITED", "return_code": 3}
     assert job["time"] == {"limit": None, "end": 5}

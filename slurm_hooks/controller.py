@@ -292,6 +292,11 @@ class Collector:
             if run is None:
                 if not allocated and rec.get("state") in NOT_FINAL:
                     continue
+                if run_no > 0 and rec.get("state") == "COMPLETING":
+                    # Slurm counts a restart when it requeues, while the requeued run is
+                    # still completing on its nodes: this record is the run before's end
+                    # (its start time, its nodes); run ``run_no`` is seen when it runs.
+                    continue
                 run = Run(job_id, run_no, rec["job"], start=rec.get("start_epoch"),
                           batch=_expects_batch_step(rec), ran=allocated,
                           first_seen=now)  # fmt: skip

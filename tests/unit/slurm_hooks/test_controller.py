@@ -375,3 +375,41 @@ def test_write_many_leaves_each_event_whole_or_absent(tmp_path: Path) -> None:
     finally:
         (tmp_path / "spool" / "new").unlink()
         (tmp_path / "spool" / "new.saved").rename(tmp_path / "spool" / "new")
+
+
+def test_a_requeue_seen_completing_is_the_end_of_the_run_before(tmp_path: Path) -> None:
+    """Slurm 22.05 counts the restart the moment a job is requeued, while the run that was
+    requeued is still COMPLETING on its node (its start time): a poll landing then must not
+    take that record for the next run, whose final state accounting (no restart counts
+    there) is matched by start time. Seen on a loaded CI run: run 1's final state REQUEUED."""
+    from fakeslurm import fixture_dir
+
+    from slurm_hooks.slurmcli import decode_json, parse_sacct_json
+
+    requeued = roles("22.05")["requeued"]
+    raw = decode_json((fixture_dir("22.05") / "sacct.json").read_bytes(), "t")
+    first, second = [r for r in parse_sacct_json(raw) if r["job_id"] == requeued]
+
+    def live(rec: AccountingRecord, **change: object) -> AccountingRecord:
+        return {**rec, "restarts": 0, **change}  # type: ignore[typeddict-item]
+
+    views = [
+        [live(first, state="RUNNING", end_epoch=None)],
+        [live(first, state="COMPLETING", restarts=1, end_epoch=None)],  # requeued just now
+        [live(first, state="PENDING", restarts=1, start_epoch=None, end_epoch=None, nodes=[])],
+        [live(second, state="RUNNING", restarts=1, end_epoch=None)],
+        [live(second, state="COMPLETED", restarts=1)],
+        [],
+    ]
+    config, clock = site(tmp_path), Clock(float(first["start_epoch"] or 0) + 1)
+    backend = Backend(views[0], [first, second])
+    collector = Collector(config, backend, clock=clock)  # type: ignore[arg-type]
+    for view in [*views, [], []]:
+        backend.live = view
+        collector.poll()
+        clock.now += 15
+    got = by_key(config)
+    assert payload(got[(requeued, 0, "final_state")])["state"] == "REQUEUED"
+    assert payload(got[(requeued, 1, "final_state")])["state"] == "COMPLETED"
+    done = payload(got[(requeued, 1, "completed")])
+    assert done["start_epoch"] == second["start_epoch"]

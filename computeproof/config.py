@@ -66,6 +66,18 @@ class Config:
     ratecard: str = ""  # rate card TOML; default: ratecard.toml beside the config
     grants: str = ""  # grant map TOML; default: grants.toml beside the config
     controller_poll_interval: int = 1  # seconds between the controller collector's polls
+    # the collector's periodic anchoring (computeproof/anchors/periodic.py): off unless set
+    anchor_target: str = ""  # "evm" (an ERC-7053 registry) or "numbers" (the Capture API)
+    anchor_interval: int = 3600  # seconds between anchors, each only when the log grew
+    anchor_rpc_url: str = ""  # evm: the chain node's JSON-RPC URL
+    anchor_contract: str = ""  # evm: the registry's address
+    anchor_key: str = ""  # evm: file holding the hex private key that pays (0600)
+    anchor_chain_id: int = 0  # evm: refuse a node on another chain (0: any; Jade 10507)
+    anchor_asset_cid: str = ""  # evm: the assetCid committed under (default: the origin)
+    anchor_capture_token_file: str = ""  # numbers: file holding the Capture API token
+    anchor_capture_api: str = ""  # numbers: the Capture API (default: Numbers' own)
+    anchor_history_url: str = ""  # numbers: its commit history API (default: Numbers' own)
+    anchor_scope: str = "log"  # numbers: one asset for the log, or one a "month" or "day"
     source: str = "defaults"
 
     @property

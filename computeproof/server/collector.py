@@ -22,6 +22,11 @@ from typing import Any
 
 import orjson
 
+from computeproof.anchors.periodic import (
+    PeriodicAnchoring,
+    check_anchor_config,
+    configured_anchorer,
+)
 from computeproof.config import Config
 from computeproof.envelope import open_envelope
 from computeproof.errors import (
@@ -140,6 +145,10 @@ class Collector:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._checkpoint_problem: str | None = None
+        self._anchor_thread: threading.Thread | None = None
+        self._anchor_problem: str | None = None
+        self.anchors_made: list[int] = []  # sizes this process anchored (for the log/tests)
+        check_anchor_config(config)  # a one-line error at start, not one an interval later
         self.origin = self._writer.origin
 
     def _open(self, workers: int | None = 1) -> CollectorLedger:
@@ -154,13 +163,21 @@ class Collector:
     # -- lifecycle -------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the checkpoint loop (again, after :meth:`close`)."""
+        """Start the checkpoint loop, and the anchoring loop where the config names a
+        registry (again, after :meth:`close`)."""
         if self._thread is None or not self._thread.is_alive():
             self._stop.clear()
             self._thread = threading.Thread(
                 target=self._checkpoint_loop, name="checkpoints", daemon=True
             )
             self._thread.start()
+        if self.config.anchor_target and (
+            self._anchor_thread is None or not self._anchor_thread.is_alive()
+        ):
+            self._anchor_thread = threading.Thread(
+                target=self._anchor_loop, name="anchoring", daemon=True
+            )
+            self._anchor_thread.start()
 
     def close(self) -> None:
         """Stop the checkpoint loop and close every ledger."""
@@ -168,6 +185,8 @@ class Collector:
         self._grew.set()
         if self._thread is not None:
             self._thread.join(30)
+        if self._anchor_thread is not None:
+            self._anchor_thread.join(30)  # a transaction under way is waited for a while
         with self._write_lock:
             if self._writer is not None:
                 self._writer.close()
@@ -398,6 +417,53 @@ class Collector:
         if self._checkpoint_problem is not None:
             log.info("checkpoints are signed again")
             self._checkpoint_problem = None
+
+    # -- anchoring ---------------------------------------------------------------------
+
+    def _anchor_loop(self) -> None:
+        """Anchor the newest checkpoint every ``anchor_interval`` seconds when the log grew
+        (computeproof/anchors/periodic.py); failures are logged once, counted, retried."""
+        interval = float(self.config.anchor_interval)
+        idle = min(interval, 30.0)  # how soon a log that did not grow is looked at again
+        periodic: PeriodicAnchoring | None = None
+        ledger: CollectorLedger | None = None
+        while not self._stop.is_set():
+            wait = idle
+            try:
+                if periodic is None:
+                    periodic = PeriodicAnchoring(
+                        configured_anchorer(self.config), interval, self.config.ledger_key
+                        + ".anchor.lock",
+                    )  # fmt: skip
+                if ledger is None:
+                    ledger = self._open()
+                record = periodic.due_anchor(ledger)
+                if record is not None:
+                    self.anchors_made.append(record.size)
+                    self.metrics.anchors.inc()
+                    log.info("anchored checkpoint %d (%s)", record.size, record.target)
+                self._anchor_ok()
+                wait = periodic.wait_s(ledger) or idle
+            except NotCheckpointed:
+                pass  # nothing signed yet: nothing to anchor
+            except ComputeProofError as e:
+                self.metrics.anchor_failures.inc()
+                if self._anchor_problem != str(e):
+                    log.error("cannot anchor a checkpoint (retrying every %g s): %s", idle, e)
+                    self._anchor_problem = str(e)
+                if ledger is not None and isinstance(e, StoreError):
+                    ledger.close()
+                    ledger = None
+            self._stop.wait(wait)
+        if periodic is not None:
+            periodic.close()
+        if ledger is not None:
+            ledger.close()
+
+    def _anchor_ok(self) -> None:
+        if self._anchor_problem is not None:
+            log.info("anchoring works again")
+            self._anchor_problem = None
 
 
 class RateLimited(ComputeProofError):

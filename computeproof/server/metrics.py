@@ -108,6 +108,16 @@ class Metrics:
             "Checkpoints the collector refused or failed to sign (a rollback alarm among them).",
             registry=r,
         )
+        self.anchors = Counter(
+            "computeproof_anchors_total",
+            "Checkpoints this collector anchored in the configured public registry.",
+            registry=r,
+        )
+        self.anchor_failures = Counter(
+            "computeproof_anchor_failures_total",
+            "Anchoring attempts that failed (registry unreachable, transaction refused...).",
+            registry=r,
+        )
         self.host_last_event = Gauge(
             "computeproof_host_last_event_timestamp_seconds",
             "When a host last delivered events (Unix time), by the hosts its key is enrolled for.",

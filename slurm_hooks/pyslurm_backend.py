@@ -132,7 +132,7 @@ def to_record(job: object, live: bool) -> AccountingRecord:
     if job_id is None:
         raise SlurmError("pyslurm job without an integer id")
     state = json_text(_get(job, "state")) or ""
-    task = _int(_get(job, "array_task_id"))
+    task = _array_task(job)
     het = _int(_get(job, "heterogeneous_id")) or None
     nodes = node_names(_get(job, "allocated_nodes" if live else "nodelist"))
     allocated = bool(nodes)
@@ -177,7 +177,37 @@ def to_record(job: object, live: bool) -> AccountingRecord:
         elapsed = _int(_get(job, "elapsed_time"))
         if elapsed is not None:
             rec["elapsed_s"] = elapsed
+        # as sacct's: a batch job's record lists its batch step, whose end and exit code
+        # are the job script's (settled() waits for that step's end)
+        step = _batch_step(_get(job, "steps"))
+        rec["batch"] = True if step is not None else None
+        if step is not None:
+            rec["batch_step_end"] = _epoch(_get(step, "end_time"))
+            rec["batch_exit_code"] = _int(_get(step, "exit_code"))
+            rec["batch_signal"] = _int(_get(step, "exit_code_signal"))
     return finish_record(rec)  # type: ignore[arg-type,return-value]
+
+
+def _array_task(job: object) -> int | None:
+    """The array task id. pyslurm reads Slurm's 0 as unset (its u32_parse treats zero as
+    no value), so task 0 of an array comes back None: a job of an array (``array_id``
+    set) with no task id and no tasks still pending under it is task 0."""
+    task = _int(_get(job, "array_task_id"))
+    if task is not None:
+        return task
+    if _int(_get(job, "array_id")) is not None and not _get(job, "array_tasks_waiting"):
+        return 0
+    return None
+
+
+def _batch_step(steps: object) -> object | None:
+    """The "batch" step of a pyslurm.db.Job's steps (a dict keyed by step id)."""
+    if not isinstance(steps, dict):
+        return None
+    step = steps.get("batch")
+    if step is not None:
+        return step
+    return next((s for s in steps.values() if _get(s, "id") == "batch"), None)
 
 
 def _values(collection: object) -> list[object]:

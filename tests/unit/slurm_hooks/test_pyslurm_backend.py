@@ -216,3 +216,36 @@ def test_unset_text_reads_as_none_as_from_the_command_line() -> None:
     job.allocated_nodes = "None assigned"
     rec = pyslurm_backend.to_record(job, live=True)
     assert (rec["reason"], rec["qos"], rec["nodes"]) == (None, None, [])
+
+
+def test_array_task_zero_is_a_task_not_a_plain_job() -> None:
+    """pyslurm 25.11 reads Slurm's array_task_id 0 as unset (u32_parse, zero as no value):
+    on a real libslurm task 0 of array 4 came back as plain job 5."""
+    job = LiveJob()
+    job.id, job.heterogeneous_id = 5, None  # type: ignore[assignment]
+    job.array_id, job.array_task_id = 4, None  # type: ignore[assignment]
+    assert pyslurm_backend.to_record(job, live=True)["job"] == "4_0"
+    job.array_tasks_waiting = "1-3"  # type: ignore[attr-defined]  # the array's pending rest
+    assert pyslurm_backend.to_record(job, live=True)["array_task_id"] is None
+    job.array_id = None
+    assert pyslurm_backend.to_record(job, live=True)["job"] == "5"
+
+
+def test_the_batch_step_of_an_accounting_record(slurm_bin: str) -> None:
+    """As from sacct: the batch step's end and exit code, and a record that settles only
+    once accounting has that step's end."""
+    from slurm_hooks.finalstate import settled
+
+    mod = stub()
+    backend = pyslurm_backend.PySlurm(mod)
+    (rec,) = backend.jobs_accounting([101])
+    assert rec["batch"] is None and "batch_step_end" not in rec  # no steps listed
+    db_job = mod.db.Jobs.load({})["cptest"][101]  # type: ignore[attr-defined]
+    batch = types.SimpleNamespace(id="batch", end_time=None, exit_code=None, exit_code_signal=None)
+    db_job.steps = {"batch": batch, 0: types.SimpleNamespace(id=0)}
+    (rec,) = backend.jobs_accounting([101])
+    assert rec["batch"] is True and not settled(rec)  # slurmdbd has not the step's end yet
+    batch.end_time, batch.exit_code, batch.exit_code_signal = 161, 3, 0
+    (rec,) = backend.jobs_accounting([101])
+    assert (rec["batch_step_end"], rec["batch_exit_code"], rec["batch_signal"]) == (161, 3, 0)
+    assert settled(rec)

@@ -204,7 +204,7 @@ def _batch_step(steps: object) -> object | None:
     """The "batch" step of a pyslurm.db.Job's steps (a dict keyed by step id)."""
     if not isinstance(steps, dict):
         return None
-    step = steps.get("batch")
+    step: object = steps.get("batch")
     if step is not None:
         return step
     return next((s for s in steps.values() if _get(s, "id") == "batch"), None)

@@ -10,9 +10,10 @@ job the controller holds, one RPC), ``pyslurm.Job.load(id)``, and
 those classes, not against a real libslurm.
 
 pyslurm decodes Slurm's strings as strict UTF-8, so reading a job name or path that is not
-UTF-8 raises; such a value is recorded as None rather than failing the record. pyslurm's
-database view keeps one record per job id, so a requeued job's earlier runs are not
-returned (the command-line backend lists every run).
+UTF-8 raises, and its database view keeps one record per job id, so a requeued job's
+earlier runs are not returned. For those jobs (and only those) the backend asks the
+command-line backend, which keeps a name's exact bytes and lists every run; without one
+(``fallback`` None) such a name is recorded as None and only the latest run is returned.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from types import ModuleType
 from computeproof.errors import SlurmError
 from slurm_hooks import command
 from slurm_hooks.finalstate import state_name
-from slurm_hooks.jobinfo import AccountingRecord, job_state, pick_run
+from slurm_hooks.jobinfo import AccountingRecord, JobInfo, job_state, pick_run
 from slurm_hooks.slurmtext import finish_record, json_text, node_names
 
 _MIB = 1 << 20
@@ -77,7 +78,9 @@ def load_pyslurm(
         module = pyslurm
     if _major_minor(str(getattr(module, "__version__", ""))) != slurm_release(slurm_bin):
         return None
-    return PySlurm(module)
+    from slurm_hooks.slurmcli import SlurmCli
+
+    return PySlurm(module, SlurmCli(slurm_bin))
 
 
 def _get(obj: object, name: str) -> object:
@@ -86,6 +89,19 @@ def _get(obj: object, name: str) -> object:
         return getattr(obj, name, None)
     except (UnicodeDecodeError, ValueError, TypeError):
         return None
+
+
+_TEXT_FIELDS = ("name", "working_directory", "user_name", "group_name", "account", "comment")
+
+
+def undecodable(job: object) -> bool:
+    """Whether pyslurm cannot decode one of the job's text fields (not UTF-8)."""
+    for name in _TEXT_FIELDS:
+        try:
+            getattr(job, name, None)
+        except (UnicodeDecodeError, ValueError):
+            return True
+    return False
 
 
 def _int(value: object) -> int | None:
@@ -218,10 +234,12 @@ def _values(collection: object) -> list[object]:
 
 
 class PySlurm:
-    """JobInfo over a pyslurm module object (the real one, or a stand-in in tests)."""
+    """JobInfo over a pyslurm module object (the real one, or a stand-in in tests), with
+    ``fallback`` (the command-line backend) for the jobs pyslurm cannot read whole."""
 
-    def __init__(self, module: ModuleType) -> None:
+    def __init__(self, module: ModuleType, fallback: JobInfo | None = None) -> None:
         self.pyslurm = module
+        self.fallback = fallback
 
     def _error(self, e: Exception) -> SlurmError:
         return SlurmError(f"pyslurm: {e}")
@@ -233,6 +251,13 @@ class PySlurm:
         except Exception as e:  # pyslurm raises RPCError and friends
             raise self._error(e) from e
         out = [to_record(job, live=False) for job in jobs]
+        # a name pyslurm cannot decode, or a requeued job whose earlier runs its one record
+        # a job id hides: the command line's records of those jobs instead
+        redo = {r["job_id"] for r, job in zip(out, jobs, strict=True)
+                if undecodable(job) or (r.get("restarts") or 0) > 0}  # fmt: skip
+        if redo and self.fallback is not None:
+            out = [r for r in out if r["job_id"] not in redo]
+            out += self.fallback.jobs_accounting(sorted(redo))
         out.sort(key=lambda r: (r["job_id"], r.get("start_epoch") or 0))
         return out
 
@@ -266,7 +291,12 @@ class PySlurm:
             jobs = _values(self.pyslurm.Jobs.load())
         except Exception as e:
             raise self._error(e) from e
-        return [to_record(job, live=True) for job in jobs]
+        out = [to_record(job, live=True) for job in jobs]
+        redo = {r["job_id"] for r, job in zip(out, jobs, strict=True) if undecodable(job)}
+        if redo and self.fallback is not None:
+            exact = {r["job_id"]: r for r in self.fallback.live_jobs(True, sorted(redo))}
+            out = [exact.get(r["job_id"], r) if r["job_id"] in redo else r for r in out]
+        return out
 
     def job_live(self, job_id: int) -> AccountingRecord | None:
         """The controller's record of ``job_id``, None once purged."""
@@ -277,6 +307,8 @@ class PySlurm:
             if "Invalid job id" in str(e):
                 return None
             raise self._error(e) from e
+        if undecodable(job) and self.fallback is not None:
+            return self.fallback.job_live(job_id)
         return to_record(job, live=True)
 
     def job_state(self, job_id: int) -> str | None:

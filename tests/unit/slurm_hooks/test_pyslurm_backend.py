@@ -249,3 +249,46 @@ def test_the_batch_step_of_an_accounting_record(slurm_bin: str) -> None:
     (rec,) = backend.jobs_accounting([101])
     assert (rec["batch_step_end"], rec["batch_exit_code"], rec["batch_signal"]) == (161, 3, 0)
     assert settled(rec)
+
+
+class CommandLine:
+    """The command-line backend's side of the contract: records, and who asked for what."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, object]] = []
+
+    def record(self, job_id: int, run: int) -> dict[str, object]:
+        return {"job_id": job_id, "job": str(job_id), "restarts": run, "start_epoch": 100 + run,
+                "job_name": {"non_utf8": "/w=="}}  # fmt: skip
+
+    def jobs_accounting(self, job_ids: list[int]) -> list[dict[str, object]]:
+        self.asked.append(("jobs_accounting", list(job_ids)))
+        return [self.record(j, run) for j in job_ids for run in (0, 1)]
+
+    def live_jobs(self, detail: bool = False, job_ids: object = ()) -> list[dict[str, object]]:
+        self.asked.append(("live_jobs", (detail, job_ids)))
+        return [self.record(101, 0)]
+
+    def job_live(self, job_id: int) -> dict[str, object]:
+        self.asked.append(("job_live", job_id))
+        return self.record(job_id, 0)
+
+
+def test_jobs_pyslurm_cannot_read_whole_come_from_the_command_line() -> None:
+    """Found by the 25.11 pyslurm pass on a real libslurm: a requeued job's earlier runs
+    (pyslurm's database view keeps one record a job id) and a name that is not UTF-8
+    (pyslurm cannot decode it) are the command line's to give, exactly."""
+    mod = stub()
+    cli = CommandLine()
+    backend = pyslurm_backend.PySlurm(mod, cli)  # type: ignore[arg-type]
+    (rec,) = backend.jobs_accounting([101])  # decodes, never requeued: pyslurm's own
+    assert rec["job"] == "100_4" and cli.asked == []
+    mod.db.Jobs.load({})["cptest"][101].requeue_count = 1  # type: ignore[attr-defined]
+    runs = backend.jobs_accounting([101])
+    assert [r["restarts"] for r in runs] == [0, 1]
+    assert cli.asked == [("jobs_accounting", [101])]
+    (live,) = backend.live_jobs()  # LiveJob's name cannot be decoded
+    assert live["job_name"] == {"non_utf8": "/w=="}
+    assert cli.asked[-1] == ("live_jobs", (True, [101]))
+    assert backend.job_live(101) == cli.record(101, 0)
+    assert pyslurm_backend.undecodable(LiveJob()) is True

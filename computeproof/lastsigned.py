@@ -16,12 +16,12 @@ the write, so two processes signing at once cannot write the file backwards.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 from collections.abc import Iterator
 
 from computeproof.checkpoint import Checkpoint, read_checkpoint
 from computeproof.errors import CheckpointError
+from computeproof.filelock import exclusive
 
 SUFFIX = ".checkpoint"
 RESTORE_HINT = (
@@ -108,12 +108,5 @@ class LastSigned:
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the lock that serializes check, signature and write across processes."""
-        try:
-            fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as e:
-            raise CheckpointError(f"cannot open {self.path}.lock: {e.strerror}") from e
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with exclusive(self.path + ".lock", CheckpointError):
             yield
-        finally:
-            os.close(fd)  # releases the lock

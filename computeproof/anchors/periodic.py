@@ -11,11 +11,7 @@ process.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import os
 import time
-from collections.abc import Iterator
 from typing import Any
 
 from computeproof.anchors import (
@@ -29,6 +25,7 @@ from computeproof.anchors import (
 from computeproof.config import Config
 from computeproof.errors import AnchorError, ConfigError
 from computeproof.event import utc_epoch
+from computeproof.filelock import exclusive
 from computeproof.ledger import Ledger
 
 TARGETS = ("evm", "numbers")
@@ -99,19 +96,6 @@ def configured_anchorer(config: Config) -> Any:
     return None
 
 
-@contextlib.contextmanager
-def _flock(path: str) -> Iterator[None]:
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError as e:
-        raise AnchorError(f"cannot open the anchoring lock {path}: {e.strerror}") from e
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
 class PeriodicAnchoring:
     """Anchor a ledger's newest checkpoint with ``anchorer`` at most once an ``interval``
     (seconds), and only when the log grew since the last anchor in that registry."""
@@ -138,7 +122,7 @@ class PeriodicAnchoring:
         """Anchor the newest checkpoint if the interval since this registry's last anchor
         has passed and the checkpoint is newer; the new record, or None (not due, or
         nothing new). Decided under the lock, so processes sharing the ledger anchor once."""
-        with _flock(self.lock_path):
+        with exclusive(self.lock_path, AnchorError):
             if self.wait_s(ledger) > 0:
                 return None
             cp: AnchoredCheckpoint = ledger_checkpoint(ledger)

@@ -14,7 +14,6 @@ Refused requests whose log signature verified are kept in ``refused/`` (at most
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 import time
@@ -22,6 +21,7 @@ from collections.abc import Iterator
 
 from computeproof.checkpoint import Checkpoint, read_checkpoint
 from computeproof.errors import WitnessError
+from computeproof.filelock import exclusive
 
 MAX_EVIDENCE = 1000
 
@@ -44,15 +44,8 @@ class WitnessState:
     @contextlib.contextmanager
     def locked(self, origin: str) -> Iterator[None]:
         """Hold the log's lock for a check-then-store."""
-        try:
-            fd = os.open(self._path(origin) + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as e:
-            raise WitnessError(f"cannot open the witness state lock: {e.strerror}") from e
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with exclusive(self._path(origin) + ".lock", WitnessError):
             yield
-        finally:
-            os.close(fd)
 
     def latest(self, origin: str) -> tuple[Checkpoint, str] | None:
         """The latest checkpoint cosigned for ``origin`` and its note, or None."""

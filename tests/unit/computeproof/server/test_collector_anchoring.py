@@ -63,9 +63,14 @@ def anchoring_config(tmp_path: Path, chain: DevChainInfo, **more: Any) -> Config
     return dataclasses.replace(cfg, **more)
 
 
+def ledger(config: Config) -> Ledger:
+    """The collector's ledger, opened as another process would."""
+    return Ledger(open_store(config.db, create=False), config.ledger_origin,
+                  config.ledger_key, workers=1)  # fmt: skip
+
+
 def anchored(config: Config) -> list[Any]:
-    with Ledger(open_store(config.db, create=False), config.ledger_origin,
-                config.ledger_key, workers=1) as led:  # fmt: skip
+    with ledger(config) as led:
         return anchors_of(led)
 
 
@@ -139,8 +144,7 @@ def test_collectors_sharing_a_ledger_anchor_once_an_interval(
     prepare_ledger(config, (host_signer, HOSTS))
 
     def grow(job: str) -> int:
-        with Ledger(open_store(config.db, create=False), config.ledger_origin,
-                    config.ledger_key, workers=1) as led:  # fmt: skip
+        with ledger(config) as led:
             led.append(sign_all(make_lifecycle(job)))
             return led.checkpoint().size
 

@@ -12,6 +12,7 @@ import socket
 from dataclasses import dataclass, field, fields, replace
 
 from computeproof.errors import ConfigError
+from computeproof.posixfs import node_path
 
 DEFAULT_CONFIG_PATH = "/etc/computeproof/config.toml"
 
@@ -35,7 +36,7 @@ class Config:
     sample_interval: int = 5
     progress_interval: int = 300
     orphan_check_interval: int = 60
-    forward_interval: int = 0  # the agent forwards the spool every N s; 0: it does not
+    forward_interval: int = 0  # agent and controller collector forward every N s; 0: not
     forward_retention_days: int = 7  # forwarded events kept for `forward --replay-since`
     agent_socket: str = ""
     prometheus_port: int = 0
@@ -172,4 +173,11 @@ def load_config(
     for name, value in overrides.items():
         if value is not None:
             values[name] = value
+    for name in ("spool_dir", "host_key"):  # %n: the node's name (one file, many nodes)
+        if "%n" in str(values.get(name, "")):
+            try:
+                host = str(values.get("host") or base.host)
+                values[name] = node_path(str(values[name]), dict(env), host)
+            except ValueError as e:
+                raise ConfigError(f"{path}: {name}: {e}") from e
     return replace(base, **values)  # type: ignore[arg-type]

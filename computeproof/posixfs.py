@@ -86,3 +86,15 @@ def setenv(name: str, value: str) -> None:
     raw = value.encode("utf-8", "surrogateescape")
     posix.putenv(name, raw)
     posix.environ[name.encode("utf-8", "surrogateescape")] = raw
+
+
+def node_path(path: str, env: dict[str, str], host: str) -> str:
+    """``path`` with ``%n`` replaced by this node's name, as Slurm's ``SlurmdSpoolDir``
+    does: ``SLURMD_NODENAME`` (set for hooks and agents of a slurmd node), else ``host``.
+    One configuration file then serves several nodes, or several slurmd on one host."""
+    if "%n" not in path:
+        return path
+    node = env.get("SLURMD_NODENAME") or host
+    if not node or "/" in node or node in (".", ".."):
+        raise ValueError(f"cannot put node name {node!r} into path {path}")
+    return path.replace("%n", node)

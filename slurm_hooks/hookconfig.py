@@ -16,7 +16,7 @@ COMPUTEPROOF_CLUSTER environment overrides.
 import posix
 
 from computeproof.errors import ConfigError
-from computeproof.posixfs import join, lexists
+from computeproof.posixfs import join, lexists, node_path
 
 DEFAULT_CONFIG_PATH = "/etc/computeproof/config.toml"
 
@@ -318,4 +318,11 @@ def load_hook_config(environ: dict[str, str] | None = None) -> HookConfig:
     for var, name in _ENV.items():
         if env.get(var):
             values[name] = env[var]
+    if "%n" in str(values.get("spool_dir", "")):
+        try:
+            values["spool_dir"] = node_path(
+                str(values["spool_dir"]), env, str(values.get("host") or posix.uname().nodename)
+            )
+        except ValueError as e:
+            raise ConfigError(f"{source}: spool_dir: {e}") from e
     return HookConfig(values, source)

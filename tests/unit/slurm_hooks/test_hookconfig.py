@@ -159,3 +159,29 @@ def test_example_config_uncommented_parses_like_tomllib_and_load_config(tmp_path
         full.strict,
     )
     assert hook.private_fields == full.private_fields == ("user", "job_name", "work_dir")
+
+
+@pytest.mark.parametrize(
+    ("env", "want"),
+    [
+        ({"SLURMD_NODENAME": "c2"}, "/var/spool/cp/c2"),  # a slurmd's hook or agent
+        ({}, "/var/spool/cp/h1"),  # the controller, a CLI: the host name
+    ],
+)
+def test_node_name_in_spool_dir(tmp_path: Path, env: dict[str, str], want: str) -> None:
+    """``%n`` in spool_dir (and host_key) is the node's name, as in SlurmdSpoolDir: one file
+    gives two slurmd on one host a spool each; the hooks and load_config agree."""
+    path = _write(tmp_path, 'spool_dir = "/var/spool/cp/%n"\nhost_key = "/k/%n.key"\nhost = "h1"\n')
+    env = {"COMPUTEPROOF_CONFIG": path, **env}
+    full = load_config(environ=env)
+    assert load_hook_config(env).spool_dir == full.spool_dir == want
+    assert full.host_key == f"/k/{want.rsplit('/', 1)[1]}.key"
+
+
+def test_node_name_that_is_not_a_name_is_refused(tmp_path: Path) -> None:
+    path = _write(tmp_path, 'spool_dir = "/var/spool/cp/%n"\n')
+    env = {"COMPUTEPROOF_CONFIG": path, "SLURMD_NODENAME": "../etc"}
+    with pytest.raises(ConfigError, match="node name"):
+        load_hook_config(env)
+    with pytest.raises(ConfigError, match="node name"):
+        load_config(environ=env)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from computeproof.envelope import sign_event
-from computeproof.errors import ConfigError, ReceiptError, SpoolError
+from computeproof.errors import ComputeProofError, ConfigError, ReceiptError, SpoolError
 from computeproof.event import check_event, utc_now
 from computeproof.keys import Signer, load_signer
 from computeproof.ledger import Ledger, open_ledger
@@ -281,6 +282,41 @@ def forward_configured(
                 progress=progress,
                 retention_s=config.forward_retention_days * 86400,
             )
+
+
+class LoggedForwarder:
+    """Forwarding passes of the configured spool for a long-lived process (the agent, the
+    controller's collector): a failure is logged once, until it ends, and the events wait
+    in the spool for the next pass; a pass another forwarder holds the spool for is
+    skipped, not waited for."""
+
+    def __init__(self, config: Config, log: logging.Logger) -> None:
+        self.config = config
+        self.log = log
+        self._problem: str | None = None  # the failure last logged, until it ends
+        # httpx logs every request at INFO: a line a second per forwarder, no news
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+
+    def once(self) -> ForwardResult | None:
+        """One pass; None when it failed or another forwarder was at work."""
+        try:
+            result = forward_configured(self.config, wait=False)
+        except ComputeProofError as e:
+            if str(e) != self._problem:
+                self.log.warning("forwarding failed, events wait in the spool: %s", e)
+                self._problem = str(e)
+            return None
+        if result is None:
+            return None
+        if self._problem is not None:
+            self.log.info("forwarding works again: %s", self._problem)
+            self._problem = None
+        if result.forwarded or result.failed or result.untrusted:
+            self.log.info(
+                "forwarded %d, duplicates %d, rejected %d, waiting %d",
+                result.forwarded, result.duplicates, result.failed, result.remaining,
+            )  # fmt: skip
+        return result
 
 
 def replay_configured(

@@ -379,7 +379,15 @@ def controller_run(state: State, interval: float | None, since: str | None, once
             every,
             config.spool_dir,
         )
-        collector.run(stop, every)
+        wrote = threading.Event()
+        if config.forward_interval > 0:
+            from slurm_hooks.controller import forward_loop
+
+            threading.Thread(
+                target=forward_loop, args=(config, stop, wrote), name="forwarding", daemon=True
+            ).start()
+        collector.run(stop, every, wrote)
+        wrote.set()  # the forwarder sees stop
     finally:
         os.close(held)
 

@@ -461,15 +461,41 @@ class Collector:
 
     # ------------------------------------------------------------------- loop
 
-    def run(self, stop: threading.Event, interval: float) -> None:
-        """Poll every ``interval`` seconds until ``stop`` is set."""
+    def run(
+        self, stop: threading.Event, interval: float, wrote: threading.Event | None = None
+    ) -> None:
+        """Poll every ``interval`` seconds until ``stop`` is set; set ``wrote`` after a
+        poll that wrote events (the forwarding thread takes them at once)."""
         while not stop.is_set():
             started = time.monotonic()
+            before = self.written
             try:
                 self.poll()
             except SpoolError as e:  # the spool's disk: counted, tried again next poll
                 self._problem(str(e))
+            if wrote is not None and self.written > before:
+                wrote.set()
             stop.wait(max(0.0, interval - (time.monotonic() - started)))
+
+
+def forward_loop(config: Config, stop: threading.Event, wrote: threading.Event) -> None:
+    """The collector's forwarder (``forward_interval`` > 0): a pass of the spool into the
+    ledger or the collector service (``collector_url``) as soon as a poll wrote events,
+    and every ``forward_interval`` seconds (events a failed pass left, the optional
+    controller hooks' events). A failure is logged once; the events wait in the spool."""
+    from computeproof.forward import LoggedForwarder
+
+    forwarder = LoggedForwarder(config, log)
+    while not stop.is_set():
+        wrote.wait(config.forward_interval)
+        wrote.clear()
+        if stop.is_set():
+            break
+        try:
+            forwarder.once()
+        except Exception:  # the forwarder outlives any one bad pass
+            log.exception("forwarding failed")
+            stop.wait(config.forward_interval)
 
 
 def run_numbers(records: list[AccountingRecord], known: list[Run]) -> list[int | None]:

@@ -56,7 +56,7 @@ from slurm_hooks.finalstate import NOT_FINAL
 from slurm_hooks.jobinfo import AccountingRecord, JobInfo
 
 if TYPE_CHECKING:  # imported when forwarding first runs: it brings in cryptography
-    from computeproof.forward import ForwardResult
+    from computeproof.forward import ForwardResult, LoggedForwarder
 
 log = logging.getLogger("computeproof.agent")
 limited = RateLimitedLog(log)
@@ -195,7 +195,7 @@ class Agent:
         self._job_info = job_info
         # job id -> (run, display id) of bindings ended as orphans: not sampled again
         self.orphans: dict[int, tuple[int, str]] = {}
-        self._forward_problem: str | None = None  # the failure last logged, until it ends
+        self._forwarder: LoggedForwarder | None = None  # made when forwarding first runs
 
     # -- sampling ---------------------------------------------------------------------------
 
@@ -313,26 +313,11 @@ class Agent:
         """One forwarding pass of the spool into the ledger; None when it failed (logged
         once per failure) or another forwarder was at work. Anything unexpected is left
         to the Periodic that runs it, which logs it."""
-        from computeproof.forward import forward_configured
+        if self._forwarder is None:
+            from computeproof.forward import LoggedForwarder
 
-        try:
-            result = forward_configured(self.config, wait=False)
-        except ComputeProofError as e:
-            if str(e) != self._forward_problem:
-                log.warning("forwarding failed, events wait in the spool: %s", e)
-                self._forward_problem = str(e)
-            return None
-        if result is None:
-            return None
-        if self._forward_problem is not None:
-            log.info("forwarding works again: %s", self._forward_problem)
-            self._forward_problem = None
-        if result.forwarded or result.failed or result.untrusted:
-            log.info(
-                "forwarded %d, duplicates %d, rejected %d, waiting %d",
-                result.forwarded, result.duplicates, result.failed, result.remaining,
-            )  # fmt: skip
-        return result
+            self._forwarder = LoggedForwarder(self.config, log)
+        return self._forwarder.once()
 
     def join_forward(self, timeout: float | None = None) -> None:
         """Wait for a running forwarding pass to finish (tests and shutdown)."""

@@ -413,3 +413,55 @@ def test_a_requeue_seen_completing_is_the_end_of_the_run_before(tmp_path: Path) 
     assert payload(got[(requeued, 1, "final_state")])["state"] == "COMPLETED"
     done = payload(got[(requeued, 1, "completed")])
     assert done["start_epoch"] == second["start_epoch"]
+
+
+def test_the_collector_forwards_what_a_poll_wrote_at_once(tmp_path: Path) -> None:
+    """forward_interval > 0: a poll that wrote events wakes the forwarding thread, which
+    takes them into the ledger long before its interval (an hour here) is up."""
+    import dataclasses
+    import threading
+    import time
+
+    from computeproof.keys import Signer, write_key
+    from computeproof.ledger import open_ledger
+
+    config = dataclasses.replace(
+        site(tmp_path),
+        db=str(tmp_path / "ledger.db"),
+        host_key=str(tmp_path / "host.key"),
+        ledger_key=str(tmp_path / "ledger.key"),
+        forward_interval=3600,
+    )
+    signer = Signer.generate()
+    write_key(config.host_key, signer)
+    with open_ledger(config, create=True) as ledger:
+        ledger.enroll(signer.public_raw, ["*"])
+    version = PHASED[0]
+    install(Path(config.slurm_bin), version, "ended", tmp_path / "log")
+    collector = Collector(config, SlurmCli(config.slurm_bin, timeout=10))
+    stop, wrote = threading.Event(), threading.Event()
+    forwarding = threading.Thread(target=controller.forward_loop, args=(config, stop, wrote))
+    forwarding.start()
+    polling = threading.Thread(target=collector.run, args=(stop, 3600, wrote))
+    polling.start()
+    try:
+        deadline = time.monotonic() + 30
+        forwarded: set[str] = set()
+        while time.monotonic() < deadline:
+            with open_ledger(config) as ledger:
+                forwarded = {leaf.event_id for leaf in ledger.store.leaves()}
+            if forwarded and not list((Path(config.spool_dir) / "new").glob("*.json")):
+                break
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        wrote.set()
+        polling.join(30)
+        forwarding.join(30)
+    written = {str(e["id"]) for e in events_forwarded(config)}
+    assert collector.written > 0 and forwarded == written
+
+
+def events_forwarded(config: Config) -> list[dict[str, object]]:
+    done = Path(config.spool_dir) / "forwarded"
+    return [json.loads(p.read_bytes()) for p in sorted(done.rglob("*.json"))]

@@ -1,7 +1,8 @@
 # ComputeProof for Slurm. Run as root on Debian 12 or 13.
 #   make demo         local Slurm cluster + GPU jobs + receipts + report
 #   make test         units under every CPython 3.11+ found (nox), the hooks under each,
-#                     then the real-Slurm suite against the native cluster
+#                     then the real-Slurm suite against the native cluster, then that
+#                     cluster as many hosts posting to a collector (tests/multihost)
 #   make test-matrix  the compose clusters: Debian 12 (Slurm 22.05), Debian 13 (Slurm 24.11),
 #                     Slurm 25.11 + pyslurm built from ../shared/vendor/; every extra from PyPI
 #   make test-fresh   `make test` from a fresh clone in a bare Debian 13 container (DIST=)
@@ -21,6 +22,9 @@ MATRIX_DEB_PACKAGES := docker.io docker-compose mmdebstrap debian-archive-keyrin
 # `make test` runs its own cluster from a clean directory, so nothing a developer left in
 # the demo cluster (/var/tmp/computeproof-cluster) can change a result.
 TEST_CLUSTER_DIR ?= /var/tmp/computeproof-test-cluster
+# ... and the many-hosts pass (CP_LEDGER=collector: a spool, key and forwarder per node,
+# one collector on PostgreSQL) another
+TEST_MULTIHOST_DIR ?= /var/tmp/computeproof-test-multihost
 DIST ?= trixie
 # compose clusters whose suite may fail without failing test-matrix (said loudly), e.g.
 # MATRIX_ALLOW_FAIL="trixie slurm-25.11" until the Slurm 24.11+ parsing lands; empty: strict
@@ -84,7 +88,12 @@ integration: deps
 		tests/integration tests/gpu -q -p no:cacheprovider || status=$$?; \
 	CP_CLUSTER_DIR=$(TEST_CLUSTER_DIR) $(CLUSTER) down; \
 	echo "== time: native cluster suite (Slurm $$(slurmd -V 2>/dev/null | cut -d' ' -f2)): $$((SECONDS - start)) s (exit $$status)"; \
-	exit $$status
+	start=$$SECONDS; rc=0; export CP_LEDGER=collector CP_CLUSTER_DIR=$(TEST_MULTIHOST_DIR); \
+	{ $(CLUSTER) clean && $(CLUSTER) up && \
+		$(VPY) -m pytest tests/multihost -q -p no:cacheprovider; } || rc=$$?; \
+	$(CLUSTER) down; \
+	echo "== time: the same cluster as many hosts (a collector on PostgreSQL): $$((SECONDS - start)) s (exit $$rc)"; \
+	[ $$rc = 0 ] || status=1; exit $$status
 
 test: deps
 	@status=0; $(MAKE) --no-print-directory unit || status=1; \

@@ -11,6 +11,11 @@ CP_MODE="${CP_MODE:-native}"
 CP_CLUSTER_DIR="${CP_CLUSTER_DIR:-/var/tmp/computeproof-cluster}"
 CP_HOOKS="${CP_HOOKS:-1}"
 CP_CTLD_HOOKS="${CP_CTLD_HOOKS:-0}" # 1: also PrologSlurmctld/EpilogSlurmctld
+# Where events go. sqlite: one ledger file on this host, forwarded into by hand (the tests)
+# or by an agent. collector: as a site of many hosts: a spool and a host key per node
+# (spool/%n, keys/%n.key), each node's agent and the controller's collector posting over
+# HTTPS to `computeproof serve` on a private PostgreSQL (scripts/collector); no ledger file.
+CP_LEDGER="${CP_LEDGER:-sqlite}"
 CP_CLUSTER_NAME="cptest"
 CP_NODES=(c1 c2)
 CP_GPUS_PER_NODE=4
@@ -26,6 +31,8 @@ CP_SLURMDBD_PORT="${CP_SLURMDBD_PORT:-16819}"
 CP_SLURMD_PORT_BASE="${CP_SLURMD_PORT_BASE:-16821}" # c1 16821, c2 16822
 CP_SRUN_PORTS="${CP_SRUN_PORTS:-16840-16880}"
 CP_MARIADB_PORT="${CP_MARIADB_PORT:-13306}"
+CP_COLLECTOR_PORT="${CP_COLLECTOR_PORT:-16843}" # CP_LEDGER=collector: HTTPS
+CP_COLLECTOR_PG_PORT="${CP_COLLECTOR_PG_PORT:-16844}" # its PostgreSQL
 CP_DB_NAME=slurm_acct_db
 CP_DB_USER=cpslurm
 CP_DB_PASS=cpslurm-test-only
@@ -39,6 +46,7 @@ CP_MUNGE_DIR="$CP_CLUSTER_DIR/munge"
 CP_MYSQL_DIR="$CP_CLUSTER_DIR/mysql"
 CP_CPROOF_DIR="$CP_CLUSTER_DIR/computeproof"
 CP_CPROOF_CONFIG="$CP_CPROOF_DIR/config.toml"
+CP_COLLECTOR_DIR="$CP_CLUSTER_DIR/collector" # CP_LEDGER=collector: scripts/collector --dir
 # Where the hooks look for their config; overridable so tests can write configs in a temp dir.
 CP_ETC_CONFIG="${CP_ETC_CONFIG:-/etc/computeproof/config.toml}"
 CP_MUNGE_KEY="$CP_MUNGE_DIR/munge.key"
@@ -85,6 +93,15 @@ CP_HOOK_PROLOG="$CP_REPO/prolog.d/computeproof-prolog"
 CP_HOOK_EPILOG="$CP_REPO/epilog.d/computeproof-epilog"
 CP_HOOK_PROLOG_CTLD="$CP_REPO/prolog.d/computeproof-prolog-slurmctld"
 CP_HOOK_EPILOG_CTLD="$CP_REPO/epilog.d/computeproof-epilog-slurmctld"
+
+case "$CP_LEDGER" in sqlite | collector) ;; *)
+    printf '[cluster] error: CP_LEDGER=%s: say sqlite or collector\n' "$CP_LEDGER" >&2
+    exit 1
+    ;;
+esac
+
+# collector ARGS...: scripts/collector (PostgreSQL + `computeproof serve`) for this cluster.
+collector() { "${PYTHON:-python3}" "$CP_REPO/scripts/collector" "$1" --dir "$CP_COLLECTOR_DIR" "${@:2}"; }
 
 log() { printf '[cluster] %s\n' "$*"; }
 warn() { printf '[cluster] warning: %s\n' "$*" >&2; }

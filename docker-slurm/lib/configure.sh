@@ -240,15 +240,28 @@ CONF
 }
 
 write_computeproof_config() {
+    local where
+    if [[ "$CP_LEDGER" == collector ]]; then
+        # As on a site of many hosts: no ledger here. One file serves every node; %n is
+        # the node's name (SLURMD_NODENAME for hooks and agents, the host name for the
+        # controller), so each node has its own spool and key and forwards them itself.
+        where="spool_dir = \"$CP_CPROOF_DIR/spool/%n\"
+host_key = \"$CP_CPROOF_DIR/keys/%n.key\"
+collector_url = \"https://127.0.0.1:$CP_COLLECTOR_PORT\"
+collector_ca = \"$CP_COLLECTOR_DIR/tls/ca.pem\"
+forward_interval = 1"
+    else
+        where="db = \"$CP_CPROOF_DIR/ledger.db\"
+spool_dir = \"$CP_CPROOF_DIR/spool\"
+host_key = \"$CP_CPROOF_DIR/host.key\"
+ledger_key = \"$CP_CPROOF_DIR/ledger.key\"
+enrolled_keys = \"$CP_CPROOF_DIR/enrolled\""
+    fi
     put_file "$CP_CPROOF_CONFIG" 0644 <<TOML
 # ComputeProof configuration of the test cluster; written by docker-slurm/lib/configure.sh.
 cluster = "$CP_CLUSTER_NAME"
-db = "$CP_CPROOF_DIR/ledger.db"
-spool_dir = "$CP_CPROOF_DIR/spool"
+$where
 run_dir = "$CP_CPROOF_DIR/run"
-host_key = "$CP_CPROOF_DIR/host.key"
-ledger_key = "$CP_CPROOF_DIR/ledger.key"
-enrolled_keys = "$CP_CPROOF_DIR/enrolled"
 slurm_bin = "/usr/bin"
 # Short intervals so that test jobs of a few seconds get samples and progress events.
 sample_interval = 1
@@ -292,6 +305,10 @@ init_keys() {
     local pkg
     pkg="$(cd "$CP_LIB_DIR/../.." && pwd)"
     cli() { (cd "$pkg" && PYTHONPATH="$pkg${PYTHONPATH:+:$PYTHONPATH}" "${PYTHON:-python3}" -m slurm_hooks "$@"); }
+    if [[ "$CP_LEDGER" == collector ]]; then
+        init_collector_keys
+        return
+    fi
     if [[ ! -s "$host_key" ]]; then
         log "creating host key $host_key"
         cli keys init --out "$host_key" >/dev/null || die "'computeproof keys init --out $host_key' failed"
@@ -299,6 +316,28 @@ init_keys() {
     # Enrolling is idempotent; doing it at every `up` keeps a recreated ledger trusting the
     # key. One host signs for c1, c2 and the controller, hence '*'.
     cli keys enroll "$host_key" --host '*' >/dev/null || die "cannot enroll $host_key in the ledger"
+}
+
+# CP_LEDGER=collector: the collector up (PostgreSQL, site CA, `computeproof serve`), then a
+# key per host, each enrolled for its own name only: c1's key cannot sign c2's events.
+init_collector_keys() {
+    # compose: the controller's host runs the collector and makes every host's key (the
+    # keys directory is on the shared volume); a node's forwarder retries until then
+    if [[ "$CP_MODE" == compose && "$(hostname)" != "$CP_CTLD_HOST" ]]; then
+        return 0
+    fi
+    collector up --listen "127.0.0.1:$CP_COLLECTOR_PORT" --pg-port "$CP_COLLECTOR_PG_PORT" \
+        --cluster "$CP_CLUSTER_NAME" --name 127.0.0.1 --name localhost ||
+        die "the collector did not come up; see $CP_COLLECTOR_DIR/log/"
+    mkdir -p -m 0700 "$CP_CPROOF_DIR/keys"
+    local host key
+    for host in "${CP_NODES[@]}" "$(hostname)"; do
+        key="$CP_CPROOF_DIR/keys/$host.key"
+        if [[ ! -s "$key" ]]; then
+            cli keys init --out "$key" >/dev/null || die "'computeproof keys init --out $key' failed"
+        fi
+        collector enroll "$key" --host "$host" >/dev/null || die "cannot enroll $key for $host"
+    done
 }
 
 # The in-job tool, installed as a site would (conf/INSTALL.md): a world-readable copy of the

@@ -59,8 +59,12 @@ cmd_status() {
             ok=1
         fi
     done
-    # the controller's collector runs beside slurmctld, on this host
+    # the controller's collector runs beside slurmctld, on this host; so does the
+    # collector service with CP_LEDGER=collector
     "$CP_LIB_DIR/controller.sh" status || ok=1
+    if [[ "$CP_LEDGER" == collector ]]; then
+        collector status | sed 's/^/collector: /' || ok=1
+    fi
     sinfo -h -N -o '%N %t' 2>/dev/null | sort -u | sed 's/^/node /' || true
     return "$ok"
 }
@@ -85,6 +89,10 @@ cmd_env() {
     printf 'export SLURM_CONF=%q\n' "$SLURM_CONF"
     printf 'export COMPUTEPROOF_CONFIG=%q\n' "$COMPUTEPROOF_CONFIG"
     printf 'export CP_CLUSTER_DIR=%q\n' "$CP_CLUSTER_DIR"
+    printf 'export CP_LEDGER=%q\n' "$CP_LEDGER"
+    if [[ "$CP_LEDGER" == collector ]]; then
+        printf 'export CP_COLLECTOR_CONFIG=%q\n' "$CP_COLLECTOR_DIR/collector.toml"
+    fi
 }
 
 case "${1:-}" in

@@ -26,21 +26,23 @@ slurm-25.11)
 esac
 image="computeproof-slurm:$dist"
 # Bump when this recipe changes what an image holds (the digest below covers its inputs).
-IMAGE_RECIPE=1
+IMAGE_RECIPE=2
 venv=/opt/computeproof-venv
 pkg="$(cd "$CP_LIB_DIR/../.." && pwd)"
 slurm_tar="$CP_CACHE_DIR/slurm-$CP_SLURM_SOURCE_VERSION-$release.tar"
 wheels="$CP_CACHE_DIR/wheels-$release"
 
-# The project's runtime and gpu requirements and the test runner's (the package itself comes
-# bind-mounted): what the cluster's CLI, agents and the slurm-marked suite import.
+# The project's runtime, gpu, server and postgres requirements and the test runner's (the
+# package itself comes bind-mounted): what the cluster's CLI, agents, the slurm-marked
+# suite and, with CP_LEDGER=collector, the collector and the forwarders posting to it import.
 requirements="$(python3 - "$pkg/pyproject.toml" <<'PY'
 import re, sys, tomllib
 project = tomllib.load(open(sys.argv[1], "rb"))["project"]
 extras = project["optional-dependencies"]
 runner = {"pytest", "pytest-timeout", "hypothesis", "pyyaml"}
 tests = [r for r in extras["dev"] if re.split(r"[\[<>=!~ ]", r)[0].lower() in runner]
-print("\n".join(project["dependencies"] + extras["gpu"] + tests))
+print("\n".join(project["dependencies"] + extras["gpu"] + extras["server"] + extras["postgres"]
+                + tests))
 PY
 )"
 digest="$(

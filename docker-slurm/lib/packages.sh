@@ -9,7 +9,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 # gcc and libc6-dev (pthread.h; gcc only recommends it) build the fake NVML library the
 # agents read; python3-venv makes the virtual environment the CLI runs from (Debian's
 # python3 is externally managed, PEP 668: no pip install into it).
-CP_PACKAGES=(munge mariadb-server mariadb-client python3 python3-venv procps gcc libc6-dev)
+# postgresql: the collector's database (CP_LEDGER=collector, scripts/collector).
+CP_PACKAGES=(munge mariadb-server mariadb-client python3 python3-venv procps gcc libc6-dev
+    postgresql)
 if [[ "${CP_SLURM_FROM_SOURCE:-0}" == 1 ]]; then
     # Slurm built from source (lib/build-slurm.sh) brings its own binaries: only the
     # libraries it links against

@@ -126,6 +126,18 @@ def run_batch(env: dict[str, str], n: int, workdir: str) -> tuple[float, list[st
     return time.monotonic() - start, ids
 
 
+def idle(env: dict[str, str], limit: float = 90.0) -> None:
+    """Wait until slurmctld holds no job (the last round's ended ones purged)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        out = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i"], env=env,
+                             capture_output=True, text=True, check=True).stdout  # fmt: skip
+        if not out.split():
+            return
+        time.sleep(2)
+    raise SystemExit(f"slurmctld still holds jobs after {limit:g} s; is MinJobAge long?")
+
+
 def finals_written(env: dict[str, str], ids: list[str]) -> bool:
     """Whether the collector has written every job's final_state (its state file)."""
     path = Path(env["CP_CLUSTER_DIR"], "computeproof", "spool", "controller", "state.json")
@@ -163,6 +175,10 @@ def controller_mode(args: argparse.Namespace, workdir: str) -> dict[str, object]
     for _ in range(args.rounds):
         for mode in ("off", "on"):
             env = cluster_env("node-noop", collector=mode == "on")
+            # slurmctld keeps the last round's ended jobs (MinJobAge, across its restart):
+            # a collector would record them inside this round's window and count them
+            # as this round's jobs
+            idle(env)
             time.sleep(2)
             collector = pid_of(env, "controller") if mode == "on" else None
             c0 = process_cpu(collector) if collector else 0.0

@@ -78,8 +78,11 @@ class JobInfo(Protocol):
         ...) only the runs in one of them during that time."""
         ...
 
-    def jobs_accounting(self, job_ids: Sequence[int]) -> list[AccountingRecord]:
-        """The accounting records of every run of ``job_ids``, in one read."""
+    def jobs_accounting(
+        self, job_ids: Sequence[int], detail: bool = True
+    ) -> list[AccountingRecord]:
+        """The accounting records of every run of ``job_ids``, in one read; without
+        ``detail`` they may lack the job's name and work dir (a cheaper read)."""
         ...
 
     def live_jobs(

@@ -272,8 +272,11 @@ class PySlurm:
             records = [r for r in records if r.get("state") in wanted]
         return records
 
-    def jobs_accounting(self, job_ids: Sequence[int]) -> list[AccountingRecord]:
-        """The slurmdbd records of ``job_ids`` (the latest run of each), in one call."""
+    def jobs_accounting(
+        self, job_ids: Sequence[int], detail: bool = True
+    ) -> list[AccountingRecord]:
+        """The slurmdbd records of ``job_ids`` (the latest run of each), in one call
+        (names included whatever ``detail``: one RPC either way)."""
         if not job_ids:
             return []
         wanted = set(job_ids)

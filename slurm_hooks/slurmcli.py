@@ -31,11 +31,14 @@ from slurm_hooks.finalstate import state_name
 from slurm_hooks.jobinfo import AccountingRecord, job_state, pick_run
 from slurm_hooks.slurmenv import parse_exit_code
 from slurm_hooks.slurmtext import (
+    SACCT_FIELDS,
+    SACCT_STEP_FIELDS,
     SAFE_FORMAT,
     finish_record,
     json_text,
     node_names,
     parse_gres_indices,
+    parse_sacct_safe,
     parse_squeue_safe,
     parse_time,
     parse_tres,
@@ -90,8 +93,8 @@ def _tres_list(items: object) -> dict[str, int]:
             continue
         count = _num(item.get("count"))
         kind = item.get("type")
-        if count is None or not isinstance(kind, str):
-            continue
+        if count is None or count < 0 or not isinstance(kind, str):
+            continue  # -2: unset (24.11 lists energy so when not gathered)
         name = item.get("name")
         key = f"{kind}/{name}" if isinstance(name, str) and name else kind
         out[key] = count * _MIB if kind == "mem" else count  # sacct counts memory in MiB
@@ -295,6 +298,7 @@ class SlurmCli:
         self.slurm_bin = slurm_bin
         self.timeout = timeout
         self._lines: dict[str, dict[str, object]] = {}  # the last cheap read's, parsed
+        self._restarts: bool | None = None  # whether sacct has the Restarts field
 
     def _run(self, name: str, *args: str) -> bytes:
         # command.run's default environment: client_env, TZ=UTC as the parsers expect
@@ -321,13 +325,39 @@ class SlurmCli:
             select += ["-s", ",".join(states)]
         return self._sacct(*select)
 
-    def jobs_accounting(self, job_ids: Sequence[int]) -> list[AccountingRecord]:
-        """The sacct records of every run of ``job_ids``, in one read."""
+    def jobs_accounting(
+        self, job_ids: Sequence[int], detail: bool = True
+    ) -> list[AccountingRecord]:
+        """The sacct records of every run of ``job_ids``, in one read: ``sacct --json``,
+        or without ``detail`` (no name, work dir) ``sacct -P`` of fields no user sets and
+        of the batch steps, about a sixth of the CPU (the collector's final_state)."""
         if not job_ids:
             return []
         wanted = set(job_ids)
-        records = self._sacct("-j", ",".join(str(j) for j in sorted(wanted)))
+        listed = ",".join(str(j) for j in sorted(wanted))
+        if detail:
+            records = self._sacct("-j", listed)
+        else:
+            restarts = self._has_restarts()
+            fields = [*SACCT_FIELDS[:-1], *(["Restarts"] if restarts else []), SACCT_FIELDS[-1]]
+            text = self._run("sacct", "-P", "-n", "-X", "-D", "--noconvert", "-o",
+                             ",".join(fields), "-j", listed)  # fmt: skip
+            steps = self._run("sacct", "-P", "-n", "-D", "--noconvert", "-o",
+                              ",".join(SACCT_STEP_FIELDS), "-j",
+                              ",".join(f"{j}.batch" for j in sorted(wanted)))  # fmt: skip
+            records = parse_sacct_safe(text.decode("utf-8", "replace"),  # type: ignore[assignment]
+                                       steps.decode("utf-8", "replace"), restarts)  # fmt: skip
         return [r for r in records if r["job_id"] in wanted]
+
+    def _has_restarts(self) -> bool:
+        """Whether this sacct prints a run's restart count (Restarts: Slurm 24.11 on)."""
+        if self._restarts is None:
+            try:
+                fields = self._run("sacct", "--helpformat").decode("utf-8", "replace")
+            except SlurmError:
+                return False  # asked again next time
+            self._restarts = "Restarts" in fields.split()
+        return self._restarts
 
     def job_accounting(self, job_id: int, start: int | None = None) -> AccountingRecord | None:
         """The sacct record of ``job_id``'s run that started at ``start`` (else its latest)."""

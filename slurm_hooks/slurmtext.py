@@ -280,3 +280,129 @@ def finish_record(rec: "dict[str, object]") -> "dict[str, object]":
         over = isinstance(start, int) and isinstance(end, int) and end >= start and ended(rec)
         rec["elapsed_s"] = end - start if over else None  # type: ignore[operator]
     return rec
+
+
+# ``sacct -P`` fields of a run's settled record (the collector's final_state), none of
+# them set by a job's user; Reason (Slurm's reason code) last, split with a bound. The
+# name and work dir are left out: final_state does not carry them (scheduled has them).
+SACCT_FIELDS = (
+    "JobIDRaw", "JobID", "State", "ExitCode", "Submit", "Eligible", "Start", "End",
+    "ElapsedRaw", "TimelimitRaw", "NodeList", "NNodes", "AllocTRES", "ReqTRES", "User",
+    "Group", "Account", "Partition", "QOS", "Reason",
+)  # fmt: skip
+# and of each batch step (asked for as "<id>.batch"): when it ended and how
+SACCT_STEP_FIELDS = ("JobIDRaw", "Start", "End", "ExitCode")
+
+
+def _display_ids(display: str) -> "tuple[int | None, int | None, int | None, int | None]":
+    """(array job id, task id, het job id, het offset) from sacct's JobID ("100_4", "200+1")."""
+    head, sep, task = display.partition("_")
+    if sep and head.isdigit() and task.isdigit():
+        return int(head), int(task), None, None
+    head, sep, offset = display.partition("+")
+    if sep and head.isdigit() and offset.isdigit():
+        return None, None, int(head), int(offset)
+    return None, None, None, None
+
+
+def parse_sacct_safe(
+    text: str, steps: str = "", restarts: bool = False
+) -> "list[dict[str, object]]":
+    """Accounting records from ``sacct -P -n -X -D --noconvert -o SACCT_FIELDS`` (with
+    ``restarts``, Restarts before Reason: Slurm 24.11 and later) run with TZ=UTC, and
+    their batch steps from ``steps`` (``-o SACCT_STEP_FIELDS`` of "<id>.batch"), in the
+    keys slurmcli.parse_sacct_json gives less the job's name and work dir. Lines that are
+    not a record are skipped."""
+    names = SACCT_FIELDS[:-1] + (("Restarts",) if restarts else ()) + SACCT_FIELDS[-1:]
+    n = len(names)
+    batches: dict[int, list[tuple[int | None, int | None, tuple[int, int] | None]]] = {}
+    for line in steps.split("\n"):
+        parts = line.split("|")
+        if len(parts) != len(SACCT_STEP_FIELDS) or not parts[0].endswith(".batch"):
+            continue
+        raw = parts[0][:-6]
+        if raw.isdigit() and raw.isascii():
+            batches.setdefault(int(raw), []).append(
+                (_utc(parts[1]), _utc(parts[2]), parse_exit_status_pair(parts[3]))
+            )
+    out: list[dict[str, object]] = []
+    for line in text.split("\n"):
+        parts = line.split("|", n - 1)
+        if len(parts) != n or not parts[0].isdigit() or not parts[0].isascii():
+            continue
+        values = dict(zip(names, parts, strict=True))
+        job_id = int(parts[0])
+        try:
+            nodes = [] if unset(values["NodeList"]) or values["NodeList"] == "None assigned" \
+                else expand_hostlist(values["NodeList"])  # fmt: skip
+        except SlurmError:
+            nodes = []
+        array_id, task, het_id, het_offset = _display_ids(values["JobID"])
+        status = parse_exit_status_pair(values["ExitCode"])
+        allocated = parse_tres(values["AllocTRES"])
+        state = values["State"].split(" ", 1)[0]  # "CANCELLED by 0"
+        limit = _int(values["TimelimitRaw"])
+        rec: dict[str, object] = {
+            "job_id": job_id,
+            "array_job_id": array_id,
+            "array_task_id": task,
+            "het_job_id": het_id,
+            "het_job_offset": het_offset,
+            "user": _name(values["User"]),
+            "group": _name(values["Group"]),
+            "account": _name(values["Account"]),
+            "partition": _name(values["Partition"]),
+            "qos": _name(values["QOS"]),
+            "state": state,
+            "state_flags": [state] if state else [],
+            "reason": _name(values["Reason"].strip()),
+            "exit_code": status[0] if status else None,
+            "signal": status[1] if status else None,
+            "submit_epoch": _utc(values["Submit"]),
+            "eligible_epoch": _utc(values["Eligible"]),
+            "start_epoch": _utc(values["Start"]),
+            "end_epoch": _utc(values["End"]),
+            "elapsed_s": _int(values["ElapsedRaw"]),
+            "time_limit_s": limit * 60 if limit is not None else None,
+            "nodes": nodes,
+            # never allocated: sacct prints the nodes asked for, the JSON none
+            "num_nodes": _int(values["NNodes"]) if nodes else 0,
+            "num_cpus": allocated.get("cpu"),
+            "tres_allocated": allocated,
+            "tres_requested": parse_tres(values["ReqTRES"]),
+            "restarts": _int(values["Restarts"]) if restarts else None,
+            "batch": None,
+            "batch_step_end": None,
+            "batch_exit_code": None,
+            "batch_signal": None,
+        }
+        out.append(rec)
+    # each batch step belongs to the latest run of its job that started before it
+    by_job: dict[int, list[dict[str, object]]] = {}
+    for rec in out:
+        by_job.setdefault(rec["job_id"], []).append(rec)  # type: ignore[arg-type]
+    for job_id, job_steps in batches.items():
+        runs = by_job.get(job_id, [])
+        for start, end, status in job_steps:
+            owner = None
+            for rec in runs:
+                run_start = rec["start_epoch"]
+                if isinstance(run_start, int) and start is not None and run_start <= start:
+                    owner = rec
+            if owner is None and len(runs) == 1:
+                owner = runs[0]
+            if owner is None:
+                continue
+            owner["batch"] = True
+            owner["batch_step_end"] = end
+            owner["batch_exit_code"] = status[0] if status else None
+            owner["batch_signal"] = status[1] if status else None
+    return [finish_record(rec) for rec in out]
+
+
+def parse_exit_status_pair(text: str) -> "tuple[int, int] | None":
+    """sacct's ExitCode "<code>:<signal>" as integers."""
+    code, sep, sig = text.strip().partition(":")
+    if sep and code.isdigit() and sig.isdigit() and code.isascii() and sig.isascii():
+        return int(code), int(sig)
+    return None

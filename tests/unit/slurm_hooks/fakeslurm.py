@@ -13,10 +13,11 @@ from pathlib import Path
 
 FIXTURES = Path(__file__).parent / "fixtures"
 VERSIONS = ("22.05", "24.11", "25.11")
-# captured with capture.py's phased job plan (every phase-1 job running at "running"); the
-# 25.11 capture came from an earlier version of the script, so tests of one moment's exact
-# states use these and the checks that hold for any capture use VERSIONS
-PHASED = ("22.05", "24.11")
+# captured with capture.py's phased job plan (every phase-1 job running at "running"): all
+# three since 2026-12-05 (the 25.11 capture came from an earlier version of the script
+# before); tests of one moment's exact states use these, checks that hold for any capture
+# VERSIONS
+PHASED = ("22.05", "24.11", "25.11")
 
 
 def fixture_dir(version: str) -> Path:
@@ -84,6 +85,9 @@ def install(
         ),
         "sacct": (
             f'case "$*" in\n  *--json*) cat {q("sacct.json")};;\n'
+            f"  *--helpformat*) cat {q('sacct_helpformat.txt')};;\n"
+            f"  *--noconvert*.batch*) cat {q('sacct_batch.txt')};;\n"
+            f"  *--noconvert*) cat {q('sacct_safe.txt')};;\n"
             f"  *) cat {q('sacct_exit.txt')};;\nesac\n"
         ),
     }

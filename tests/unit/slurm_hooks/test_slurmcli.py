@@ -118,6 +118,79 @@ def test_sacct_json(version: str) -> None:
 
 
 @pytest.mark.parametrize("version", VERSIONS)
+def test_the_settled_text_read_gives_what_the_json_gives(tmp_path: Path, version: str) -> None:
+    """The collector's final_state read (``sacct -P`` of fields no user sets, and the batch
+    steps) gives every run the JSON read gives, with the same values: all a final_state
+    carries (not the name and work dir, which it never carries)."""
+    ids = roles(version)
+    install(tmp_path / "bin", version, "late", tmp_path / "log")
+    cli = slurmcli.SlurmCli(str(tmp_path / "bin"), timeout=10)
+    wanted = sorted(set(manifest(version)["ids"]))  # type: ignore[arg-type]
+
+    def order(rec: AccountingRecord) -> tuple[int, int]:
+        return rec["job_id"], rec.get("start_epoch") or 0
+
+    structured = sorted(cli.jobs_accounting(wanted), key=order)
+    text = sorted(cli.jobs_accounting(wanted, detail=False), key=order)
+    assert len(text) == len(structured) >= len(ids)
+    restarts = "Restarts" in (fixture_dir(version) / "sacct_helpformat.txt").read_text().split()
+    for js, tx in zip(structured, text, strict=True):
+        assert (tx["job_id"], tx["start_epoch"]) == (js["job_id"], js["start_epoch"])
+        assert tx.get("job_name") is None and tx.get("work_dir") is None
+        for key, value in js.items():
+            if key in ("job_name", "work_dir"):
+                continue
+            if key == "state_flags" and isinstance(value, list) and len(value) > 1:
+                assert tx[key] == [js["state"]]  # text prints the one word
+                continue
+            if key == "batch_exit_code" and version == "22.05" and tx[key] != value:
+                # 22.05's JSON says 0 for a batch step that exited 3; its text is right
+                assert (value, tx[key]) == (0, tx["exit_code"]) and tx["state"] == "FAILED"
+                continue
+            if key == "restarts" and not restarts:
+                assert tx[key] is None  # 22.05's sacct prints no restart count
+                continue
+            assert tx[key] == value, (tx["job"], key)  # type: ignore[literal-required]
+    by_job = {r["job_id"]: r for r in text}
+    cancelled = by_job[ids["cancelled"]]
+    assert (cancelled["state"], cancelled["batch_signal"], cancelled["batch"]) == (
+        "CANCELLED", 15, True,
+    )  # fmt: skip
+    assert (by_job[ids["attacker"]]["exit_code"], by_job[ids["attacker"]]["state"]) == (3, "FAILED")
+    # two text reads (the runs, their batch steps) and one of sacct's field names, once
+    sacct_calls = calls(tmp_path / "log", "sacct")
+    assert len([c for c in sacct_calls if "--noconvert" in c]) == 2
+    assert len([c for c in sacct_calls if "--helpformat" in c]) == 1
+
+
+def test_the_settled_text_read_refuses_lines_it_cannot_trust() -> None:
+    from slurm_hooks.slurmtext import SACCT_FIELDS, parse_sacct_safe
+
+    good = "|".join(
+        ["41", "41", "COMPLETED", "0:0", "2026-12-05T09:00:00", "2026-12-05T09:00:00",
+         "2026-12-05T09:00:01", "2026-12-05T09:00:05", "4", "60", "c[1-2]", "2",
+         "billing=2,cpu=2,gres/gpu=2,mem=1000M,node=2", "cpu=2,gres/gpu=2,mem=1000M,node=2",
+         "cpalice", "cpalice", "physics", "gpu", "normal", "None"]
+    )  # fmt: skip
+    assert len(good.split("|")) == len(SACCT_FIELDS)
+    steps = "41.batch|2026-12-05T09:00:01|2026-12-05T09:00:04|0:15\n41.extern|x|y|0:0\n"
+    (rec,) = parse_sacct_safe(good + "\n" + good[:20] + "\nnot|a|record\n", steps)
+    assert rec["nodes"] == ["c1", "c2"] and rec["tres_allocated"]["mem"] == 1000 << 20
+    assert (rec["batch"], rec["batch_signal"]) == (True, 15)
+    assert (rec["time_limit_s"], rec["gpus"]) == (3600, 2)
+    assert rec["end_epoch"] is not None and rec["reason"] is None
+    # a '|' in the last field (Slurm's reason text) stays in it
+    (rec,) = parse_sacct_safe(good[: -len("None")] + "Held|by x")
+    assert rec["reason"] == "Held|by x" and rec["batch"] is None
+    # an array task and a het component get their display ids
+    arr = good.replace("41|41|", "42|40_3|", 1)
+    het = good.replace("41|41|", "44|43+1|", 1)
+    a, h = parse_sacct_safe(arr + "\n" + het)
+    assert (a["job"], a["array_job_id"], a["array_task_id"]) == ("40_3", 40, 3)
+    assert (h["job"], h["het_job_id"], h["het_job_offset"]) == ("43+1", 43, 1)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
 def test_cli_merges_the_text_exit_codes(tmp_path: Path, version: str) -> None:
     ids = roles(version)
     install(tmp_path / "bin", version, "ended", tmp_path / "log")

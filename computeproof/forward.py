@@ -31,7 +31,7 @@ from computeproof.keys import Signer, load_signer
 from computeproof.ledger import Ledger, open_ledger
 from computeproof.privacy import commit_fields
 from computeproof.sink import EventSink
-from computeproof.spool import Spool
+from computeproof.spool import BATCH, Spool, read_events
 
 if TYPE_CHECKING:
     from computeproof.config import Config
@@ -59,33 +59,41 @@ def forward_spool(
     retention_s: float = 0,
 ) -> ForwardResult:
     """Drain ``spool`` into ``sink`` (the ledger, or the collector) in batches; return
-    what happened. ``progress`` is told (events handled, events found) after each batch.
-    Committed events are kept in forwarded/ for ``retention_s`` seconds (0: removed at
-    once)."""
+    what happened. ``progress`` is told (event files handled, event files found) after
+    each batch. Committed events are kept in forwarded/ for ``retention_s`` seconds (0:
+    removed at once). A spool batch file (several events) is finished whole once all its
+    events are committed; events of one the ledger did not take stay in new/ (untrusted)
+    or go to failed/ (rejected) on their own."""
     result = ForwardResult()
-    finish = spool.keep if retention_s > 0 else (lambda path, leaf: spool.done(path))
     paths = list(spool.pending())
     for start in range(0, len(paths), batch_size):
         if progress is not None and start:
             progress(start, len(paths))
-        batch = paths[start : start + batch_size]
+        chunk = paths[start : start + batch_size]
         envelopes: list[bytes] = []
         openings: list[dict[str, dict[str, object]]] = []
-        kept: list[str] = []
-        events: list[tuple[str, dict[str, object]]] = []
-        for path in batch:
+        kept: list[tuple[str, int]] = []  # (file, line) of each envelope
+        events: list[tuple[str, int, dict[str, object]]] = []
+        raw: dict[tuple[str, int], bytes] = {}
+        lines: dict[str, int] = {}  # events in each file read
+        for path in chunk:
             try:
-                with open(path, "rb") as f:
-                    events.append((path, check_event(json.loads(f.read()))))
+                found = [(data, check_event(json.loads(data))) for data in read_events(path)]
             except FileNotFoundError:
                 continue  # forwarded by a concurrent forwarder
             except (ValueError, ReceiptError) as e:
                 spool.fail(path, f"unreadable event: {e}")
                 result.failed += 1
                 result.errors.append(f"{os.path.basename(path)}: {e}")
+                continue
+            lines[path] = len(found)
+            for line, (data, event) in enumerate(found):
+                events.append((path, line, event))
+                raw[(path, line)] = data
         # file times are coarse; the hook's own timestamp orders the log
-        events.sort(key=lambda pe: (str(pe[1]["time"]), str(pe[1]["id"])))
-        for path, event in events:
+        events.sort(key=lambda pe: (str(pe[2]["time"]), str(pe[2]["id"])))
+        refused: dict[tuple[str, int], str] = {}
+        for path, line, event in events:
             payload = event["payload"]
             assert isinstance(payload, dict)
             try:
@@ -94,38 +102,41 @@ def forward_spool(
                 )
                 envelopes.append(sign_event({**event, "payload": committed}, signer))
             except ReceiptError as e:  # e.g. a float in the payload: never signable
-                spool.fail(path, f"cannot sign event: {e}")
-                result.failed += 1
-                result.errors.append(f"{os.path.basename(path)}: {e}")
+                refused[(path, line)] = f"cannot sign event: {e}"
                 continue
             openings.append(opened)
-            kept.append(path)
-        if not envelopes:
-            continue
-        try:
-            outcome = sink.append(envelopes, openings)
-        except ReceiptError as e:  # ledger unreachable or locked: everything stays spooled
-            spool.record_forward_status(
-                f"{utc_now()} FAILED: {e}; {spool.count_pending()} events wait in the spool"
-            )
-            raise
-        for pos, _, leaf in outcome.accepted:
-            finish(kept[pos], leaf)
-            result.forwarded += 1
-        for pos, _, leaf in outcome.duplicates:
-            finish(kept[pos], leaf)
-            result.duplicates += 1
-        for pos, reason in outcome.untrusted:
-            result.untrusted += 1
-            if len(result.errors) < 20:
-                result.errors.append(f"{os.path.basename(kept[pos])}: {reason} (left in spool)")
-        for pos, reason in outcome.rejected:
+            kept.append((path, line))
+        outcome = None
+        if envelopes:
             try:
-                spool.fail(kept[pos], reason)
-            except OSError as e:
-                raise SpoolError(f"cannot move rejected event to failed/: {e}") from e
+                outcome = sink.append(envelopes, openings)
+            except ReceiptError as e:  # ledger unreachable or locked: all stays spooled
+                spool.record_forward_status(
+                    f"{utc_now()} FAILED: {e}; {spool.count_pending()} events wait in the spool"
+                )
+                raise
+        leaves: dict[tuple[str, int], int] = {}
+        waiting: set[tuple[str, int]] = set()
+        if outcome is not None:
+            for pos, _, leaf in outcome.accepted:
+                leaves[kept[pos]] = leaf
+                result.forwarded += 1
+            for pos, _, leaf in outcome.duplicates:
+                leaves[kept[pos]] = leaf
+                result.duplicates += 1
+            for pos, reason in outcome.untrusted:
+                waiting.add(kept[pos])
+                result.untrusted += 1
+                if len(result.errors) < 20:
+                    name = os.path.basename(kept[pos][0])
+                    result.errors.append(f"{name}: {reason} (left in spool)")
+            for pos, reason in outcome.rejected:
+                refused[kept[pos]] = reason
+        for key, reason in refused.items():
             result.failed += 1
-            result.errors.append(f"{os.path.basename(kept[pos])}: {reason}")
+            result.errors.append(f"{os.path.basename(key[0])}: {reason}")
+        for path, count in lines.items():
+            _settle(spool, path, count, leaves, waiting, refused, raw, retention_s)
     if progress is not None and paths:
         progress(len(paths), len(paths))
     spool.sweep_forwarded(retention_s, time.time())
@@ -140,6 +151,61 @@ def forward_spool(
         )
     )
     return result
+
+
+def _settle(
+    spool: Spool,
+    path: str,
+    count: int,
+    leaves: dict[tuple[str, int], int],
+    waiting: set[tuple[str, int]],
+    refused: dict[tuple[str, int], str],
+    raw: dict[tuple[str, int], bytes],
+    retention_s: float,
+) -> None:
+    """Finish one spool file after a pass: committed (kept or removed), rejected (to
+    failed/), or left waiting. A batch whose events did not all fare alike is split:
+    those still waiting are written to new/ as a batch of their own first, so a crash
+    at any point leaves every event somewhere (at worst twice: the ledger dedupes)."""
+    keys = [(path, line) for line in range(count)]
+    done = [k for k in keys if k in leaves]
+    try:
+        if not path.endswith(BATCH):
+            if done:
+                _finish(spool, path, [leaves[keys[0]]], retention_s)
+            elif keys[0] in refused:
+                spool.fail(path, refused[keys[0]])
+            return  # else waiting (untrusted, or not sent): stays in new/
+        if len(done) == count:
+            _finish(spool, path, [leaves[k] for k in keys], retention_s)
+            return
+        if not done and not any(k in refused for k in keys):
+            return  # the whole batch waits as it is
+        # named apart from this file (fewer events than it holds), so never over it
+        rest = [k for k in keys if k not in leaves and k not in refused]
+        if rest:
+            first = json.loads(raw[rest[0]])["id"]
+            spool.write_batch([json.loads(raw[k]) for k in rest], name=f"{first}+{len(rest)}")
+        for k in keys:
+            if k in refused:
+                spool.fail_event(str(json.loads(raw[k])["id"]), raw[k], refused[k])
+        if done and retention_s > 0:
+            name = f"{json.loads(raw[done[0]])['id']}+{len(done)}.done"
+            kept = spool.write_batch([json.loads(raw[k]) for k in done], name=name)
+            _finish(spool, kept, [leaves[k] for k in done], retention_s)
+        spool.done(path)
+    except OSError as e:
+        raise SpoolError(f"cannot settle {path} after forwarding: {e}") from e
+
+
+def _finish(spool: Spool, path: str, leaves: list[int], retention_s: float) -> None:
+    """A committed spool file: kept in forwarded/ (a batch with its leaves), or removed."""
+    if retention_s <= 0:
+        spool.done(path)
+    elif path.endswith(BATCH):
+        spool.keep(path, min(leaves), leaves)
+    else:
+        spool.keep(path, leaves[0])
 
 
 @dataclass
@@ -172,32 +238,29 @@ def replay_spool(
     same host key and private fields each envelope is byte for byte the one first logged,
     and a log fed by this one spool grows back to the very tree it had."""
     result = ReplayResult()
-    paths = spool.forwarded_since(since)
-    result.found = len(paths)
-    for start in range(0, len(paths), batch_size):
+    found = spool.forwarded_events_since(since)
+    result.found = len(found)
+    for start in range(0, len(found), batch_size):
         if progress is not None and start:
-            progress(start, len(paths))
+            progress(start, len(found))
         envelopes: list[bytes] = []
         openings: list[dict[str, dict[str, object]]] = []
         names: list[str] = []
-        for path in paths[start : start + batch_size]:
+        for name, data in found[start : start + batch_size]:
             try:
-                with open(path, "rb") as f:
-                    event = check_event(json.loads(f.read()))
+                event = check_event(json.loads(data))
                 payload = event["payload"]
                 assert isinstance(payload, dict)
                 committed, opened = commit_fields(
                     payload, private_fields, str(event["id"]), signer.salt_secret
                 )
                 envelopes.append(sign_event({**event, "payload": committed}, signer))
-            except FileNotFoundError:
-                continue  # swept meanwhile
             except (ValueError, ReceiptError) as e:
                 result.refused += 1
-                result.errors.append(f"{os.path.basename(path)}: {e}")
+                result.errors.append(f"{name}: {e}")
                 continue
             openings.append(opened)
-            names.append(os.path.basename(path))
+            names.append(name)
         if not envelopes:
             continue
         outcome = ledger.append(envelopes, openings, replay=True)
@@ -207,8 +270,8 @@ def replay_spool(
             result.refused += 1
             if len(result.errors) < 20:
                 result.errors.append(f"{names[pos]}: {reason}")
-    if progress is not None and paths:
-        progress(len(paths), len(paths))
+    if progress is not None and found:
+        progress(len(found), len(found))
     result.size = ledger.size()
     result.rollback = ledger.rollback_problem()
     return result

@@ -200,14 +200,18 @@ class Collector:
         self.written += 1
 
     def _flush(self) -> None:
-        """Write the queued events in one batch (about one sync for all of them). If the
-        spool cannot take them, their runs owe them again: the state is not saved with
-        them marked written, and the next poll writes them (the same ids)."""
+        """Write the queued events as one spool file (a batch: one file and one sync for
+        all of them; a lone event as its own file). If the spool cannot take them, their
+        runs owe them again: the state is not saved with them marked written, and the next
+        poll writes them (the same ids)."""
         pending, self._pending = self._pending, []
         if not pending:
             return
         try:
-            self.spool.write_many([event for event, _, _ in pending])
+            if len(pending) == 1:
+                self.spool.write(pending[0][0])
+            else:
+                self.spool.write_batch([event for event, _, _ in pending])
         except SpoolError:
             for _, run, kind in pending:
                 run.written.discard(kind)

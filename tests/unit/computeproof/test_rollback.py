@@ -47,17 +47,29 @@ def _spool(d: Path, events: list[dict[str, Any]]) -> Spool:
     return sp
 
 
-@pytest.fixture
+@pytest.fixture(params=["single files", "batches"])
 def rolled_back(
-    tmp_path: Path, host_signer: Signer, make_lifecycle: Callable[..., list[dict[str, Any]]]
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    host_signer: Signer,
+    make_lifecycle: Callable[..., list[dict[str, Any]]],
 ) -> dict[str, Any]:
     """A ledger fed through a spool: jobs 100-101 forwarded, checkpoint, backup, jobs
-    102-104 forwarded, checkpoint; then the backup put in place of the ledger file."""
+    102-104 forwarded, checkpoint; then the backup put in place of the ledger file. With
+    "batches", the spool holds batch files (the collector's) besides single events, whose
+    events the log interleaves with the others'."""
     events_before = make_lifecycle("100") + make_lifecycle("101")
     events_after = make_lifecycle("102") + make_lifecycle("103") + make_lifecycle("104")
+    batched = request.param == "batches"
     with _open(tmp_path) as led:
         led.enroll(host_signer.public_raw, HOSTS)
-        sp = _spool(tmp_path, events_before)
+        if batched:
+            sp = Spool(str(tmp_path / "spool"))
+            sp.write_batch(events_before[::2])
+            for ev in events_before[1::2]:
+                sp.write(ev)
+        else:
+            sp = _spool(tmp_path, events_before)
         forward_spool(sp, host_signer, led, retention_s=7 * DAY)
         small = led.checkpoint()
         assert isinstance(led.store, SQLiteStore)
@@ -65,8 +77,14 @@ def rolled_back(
         backup_time = time.time()
         led.store.backup(str(tmp_path / "backup.db"))
         time.sleep(0.05)
-        for ev in events_after:
-            sp.write(ev)
+        if batched:
+            sp.write_batch(events_after[1::3])
+            sp.write_batch(events_after[2::3])
+            for ev in events_after[::3]:
+                sp.write(ev)
+        else:
+            for ev in events_after:
+                sp.write(ev)
         forward_spool(sp, host_signer, led, retention_s=7 * DAY)
         big = led.checkpoint()
     assert big.size > small.size

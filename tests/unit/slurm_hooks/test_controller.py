@@ -13,6 +13,7 @@ from fakeslurm import PHASED, VERSIONS, calls, install, manifest, roles
 from computeproof.config import Config
 from computeproof.errors import SlurmError
 from computeproof.event import check_event
+from computeproof.spool import Spool, is_spooled, read_events
 from slurm_hooks import controller
 from slurm_hooks.controller import Collector, Run, run_numbers
 from slurm_hooks.jobinfo import AccountingRecord
@@ -40,9 +41,14 @@ def site(tmp_path: Path) -> Config:
     )
 
 
+def spooled(directory: Path) -> list[bytes]:
+    """The events of a spool directory's files (a poll's batch holds several)."""
+    files = sorted(directory.iterdir()) if directory.is_dir() else []
+    return [e for p in files if is_spooled(p.name) for e in read_events(str(p))]
+
+
 def events(config: Config) -> list[dict[str, object]]:
-    new = Path(config.spool_dir) / "new"
-    return [check_event(json.loads(p.read_bytes())) for p in sorted(new.glob("*.json"))]
+    return [check_event(json.loads(e)) for e in spooled(Path(config.spool_dir) / "new")]
 
 
 def by_key(config: Config) -> dict[tuple[int, int, str], dict[str, object]]:
@@ -338,7 +344,7 @@ def run_numbers_state(runs: list[AccountingRecord], run_no: int) -> str:
 def test_events_the_spool_refused_are_written_at_the_next_poll(
     tmp_path: Path, version: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A poll's events go to the spool in one batch; when the spool refuses the batch
+    """A poll's events go to the spool as one batch file; when the spool refuses it
     (disk full), none of them counts as written and the next poll writes them all."""
     from computeproof.errors import SpoolError
     from computeproof.spool import Spool
@@ -346,16 +352,18 @@ def test_events_the_spool_refused_are_written_at_the_next_poll(
     config, clock, log = site(tmp_path), Clock(), tmp_path / "log"
     install(Path(config.slurm_bin), version, "running", log)
     collector = Collector(config, SlurmCli(config.slurm_bin, timeout=10), clock=clock)
-    real = Spool.write_many
+    real = Spool.write_batch, Spool.write_many
 
-    def full(self: Spool, batch: list[dict[str, object]]) -> list[str]:
+    def full(self: Spool, batch: list[dict[str, object]], name: str = "") -> list[str]:
         raise SpoolError(f"cannot write event to spool {self.path}: No space left on device")
 
+    monkeypatch.setattr(Spool, "write_batch", full)
     monkeypatch.setattr(Spool, "write_many", full)
     with pytest.raises(SpoolError):
         collector.poll()
     assert events(config) == [] and collector.written == 0
-    monkeypatch.setattr(Spool, "write_many", real)
+    monkeypatch.setattr(Spool, "write_batch", real[0])
+    monkeypatch.setattr(Spool, "write_many", real[1])
     clock.now += 10
     assert collector.poll() > 0
     assert {(k[2]) for k in by_key(config)} >= {"scheduled"}
@@ -460,7 +468,7 @@ def test_the_collector_forwards_what_a_poll_wrote_at_once(tmp_path: Path) -> Non
         while time.monotonic() < deadline:
             with open_ledger(config) as ledger:
                 forwarded = {leaf.event_id for leaf in ledger.store.leaves()}
-            if forwarded and not list((Path(config.spool_dir) / "new").glob("*.json")):
+            if forwarded and not Spool(config.spool_dir).count_pending():
                 break
             time.sleep(0.1)
     finally:
@@ -473,5 +481,4 @@ def test_the_collector_forwards_what_a_poll_wrote_at_once(tmp_path: Path) -> Non
 
 
 def events_forwarded(config: Config) -> list[dict[str, object]]:
-    done = Path(config.spool_dir) / "forwarded"
-    return [json.loads(p.read_bytes()) for p in sorted(done.rglob("*.json"))]
+    return [json.loads(e) for e in spooled(Path(config.spool_dir) / "forwarded")]

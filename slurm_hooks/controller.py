@@ -87,8 +87,9 @@ class Run:
 
     @property
     def done(self) -> bool:
-        """Whether every event this run gets has been written (or given up)."""
-        return "final_state" in self.written
+        """Whether every event this run gets has been written (or given up): its
+        final_state, and its scheduled if it ever ran."""
+        return "final_state" in self.written and (not self.ran or "scheduled" in self.written)
 
     def to_json(self) -> list[object]:
         """The persisted form."""
@@ -267,17 +268,40 @@ class Collector:
             self._sweep(now)
         owed_sched = [r for r in self.state.runs.values() if r.ran and r.live
                       and "scheduled" not in r.written]  # fmt: skip
-        if owed_sched and now - self._last_detail >= self.detail_interval:
+        if self._detail_due(owed_sched, now):
             self._detail(owed_sched, now)
-        owed_acct = [r for r in self.state.runs.values()
-                     if not r.done and r.ended_seen is not None
-                     and now >= _next_ask(r)]  # fmt: skip
-        if owed_acct and now - self._last_accounting >= self.accounting_interval:
+        ending = [r for r in self.state.runs.values()
+                  if not r.done and r.ended_seen is not None]  # fmt: skip
+        owed_acct = [r for r in ending if now >= _next_ask(r)]
+        if self._accounting_due(owed_acct, ending, now):
             self._accounting(owed_acct, now)
         self._flush()  # before pruning runs, and before the state that says they are written
         self._prune(now)
         self.state.save()
         return self.written - before
+
+    # Each batched read is worth more the more runs it covers: while a burst of jobs is
+    # still starting (or ending), a read waits for the burst, at most its interval.
+
+    def _detail_due(self, owed: list[Run], now: float) -> bool:
+        """Whether to make the structured read for ``owed`` now: not more often than
+        detail_interval, and not while runs are still being allocated (some first seen
+        by this poll), unless the oldest has waited detail_interval."""
+        if not owed or now - self._last_detail < self.detail_interval:
+            return False
+        starting = any(r.first_seen >= now for r in owed)
+        return not starting or now - min(r.first_seen for r in owed) >= self.detail_interval
+
+    def _accounting_due(self, owed: list[Run], ending: list[Run], now: float) -> bool:
+        """Whether to read accounting for ``owed`` now: not more often than
+        accounting_interval, and not while runs that ended are still in their
+        ACCOUNTING_DELAY (never asked yet), unless the oldest owed has waited
+        accounting_interval past its time."""
+        if not owed or now - self._last_accounting < self.accounting_interval:
+            return False
+        waiting = any(now < _next_ask(r) for r in ending if not r.asked)
+        oldest = min(_next_ask(r) for r in owed)
+        return not waiting or now - oldest >= self.accounting_interval
 
     def _see(self, live: Sequence[AccountingRecord], now: float) -> None:
         """Fold the controller's view into the runs: new allocations, ended runs."""
@@ -404,18 +428,24 @@ class Collector:
                     self._scheduled(run, rec, "sacct --json")
                 if "completed" not in run.written and ended(rec):
                     self._completed(run, rec, "sacct")
-            if settled(rec):
+            if settled(rec) and "final_state" not in run.written:
                 self._final(run, rec, "sacct")
+            if run.done:
                 return
         waited = now - (run.ended_seen if run.ended_seen is not None else run.first_seen)
         if waited < FINAL_DEADLINE:
-            return  # slurmdbd has not caught up yet: the next read asks again
-        if rec is not None and rec.get("state") not in NOT_FINAL:
-            self._final(run, rec, "sacct (partial)")
-            return
-        self._problem(f"no final state from accounting within {FINAL_DEADLINE:g} s of the "
-                      f"run's end (run {run.run})", run.job_id)  # fmt: skip
-        run.written.add("final_state")  # given up: counted above, never invented
+            return  # slurmdbd has not caught up yet (or the structured read is due): again
+        if "final_state" not in run.written:
+            if rec is not None and rec.get("state") not in NOT_FINAL:
+                self._final(run, rec, "sacct (partial)")
+            else:
+                self._problem(f"no final state from accounting within {FINAL_DEADLINE:g} s "
+                              f"of the run's end (run {run.run})", run.job_id)  # fmt: skip
+                run.written.add("final_state")  # given up: counted above, never invented
+        if not run.done:  # ran, but neither the controller nor accounting gave scheduled
+            self._problem(f"no scheduled record within {FINAL_DEADLINE:g} s of the run's "
+                          f"end (run {run.run})", run.job_id)  # fmt: skip
+            run.written.add("scheduled")  # given up: counted above, never invented
         self.state.dirty = True
 
     def _sweep(self, now: float) -> None:

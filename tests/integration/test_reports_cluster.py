@@ -22,6 +22,8 @@ from typing import Any
 
 import pytest
 
+from computeproof.spool import is_spooled, read_events
+
 SlurmCluster = Any  # tests/integration/conftest.py: the session's cluster handle
 
 pytestmark = pytest.mark.slurm
@@ -72,17 +74,38 @@ def has_final_state(cluster: SlurmCluster, job: int) -> bool:
     )
 
 
-def spooled(cluster: SlurmCluster, job: int) -> dict[Path, str]:
-    """Spool files (path -> event type) of one job."""
+def spooled(cluster: SlurmCluster, job: int) -> dict[tuple[Path, int], str]:
+    """The spooled events of one job: (file, line) -> event type (a file is one event, or
+    a batch of the collector's, one event a line)."""
     out = {}
-    for path in (cluster.dir / "computeproof" / "spool" / "new").glob("*.json"):
+    for path in (cluster.dir / "computeproof" / "spool" / "new").iterdir():
+        if not is_spooled(path.name):
+            continue
         try:
-            event = json.loads(path.read_bytes())
+            events = [json.loads(e) for e in read_events(str(path))]
         except (FileNotFoundError, ValueError):
             continue
-        if event["job_id"] == job:
-            out[path] = event["type"]
+        for line, event in enumerate(events):
+            if event["job_id"] == job:
+                out[(path, line)] = event["type"]
     return out
+
+
+def unspool(found: dict[tuple[Path, int], str]) -> None:
+    """Delete these events from the spool: a file whole, or the lines of a batch (the
+    batch rewritten, whole, without them; its other jobs' events stay)."""
+    by_file: dict[Path, set[int]] = {}
+    for path, line in found:
+        by_file.setdefault(path, set()).add(line)
+    for path, lines in by_file.items():
+        events = read_events(str(path))
+        rest = [e for i, e in enumerate(events) if i not in lines]
+        if not rest:
+            path.unlink()
+            continue
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(b"".join(e + b"\n" for e in rest))
+        tmp.rename(path)
 
 
 @pytest.fixture(scope="module")
@@ -187,8 +210,7 @@ def test_reconcile_names_job_without_receipts(
         assert time.monotonic() < deadline, f"job {lost}: spooled only {sorted(files.values())}"
         time.sleep(0.5)
         files = spooled(c, lost)
-    for path in files:
-        path.unlink()
+    unspool(files)
     cli(c, "forward")
     assert not spooled(c, lost)
     assert cli(c, "jobs", "show", str(lost), "--json", check=False).returncode != 0

@@ -24,6 +24,8 @@ from typing import Any
 
 import pytest
 
+from computeproof.spool import is_spooled, read_events
+
 SlurmCluster = Any  # tests/integration/conftest.py: the session's cluster handle
 
 pytestmark = pytest.mark.slurm
@@ -91,9 +93,11 @@ def wait_completed(cluster: SlurmCluster, ids: list[int], timeout: float = 150) 
 def spool_events(cluster: SlurmCluster, sub: str = "new") -> list[dict[str, Any]]:
     """The events in the spool's new/ (or failed/) directory."""
     out = []
-    for path in (cluster.dir / "computeproof" / "spool" / sub).glob("*.json"):
+    for path in (cluster.dir / "computeproof" / "spool" / sub).iterdir():
+        if not is_spooled(path.name):  # single events, and the collector's batches
+            continue
         try:
-            out.append(json.loads(path.read_bytes()))
+            out.extend(json.loads(e) for e in read_events(str(path)))
         except (FileNotFoundError, ValueError):
             continue  # forwarded meanwhile, or being written
     return out

@@ -123,7 +123,7 @@ def check_exactly_once(
     for name, path in site.node_spools().items():
         spool = Spool(str(path))
         assert spool.count_pending() == 0, f"{name}'s spool still holds events"
-        assert not list((path / "failed").glob("*.json")), f"{name}'s spool has rejected events"
+        assert not spool.failures(), f"{name}'s spool has rejected events"
 
 
 def test_every_job_recorded_through_the_collector(site: Site, job_dir: Path) -> None:

@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 from computeproof.event import check_event
+from computeproof.spool import is_spooled, read_events
 
 REPO = Path(__file__).resolve().parents[3]
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -61,10 +62,14 @@ class Site:
 
     def events(self, type: str | None = None) -> list[dict[str, object]]:
         out = []
-        for path in sorted((self.spool / "new").glob("*.json")):
-            event = check_event(json.loads(path.read_bytes()))
-            if type is None or event["type"] == type:
-                out.append(event)
+        new = self.spool / "new"
+        for path in sorted(new.iterdir()) if new.is_dir() else []:
+            if not is_spooled(path.name):  # a hook's event, or a batch of the collector's
+                continue
+            for data in read_events(str(path)):
+                event = check_event(json.loads(data))
+                if type is None or event["type"] == type:
+                    out.append(event)
         return out
 
     def failures(self, where: Path | None = None) -> int:

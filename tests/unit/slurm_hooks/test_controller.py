@@ -71,17 +71,21 @@ def hostile(version: str, key: str) -> bytes:
 
 
 def run_through(tmp_path: Path, version: str) -> tuple[Config, Clock, Path]:
-    """Poll while the jobs run, once they ended, and once accounting has them."""
+    """Poll while the jobs run, once they ended, and once accounting has them: at each
+    moment twice, a second apart (a structured read waits while runs are being
+    allocated: for the poll after)."""
     config, clock, log = site(tmp_path), Clock(), tmp_path / "log"
     install(Path(config.slurm_bin), version, "running", log)
     collector = Collector(config, SlurmCli(config.slurm_bin, timeout=10), clock=clock)
     collector.poll()
-    install(Path(config.slurm_bin), version, "ended", log)
-    clock.now += 10
-    collector.poll()
-    install(Path(config.slurm_bin), version, "late", log)
-    clock.now += 10
-    collector.poll()
+    assert collector.written == 0  # new allocations: the structured read waits a poll
+    for moment in ("running", "ended", "late"):
+        install(Path(config.slurm_bin), version, moment, log)
+        if moment != "running":
+            clock.now += 10
+            collector.poll()
+        clock.now += 1
+        collector.poll()
     return config, clock, log
 
 
@@ -131,7 +135,7 @@ def test_every_job_recorded_once_with_slurms_values(tmp_path: Path, version: str
     assert not [k for k in got if k[0] == ids["held"]]
     # one cheap read a poll, at most one structured read, accounting batched
     squeue = calls(log, "squeue")
-    assert [c for c in squeue if SAFE_FORMAT in c] and len(squeue) <= 6
+    assert [c for c in squeue if SAFE_FORMAT in c] and len(squeue) <= 6 + 2
     assert len([c for c in squeue if "--json" in c]) <= 2
     # accounting batched: a poll reads the settled records of every run owed one as text
     # of fields no user sets (the runs, their batch steps); the structured read (JSON +
@@ -234,7 +238,8 @@ def test_no_final_state_is_counted_where_admins_look(tmp_path: Path) -> None:
     assert not [e for e in events(config) if e["type"] == "final_state"]
     for counter in (Path(config.spool_dir), Path(config.run_dir)):
         assert int((counter / "hook-failures").read_text()) >= 1
-        assert "no final state" in (counter / "hook-failures.last").read_text()
+        last = (counter / "hook-failures.last").read_text()
+        assert "no final state" in last or "no scheduled record" in last, last
 
 
 def test_the_lock_admits_one_collector(tmp_path: Path) -> None:
@@ -277,6 +282,49 @@ class Backend:
 
     def accounting(self, since: int, until: int, states: object = ()) -> list[AccountingRecord]:
         return []
+
+
+class NoStructuredRead(Backend):
+    """Slurm whose ``squeue --json`` fails (the cheap read and accounting work)."""
+
+    def live_jobs(self, detail: bool = False, job_ids: object = ()) -> list[AccountingRecord]:
+        if detail:
+            raise SlurmError("squeue --json failed: Socket timed out")
+        return self.live
+
+
+@pytest.mark.parametrize("version", PHASED)
+def test_a_run_settled_before_its_structured_read_still_gets_scheduled(
+    tmp_path: Path, version: str
+) -> None:
+    """Accounting settled the run while slurmctld still held it, but no structured read
+    succeeded before slurmctld let it go: its scheduled comes from accounting's JSON
+    (a run is done only with scheduled and final_state)."""
+    from slurm_hooks.slurmcli import decode_json, parse_sacct_json
+
+    victim = roles(version)["victim"]
+    raw = (Path(__file__).parent / "fixtures" / f"slurm-{version}" / "sacct.json").read_bytes()
+    (accounted,) = [r for r in parse_sacct_json(decode_json(raw, "t")) if r["job_id"] == victim]
+    config, clock = site(tmp_path), Clock()
+    backend = NoStructuredRead([dict(accounted)], [accounted])  # type: ignore[list-item]
+    collector = Collector(config, backend, clock=clock)  # type: ignore[arg-type]
+    collector.poll()  # ended: completed
+    clock.now += 10
+    collector.poll()  # the structured read fails; accounting settles it: final_state
+    assert sorted(t for (j, _, t) in by_key(config) if j == victim) == ["completed", "final_state"]
+    backend.live = []  # slurmctld purged it
+    clock.now += 10
+    collector.poll()
+    got = by_key(config)
+    assert sorted(t for (j, _, t) in got if j == victim) == [
+        "completed",
+        "final_state",
+        "scheduled",
+    ]
+    scheduled = payload(got[(victim, 0, "scheduled")])
+    assert (scheduled["source"], scheduled["job_name"]) == ("sacct --json", "victim")
+    run = collector.state.runs.get((victim, 0))
+    assert run is None or run.done  # done, and forgotten once behind the sweep's cursor
 
 
 @pytest.mark.parametrize("version", ["22.05", "24.11"])
@@ -357,6 +405,8 @@ def test_events_the_spool_refused_are_written_at_the_next_poll(
     def full(self: Spool, batch: list[dict[str, object]], name: str = "") -> list[str]:
         raise SpoolError(f"cannot write event to spool {self.path}: No space left on device")
 
+    collector.poll()  # runs allocated: their structured read waits a poll
+    clock.now += 1
     monkeypatch.setattr(Spool, "write_batch", full)
     monkeypatch.setattr(Spool, "write_many", full)
     with pytest.raises(SpoolError):

@@ -365,7 +365,9 @@ def test_controller_hooks_and_collector_share_event_ids(tmp_path: Path) -> None:
         slurm_bin=str(site.bin),
         host="ctl",
     )
-    Collector(config, SlurmCli(config.slurm_bin, timeout=10)).poll()
+    collector = Collector(config, SlurmCli(config.slurm_bin, timeout=10))
+    collector.poll()
+    collector.poll()  # the structured read of the runs the first poll saw allocated
     mine = [e for e in site.events() if e["job_id"] == ids["attacker"]]
     assert {e["type"]: e["id"] for e in mine if e["type"] in hook_ids} == hook_ids
     assert sorted(e["type"] for e in mine) == ["completed", "final_state", "scheduled"]

@@ -53,7 +53,7 @@ log = logging.getLogger("computeproof.controller")
 
 DETAIL_INTERVAL = 5.0  # seconds between structured reads for owed scheduled events
 ACCOUNTING_INTERVAL = 5.0  # seconds between sacct reads for owed final states
-ACCOUNTING_DELAY = 3.0  # seconds after a run's end before accounting is first asked
+ACCOUNTING_DELAY = 2.0  # seconds after a run's end before accounting is first asked
 SWEEP_INTERVAL = 300.0  # seconds between catch-up reads of jobs ended since the cursor
 SWEEP_OVERLAP = 120  # seconds the next sweep reaches back (controller/slurmdbd clocks)
 DETAIL_DEADLINE = 60.0  # after this, scheduled is written from the cheap read alone

@@ -66,17 +66,20 @@ def forward_spool(
     or go to failed/ (rejected) on their own."""
     result = ForwardResult()
     paths = list(spool.pending())
-    for start in range(0, len(paths), batch_size):
+    start = 0
+    while start < len(paths):
         if progress is not None and start:
             progress(start, len(paths))
-        chunk = paths[start : start + batch_size]
         envelopes: list[bytes] = []
         openings: list[dict[str, dict[str, object]]] = []
         kept: list[tuple[str, int]] = []  # (file, line) of each envelope
         events: list[tuple[str, int, dict[str, object]]] = []
         raw: dict[tuple[str, int], bytes] = {}
         lines: dict[str, int] = {}  # events in each file read
-        for path in chunk:
+        # files until batch_size events (a batch file holds many)
+        while start < len(paths) and len(events) < batch_size:
+            path = paths[start]
+            start += 1
             try:
                 found = [(data, check_event(json.loads(data))) for data in read_events(path)]
             except FileNotFoundError:

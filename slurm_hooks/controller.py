@@ -59,6 +59,7 @@ SWEEP_OVERLAP = 120  # seconds the next sweep reaches back (controller/slurmdbd 
 DETAIL_DEADLINE = 60.0  # after this, scheduled is written from the cheap read alone
 FINAL_DEADLINE = 120.0  # after this, a run's final state is given up (and counted)
 BATCH = 500  # job ids per sacct call
+SPOOL_BATCH = 5000  # events per spool file (a catch-up after a long stop writes many)
 # accounting states of a run that is over: the sweep asks only for these
 ENDED_STATES = ("CANCELLED", "COMPLETED", "FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY",
                 "PREEMPTED", "BOOT_FAIL", "DEADLINE", "REQUEUED")  # fmt: skip
@@ -209,10 +210,12 @@ class Collector:
         if not pending:
             return
         try:
-            if len(pending) == 1:
-                self.spool.write(pending[0][0])
+            events = [event for event, _, _ in pending]
+            if len(events) == 1:
+                self.spool.write(events[0])
             else:
-                self.spool.write_batch([event for event, _, _ in pending])
+                for i in range(0, len(events), SPOOL_BATCH):
+                    self.spool.write_batch(events[i : i + SPOOL_BATCH])
         except SpoolError:
             for _, run, kind in pending:
                 run.written.discard(kind)

@@ -247,3 +247,28 @@ def test_a_batch_is_written_whole_or_not_at_all(tmp_path: Path, make_lifecycle: 
     with pytest.raises(SpoolError, match="cannot write events"):
         sp.write_batch(events)
     assert not os.listdir(sp.tmp)
+
+
+def test_a_pass_reads_files_until_its_batch_holds_enough_events(
+    tmp_path: Path, ledger: Ledger, host_signer: Signer, make_lifecycle: Callable
+) -> None:
+    """batch_size counts events, not files: a batch file bigger than it is one sink call,
+    the single files after it the next ones."""
+    first, second = make_lifecycle("100", progress=3), make_lifecycle("101")
+    sp = Spool(str(tmp_path / "spool"))
+    batch = sp.write_batch(first)
+    os.utime(batch, (1, 1))  # the oldest file: read first
+    for ev in second:
+        sp.write(ev)
+    calls: list[int] = []
+    append = ledger.append
+
+    def counting(envelopes: list[bytes], *args: object, **kwargs: object) -> object:
+        calls.append(len(envelopes))
+        return append(envelopes, *args, **kwargs)  # type: ignore[arg-type]
+
+    ledger.append = counting  # type: ignore[assignment,method-assign]
+    r = forward_spool(sp, host_signer, ledger, batch_size=2)
+    assert (r.forwarded, r.remaining) == (len(first) + len(second), 0)
+    assert calls[0] == len(first) > 2 and sum(calls) == len(first) + len(second)
+    assert all(n <= 2 for n in calls[1:]) and ledger.verify().ok

@@ -307,8 +307,11 @@ def poll_mode(args: argparse.Namespace, workdir: str) -> dict[str, object]:
     out[f"poll_{args.queued}_ended_in_memory_recorded"] = cost(collector.poll, args.polls)
     out["read_squeue_safe_all"] = cost(lambda: info.live_jobs(), args.polls)
     out["read_squeue_json_all"] = cost(lambda: info.live_jobs(detail=True), 3)
-    out[f"read_sacct_{args.queued}_ids"] = cost(
+    out[f"read_sacct_json_{args.queued}_ids"] = cost(
         lambda: info.jobs_accounting([int(i) for i in ids]), 1
+    )
+    out[f"read_sacct_text_{args.queued}_ids"] = cost(  # the collector's final_state read
+        lambda: info.jobs_accounting([int(i) for i in ids], detail=False), 1
     )
     out["events_written"] = collector.written
     return out

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from computeproof.event import check_event
+from computeproof.spool import is_spooled, read_events
 from slurm_hooks.hookconfig import read_config_file
 from tests.slurmjson import slurm_json
 
@@ -26,7 +27,8 @@ pytestmark = pytest.mark.slurm
 
 
 class SpoolWatcher:
-    """Copies event files out of ``<spool>/new`` until stopped."""
+    """Copies event files (single events, and the collector's batches) out of
+    ``<spool>/new`` until stopped."""
 
     def __init__(self, new_dir: Path, into: Path) -> None:
         self.new_dir, self.into = new_dir, into
@@ -42,7 +44,7 @@ class SpoolWatcher:
                 names = []
             for name in names:
                 target = self.into / name
-                if name.endswith(".json") and not target.exists():
+                if is_spooled(name) and not target.exists():  # events, batches too
                     # Forwarded between listdir and copy: that one is missed.
                     with contextlib.suppress(OSError):
                         shutil.copyfile(self.new_dir / name, target)
@@ -50,13 +52,16 @@ class SpoolWatcher:
 
     def events(self, job_id: int) -> list[dict[str, Any]]:
         out = []
-        for path in self.into.glob("*.json"):
-            try:
-                event = check_event(json.loads(path.read_bytes()))
-            except ValueError:
+        for path in self.into.iterdir():
+            if not is_spooled(path.name):
                 continue
-            if event["job_id"] == job_id:
-                out.append(event)
+            for data in read_events(str(path)):  # one event, or a poll's batch
+                try:
+                    event = check_event(json.loads(data))
+                except ValueError:
+                    continue
+                if event["job_id"] == job_id:
+                    out.append(event)
         return out
 
     def wait(self, job_id: int, types: set[str], timeout: float = 90) -> dict[str, Any]:

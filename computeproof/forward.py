@@ -74,7 +74,7 @@ def forward_spool(
         openings: list[dict[str, dict[str, object]]] = []
         kept: list[tuple[str, int]] = []  # (file, line) of each envelope
         events: list[tuple[str, int, dict[str, object]]] = []
-        raw: dict[tuple[str, int], bytes] = {}
+        spooled: dict[tuple[str, int], tuple[bytes, dict[str, object]]] = {}  # as read
         lines: dict[str, int] = {}  # events in each file read
         # files until batch_size events (a batch file holds many)
         while start < len(paths) and len(events) < batch_size:
@@ -92,7 +92,7 @@ def forward_spool(
             lines[path] = len(found)
             for line, (data, event) in enumerate(found):
                 events.append((path, line, event))
-                raw[(path, line)] = data
+                spooled[(path, line)] = (data, event)
         # file times are coarse; the hook's own timestamp orders the log
         events.sort(key=lambda pe: (str(pe[2]["time"]), str(pe[2]["id"])))
         refused: dict[tuple[str, int], str] = {}
@@ -119,7 +119,6 @@ def forward_spool(
                 )
                 raise
         leaves: dict[tuple[str, int], int] = {}
-        waiting: set[tuple[str, int]] = set()
         if outcome is not None:
             for pos, _, leaf in outcome.accepted:
                 leaves[kept[pos]] = leaf
@@ -128,7 +127,6 @@ def forward_spool(
                 leaves[kept[pos]] = leaf
                 result.duplicates += 1
             for pos, reason in outcome.untrusted:
-                waiting.add(kept[pos])
                 result.untrusted += 1
                 if len(result.errors) < 20:
                     name = os.path.basename(kept[pos][0])
@@ -139,7 +137,7 @@ def forward_spool(
             result.failed += 1
             result.errors.append(f"{os.path.basename(key[0])}: {reason}")
         for path, count in lines.items():
-            _settle(spool, path, count, leaves, waiting, refused, raw, retention_s)
+            _settle(spool, path, count, leaves, refused, spooled, retention_s)
     if progress is not None and paths:
         progress(len(paths), len(paths))
     spool.sweep_forwarded(retention_s, time.time())
@@ -161,9 +159,8 @@ def _settle(
     path: str,
     count: int,
     leaves: dict[tuple[str, int], int],
-    waiting: set[tuple[str, int]],
     refused: dict[tuple[str, int], str],
-    raw: dict[tuple[str, int], bytes],
+    spooled: dict[tuple[str, int], tuple[bytes, dict[str, object]]],
     retention_s: float,
 ) -> None:
     """Finish one spool file after a pass: committed (kept or removed), rejected (to
@@ -187,14 +184,15 @@ def _settle(
         # named apart from this file (fewer events than it holds), so never over it
         rest = [k for k in keys if k not in leaves and k not in refused]
         if rest:
-            first = json.loads(raw[rest[0]])["id"]
-            spool.write_batch([json.loads(raw[k]) for k in rest], name=f"{first}+{len(rest)}")
+            name = f"{spooled[rest[0]][1]['id']}+{len(rest)}"
+            spool.write_batch([spooled[k][1] for k in rest], name=name)
         for k in keys:
             if k in refused:
-                spool.fail_event(str(json.loads(raw[k])["id"]), raw[k], refused[k])
+                data, event = spooled[k]
+                spool.fail_event(str(event["id"]), data, refused[k])
         if done and retention_s > 0:
-            name = f"{json.loads(raw[done[0]])['id']}+{len(done)}.done"
-            kept = spool.write_batch([json.loads(raw[k]) for k in done], name=name)
+            name = f"{spooled[done[0]][1]['id']}+{len(done)}.done"
+            kept = spool.write_batch([spooled[k][1] for k in done], name=name)
             _finish(spool, kept, [leaves[k] for k in done], retention_s)
         spool.done(path)
     except OSError as e:

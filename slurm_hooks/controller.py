@@ -65,7 +65,8 @@ ENDED_STATES = ("CANCELLED", "COMPLETED", "FAILED", "TIMEOUT", "NODE_FAIL", "OUT
                 "PREEMPTED", "BOOT_FAIL", "DEADLINE", "REQUEUED")  # fmt: skip
 EVENTS = ("scheduled", "completed", "final_state")
 STATE_VERSION = 1
-COMPLETING_DEADLINE = 30.0  # a run COMPLETING this long gets completed from what is known
+COMPLETING_DEADLINE = 60.0  # a run COMPLETING this long gets completed from what is known
+# (past KillWait's default 30 s: a cancelled job that ignores SIGTERM reads 0:0 that long)
 
 
 @dataclass
@@ -345,11 +346,14 @@ class Collector:
                     run.end = rec.get("end_epoch")
                     self.state.dirty = True
                 if "completed" not in run.written:
-                    # slurmctld lists only the nodes still completing: wait for the job's
-                    # final state, unless the nodes were seen while it ran
+                    # COMPLETING: slurmctld lists only the nodes still completing, and a
+                    # cancelled (timed-out) run reads 0:0 until its batch step reports its
+                    # signal: wait for the final state, unless the nodes were seen while it
+                    # ran and the exit is already known (not 0:0)
                     if not completing:
                         self._completed(run, rec, "squeue")
-                    elif run.nodes or now - run.ended_seen >= COMPLETING_DEADLINE:
+                    elif ((run.nodes and _exit_known(rec))
+                          or now - run.ended_seen >= COMPLETING_DEADLINE):  # fmt: skip
                         self._completed(run, _with_nodes(rec, run.nodes), "squeue")
             elif (run.ran and "scheduled" not in run.written
                   and now - run.first_seen >= DETAIL_DEADLINE):  # fmt: skip
@@ -612,6 +616,13 @@ def _expects_batch_step(rec: AccountingRecord) -> bool | None:
     if isinstance(offset, int) and offset > 0:
         return False
     return rec.get("batch")
+
+
+def _exit_known(rec: AccountingRecord) -> bool:
+    """Whether a COMPLETING record's exit is final: its batch step reported a nonzero exit
+    code or signal. 0:0 may still change (scancel and a time limit mark a job ended before
+    its batch step is killed: 0:15 once the step reports, up to KillWait later)."""
+    return bool(rec.get("exit_code") or rec.get("signal"))
 
 
 def _with_nodes(rec: AccountingRecord, nodes: list[str]) -> AccountingRecord:

@@ -165,8 +165,16 @@ def test_array_task_identity(slurm_cluster: Any, spool: SpoolWatcher, job_dir: P
         assert _by_type(events, "started")[0]["job"] == str(job_id)
 
 
-def test_cancelled_job_signal(slurm_cluster: Any, spool: SpoolWatcher, job_dir: Path) -> None:
-    job_id = slurm_cluster.sbatch("-o", f"{job_dir}/%j.out", "--wrap", "sleep 300")
+# a job that takes 3 s to die of SIGTERM: slurmctld holds it CANCELLED|COMPLETING at 0:0
+# that long, over several of the collector's polls, before the batch step reports 0:15
+SLOW_TO_DIE = "trap 'trap - TERM; sleep 3; kill -TERM $$' TERM; sleep 300 & wait"
+
+
+@pytest.mark.parametrize("script", ["sleep 300", SLOW_TO_DIE], ids=["plain", "slow-to-die"])
+def test_cancelled_job_signal(
+    slurm_cluster: Any, spool: SpoolWatcher, job_dir: Path, script: str
+) -> None:
+    job_id = slurm_cluster.sbatch("-o", f"{job_dir}/%j.out", "--wrap", script)
     spool.wait(job_id, {"started"}, timeout=30)
     slurm_cluster.run("scancel", str(job_id))
     acct = slurm_cluster.wait_job(job_id)

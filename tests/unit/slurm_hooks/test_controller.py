@@ -483,6 +483,74 @@ def test_a_requeue_seen_completing_is_the_end_of_the_run_before(tmp_path: Path) 
     assert done["start_epoch"] == second["start_epoch"]
 
 
+@pytest.mark.parametrize("version", PHASED)
+@pytest.mark.parametrize("then", ["CANCELLED", "COMPLETING"])
+def test_a_cancelled_run_seen_completing_gets_its_signal(
+    tmp_path: Path, version: str, then: str
+) -> None:
+    """scancel marks a job CANCELLED|COMPLETING at once, and slurmctld reads 0:0 until the
+    batch step reports that SIGTERM ended it (0:15): a poll landing between must not
+    record completed as 0:0 (seen on CI: a compose cluster's completed said signal 0).
+    The signal comes from the COMPLETING record that has it, or from the final one."""
+    from fakeslurm import fixture_dir
+
+    from slurm_hooks.slurmcli import decode_json, parse_sacct_json
+
+    cancelled = roles(version)["cancelled"]
+    raw = decode_json((fixture_dir(version) / "sacct.json").read_bytes(), "t")
+    acct = [r for r in parse_sacct_json(raw) if r["job_id"] == cancelled]
+    (rec,) = acct
+    assert rec["nodes"]
+
+    def live(**change: object) -> AccountingRecord:
+        return {**rec, "restarts": 0, **change}  # type: ignore[typeddict-item]
+
+    views = [
+        [live(state="RUNNING", end_epoch=None, exit_code=0, signal=0)],
+        [live(state="COMPLETING", exit_code=0, signal=0)],  # scancel: the step not yet told
+        [live(state="COMPLETING", exit_code=0, signal=0, nodes=[])],  # still not
+        [live(state=then, exit_code=0, signal=15)],
+    ]
+    config, clock = site(tmp_path), Clock(float(rec["start_epoch"] or 0) + 1)
+    collector = Collector(config, Backend(views[0], acct), clock=clock)  # type: ignore[arg-type]
+    for view in views:
+        collector.info.live = view  # type: ignore[attr-defined]
+        collector.poll()
+        clock.now += 1
+    done = payload(by_key(config)[(cancelled, 0, "completed")])
+    assert (done["exit_code"], done["signal"], done["nodes"]) == (0, 15, rec["nodes"])
+
+
+def test_a_run_completing_past_the_deadline_is_completed_with_what_is_known(
+    tmp_path: Path,
+) -> None:
+    """A run COMPLETING (0:0) longer than COMPLETING_DEADLINE, a node's epilog hung: its
+    completed is written from the COMPLETING record with the nodes seen while it ran, not
+    held until slurmctld lets the job go; not before."""
+    from fakeslurm import fixture_dir
+
+    from slurm_hooks.slurmcli import decode_json, parse_sacct_json
+
+    job = roles("22.05")["victim"]
+    raw = decode_json((fixture_dir("22.05") / "sacct.json").read_bytes(), "t")
+    (rec,) = [r for r in parse_sacct_json(raw) if r["job_id"] == job]
+    running: AccountingRecord = {**rec, "state": "RUNNING", "end_epoch": None, "restarts": 0}
+    completing: AccountingRecord = {**rec, "state": "COMPLETING", "restarts": 0, "nodes": []}
+    config, clock = site(tmp_path), Clock(float(rec["start_epoch"] or 0) + 1)
+    backend = Backend([running], [])
+    collector = Collector(config, backend, clock=clock)  # type: ignore[arg-type]
+    collector.poll()
+    backend.live = [completing]
+    collector.poll()
+    clock.now += controller.COMPLETING_DEADLINE - 1
+    collector.poll()
+    assert (job, 0, "completed") not in by_key(config)
+    clock.now += 1
+    collector.poll()
+    done = payload(by_key(config)[(job, 0, "completed")])
+    assert done["state_seen"] == "COMPLETING" and done["nodes"] == rec["nodes"]
+
+
 def test_the_collector_forwards_what_a_poll_wrote_at_once(tmp_path: Path) -> None:
     """forward_interval > 0: a poll that wrote events wakes the forwarding thread, which
     takes them into the ledger long before its interval (an hour here) is up."""

@@ -10,7 +10,11 @@ from computeproof.errors import CanonicalError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
+    from typing import TypeAlias
+
+    _Encode: TypeAlias = Callable[[object, int], Iterable[str]]
+    _Scan: TypeAlias = Callable[[str, int], tuple[object, int]]
 
 MAX_SAFE_INTEGER = 2**53 - 1
 
@@ -34,7 +38,7 @@ def _encode(value: object, out: list[str], append: "Callable[[str], None]") -> N
         append("false")
     elif isinstance(value, int):
         if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
-            append(str(value))
+            append(int.__repr__(value))  # decimal, as json's C encoder writes any int
         else:
             raise CanonicalError(f"integer {value} is outside the I-JSON range +-(2**53-1)")
     elif isinstance(value, dict):
@@ -82,6 +86,69 @@ def canonical_bytes(value: object) -> bytes:
         return canonical_str(value).encode("utf-8")
     except UnicodeEncodeError as e:
         raise CanonicalError(f"string is not valid Unicode (lone surrogate?): {e}") from e
+
+
+def _refuse(value: object) -> object:
+    raise TypeError(f"type {type(value).__name__} is not JSON")
+
+
+def _bounded_int(digits: str) -> int:
+    value = int(digits)
+    if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+        raise ValueError("integer outside the I-JSON range")
+    return value
+
+
+def _no_float(text: str) -> object:
+    raise ValueError(f"float {text} found")
+
+
+class _ProofContext:
+    """The C scanner's settings for reading back the fast encoder's text: a float, NaN
+    or an integer outside +-(2**53-1) ends the read."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = staticmethod(_no_float)
+    parse_int = staticmethod(_bounded_int)
+    parse_constant = staticmethod(_no_float)
+
+
+_FAST: "tuple[_Encode, _Scan] | None" = None
+
+
+def canonical_bytes_fast(value: object) -> bytes:
+    """:func:`canonical_bytes` through json's C encoder, for long-lived processes that
+    write many events (the collector's spool batches): under half the CPU.
+
+    The C text is returned only where it is provably the reference's: read back with the
+    C scanner (no float, no integer out of range), it equals ``value`` (so no key was
+    converted from another type, no tuple became a list unseen) and it holds no character
+    at or above U+E000, where code point order (json's key sort) and UTF-16 order (RFC
+    8785's) part. json's string escapes are the reference's (a unit test compares every
+    code point). Anything else is encoded by the reference, which also raises its errors.
+    """
+    global _FAST
+    if _FAST is None:
+        import _json
+
+        encoder = _json.make_encoder(
+            None, _refuse, _json.encode_basestring, None, ":", ",", True, False, False
+        )
+        _FAST = encoder, _json.make_scanner(_ProofContext)  # type: ignore[arg-type]
+    encode, scan = _FAST
+    try:
+        text = "".join(encode(value, 0))
+        back, end = scan(text, 0)
+    except (TypeError, ValueError, StopIteration, RecursionError):
+        return canonical_bytes(value)
+    if end != len(text) or back != value or not (text.isascii() or max(text) < "\ue000"):
+        return canonical_bytes(value)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: the reference says so
+        return canonical_bytes(value)
 
 
 class _ScanContext:

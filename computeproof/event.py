@@ -113,11 +113,21 @@ def text_values(value: object) -> object:
     through :func:`text_value`; keys are the project's own and stay as they are."""
     if isinstance(value, str):
         return text_value(value)
+    # ints, None and ASCII strings (nearly every value) are taken as they are, not recursed
     if isinstance(value, dict):
-        return {k: text_values(v) for k, v in value.items()}
+        return {
+            k: v if type(v) in _AS_IS or (type(v) is str and v.isascii()) else text_values(v)
+            for k, v in value.items()
+        }
     if isinstance(value, list | tuple):
-        return [text_values(v) for v in value]
+        return [
+            v if type(v) in _AS_IS or (type(v) is str and v.isascii()) else text_values(v)
+            for v in value
+        ]
     return value
+
+
+_AS_IS = frozenset((int, bool, type(None)))
 
 
 def new_event(

@@ -22,7 +22,7 @@ import this.
 
 import posix
 
-from computeproof.canonical import canonical_bytes
+from computeproof.canonical import canonical_bytes, canonical_bytes_fast
 from computeproof.errors import SpoolError
 from computeproof.posixfs import basename, is_dir, join, make_dirs
 
@@ -135,8 +135,10 @@ class Spool:
     def write_batch(self, events: "list[dict[str, object]]", name: str = "") -> str:
         """Write several events as one file in new/ (``name``, else the first event's id,
         + .jsonl), whole or not at all: one file and one sync for all of them. Returns its
-        path. The forwarder takes a batch as it takes single events."""
-        data = b"".join(canonical_bytes(event) + b"\n" for event in events)
+        path. The forwarder takes a batch as it takes single events. Encoded through json's
+        C encoder where that gives the reference's bytes (canonical_bytes_fast): the
+        writers of batches are long-lived."""
+        data = b"".join(canonical_bytes_fast(event) + b"\n" for event in events)
         final = f"{self.new}/{name or events[0]['id']}{BATCH}"
         tmp = f"{self.tmp}/{basename(final)}.{posix.getpid()}"
         try:

@@ -127,7 +127,15 @@ def rfc3339(epoch: int | None) -> str | None:
     """Epoch seconds as "2025-11-25T16:00:00Z"; None stays None."""
     if epoch is None:
         return None
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+    text = _RFC3339.get(epoch)
+    if text is None:
+        if len(_RFC3339) >= 4096:
+            _RFC3339.clear()
+        text = _RFC3339[epoch] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+    return text
+
+
+_RFC3339: "dict[int, str]" = {}  # epoch -> text: the records of a burst share their times
 
 
 def parse_duration(value: str | None) -> int | None:
@@ -184,11 +192,22 @@ def _name(value: str) -> str | None:
     return None if unset(value) else value
 
 
+_UTC: "dict[str, int | None]" = {}  # time text -> epoch: a burst's jobs share their times
+
+
 def _utc(value: str) -> int | None:
     try:
-        return parse_time(value, utc=True)
+        return _UTC[value]
+    except KeyError:
+        pass
+    try:
+        epoch = parse_time(value, utc=True)
     except SlurmError:
-        return None  # a format this parser does not know: the record still counts
+        epoch = None  # a format this parser does not know: the record still counts
+    if len(_UTC) >= 4096:
+        _UTC.clear()
+    _UTC[value] = epoch
+    return epoch
 
 
 def parse_squeue_safe(

@@ -10,7 +10,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from computeproof.canonical import MAX_SAFE_INTEGER, canonical_bytes, canonical_str, loads
+from computeproof.canonical import (
+    MAX_SAFE_INTEGER,
+    canonical_bytes,
+    canonical_bytes_fast,
+    canonical_str,
+    loads,
+)
 from computeproof.errors import CanonicalError
 
 VECTORS = Path(__file__).resolve().parents[2] / "data" / "rfc8785"
@@ -174,6 +180,109 @@ def test_round_trip_and_utf16_key_order(value: object) -> None:
 def test_canonical_form_is_a_fixed_point(value: object) -> None:
     once = canonical_bytes(value)
     assert canonical_bytes(json.loads(once)) == once
+
+
+# -- canonical_bytes_fast: json's C encoder, proved against the reference ---------------
+
+
+def _outcome(encode: object, value: object) -> object:
+    try:
+        return encode(value)  # type: ignore[operator]
+    except CanonicalError as e:
+        return ("error", str(e))
+    except RecursionError:
+        return "recursion"
+
+
+def test_fast_escapes_every_code_point_as_the_reference() -> None:
+    """json's C string escapes against the reference's, for every code point but the
+    surrogates, and each surrogate alone (refused by both)."""
+    every = "".join(chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF)
+    assert canonical_bytes_fast({"s": every}) == canonical_bytes({"s": every})
+    for c in range(0x20):
+        assert canonical_bytes_fast([chr(c)]) == canonical_bytes([chr(c)])
+    for c in range(0xD800, 0xE000, 0x7F):
+        assert _outcome(canonical_bytes_fast, [chr(c)]) == _outcome(canonical_bytes, [chr(c)])
+
+
+class _Odd(int):
+    def __str__(self) -> str:
+        return "odd"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"metrics": {"x": 1.0}},
+        {"x": float("nan")},
+        {"x": float("inf")},
+        [-0.0],
+        {"n": [MAX_SAFE_INTEGER + 1]},
+        {"n": -MAX_SAFE_INTEGER - 1},
+        {"n": MAX_SAFE_INTEGER},
+        {1: "a"},
+        {None: 1},
+        {True: 1},
+        {1.5: 1},
+        {1: "a", "1": "b"},
+        {("a",): 1},
+        {b"k": 1},
+        [b"bytes"],
+        [{1, 2}],
+        [object()],
+        [1j],
+        {"a": "\ud800"},
+        {"\udfff": 1},
+        {"b": [1, (2, 3), {"z": None, "a": True}], "a": False, "": {}},
+        (1, [2]),
+        {"\ue000": 1, "\U00010000": 2, "a": 3},
+        {"\uffff": [1], "\U0001f600": [2]},
+        [_Odd(7)],
+        {"k": _Odd(-3)},
+        "x",
+        5,
+        None,
+        True,
+        [],
+    ],
+)
+def test_fast_gives_the_references_bytes_or_its_error(value: object) -> None:
+    assert _outcome(canonical_bytes_fast, value) == _outcome(canonical_bytes, value)
+
+
+def test_fast_deep_nesting_is_the_references_outcome() -> None:
+    deep: list[object] = []
+    for _ in range(100_000):
+        deep = [deep]
+    assert _outcome(canonical_bytes_fast, deep) == _outcome(canonical_bytes, deep)
+
+
+_any_keys = st.text(max_size=6) | st.sampled_from(["\ue000", "\U00010000", "\uffff", "a"])
+_hostile_text = st.text(max_size=12) | st.binary(max_size=12).map(
+    lambda b: b.decode("utf-8", "surrogateescape")
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | _hostile_text
+        | st.floats(allow_nan=True, allow_infinity=True),
+        lambda inner: (
+            st.lists(inner, max_size=4)
+            | st.tuples(inner, inner)
+            | st.dictionaries(_any_keys | st.integers() | st.none(), inner, max_size=4)
+        ),
+        max_leaves=20,
+    )
+)
+def test_fast_matches_the_reference_on_anything(value: object) -> None:
+    """Any value (floats, huge ints, non-string keys, lone surrogates, astral and
+    private-use keys, tuples): the fast path's bytes, or error, are the reference's."""
+    assert _outcome(canonical_bytes_fast, value) == _outcome(canonical_bytes, value)
 
 
 # -- loads: json.loads with the C scanner alone (the Epilog parses the agent's answer) --

@@ -167,15 +167,23 @@ def test_array_task_identity(slurm_cluster: Any, spool: SpoolWatcher, job_dir: P
 
 # a job that takes 3 s to die of SIGTERM: slurmctld holds it CANCELLED|COMPLETING at 0:0
 # that long, over several of the collector's polls, before the batch step reports 0:15
-SLOW_TO_DIE = "trap 'trap - TERM; sleep 3; kill -TERM $$' TERM; sleep 300 & wait"
+SLOW_TO_DIE = "trap 'trap - TERM; sleep 3; kill -TERM $$' TERM; echo up; sleep 300 & wait"
 
 
-@pytest.mark.parametrize("script", ["sleep 300", SLOW_TO_DIE], ids=["plain", "slow-to-die"])
+@pytest.mark.parametrize(
+    "script", ["echo up; sleep 300", SLOW_TO_DIE], ids=["plain", "slow-to-die"]
+)
 def test_cancelled_job_signal(
     slurm_cluster: Any, spool: SpoolWatcher, job_dir: Path, script: str
 ) -> None:
     job_id = slurm_cluster.sbatch("-o", f"{job_dir}/%j.out", "--wrap", script)
     spool.wait(job_id, {"started"}, timeout=30)
+    # cancelled before its batch script runs, a job's batch step has no exit, or 0:9 (seen
+    # on CI's 25.11 cluster): cancel once the script has said it runs
+    out, deadline = job_dir / f"{job_id}.out", time.monotonic() + 30
+    while time.monotonic() < deadline and not (out.exists() and b"up" in out.read_bytes()):
+        time.sleep(0.1)
+    assert b"up" in out.read_bytes(), "the batch script did not start within 30 s"
     slurm_cluster.run("scancel", str(job_id))
     acct = slurm_cluster.wait_job(job_id)
     events = spool.wait(job_id, ALL)

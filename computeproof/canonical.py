@@ -103,18 +103,6 @@ def _no_float(text: str) -> object:
     raise ValueError(f"float {text} found")
 
 
-class _ProofContext:
-    """The C scanner's settings for reading back the fast encoder's text: a float, NaN
-    or an integer outside +-(2**53-1) ends the read."""
-
-    strict = True
-    object_hook = None
-    object_pairs_hook = None
-    parse_float = staticmethod(_no_float)
-    parse_int = staticmethod(_bounded_int)
-    parse_constant = staticmethod(_no_float)
-
-
 _FAST: "tuple[_Encode, _Scan] | None" = None
 
 
@@ -157,12 +145,20 @@ class _ScanContext:
     strict = True
     object_hook = None
     object_pairs_hook = None
-    parse_float = float
-    parse_int = int
+    parse_float: "Callable[[str], object]" = float
+    parse_int: "Callable[[str], int]" = int
 
     @staticmethod
     def parse_constant(name: str) -> object:
         raise ValueError(f"{name} is not a JSON value")
+
+
+class _ProofContext(_ScanContext):
+    """The C scanner's settings for reading back the fast encoder's text: a float or an
+    integer outside +-(2**53-1) ends the read too."""
+
+    parse_float = staticmethod(_no_float)
+    parse_int = staticmethod(_bounded_int)
 
 
 _JSON_SPACE = " \t\n\r"
